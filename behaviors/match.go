@@ -1,0 +1,219 @@
+package behaviors
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/faultbox/faultbox/internal/flow"
+	"github.com/faultbox/faultbox/internal/packet"
+)
+
+// MatchSpec is a match as written in a profile. Every key is optional.
+type MatchSpec struct {
+	Direction string   `param:"direction"` // upstream | downstream | both
+	From      []string `param:"from"`      // lab host names or CIDR prefixes
+	To        []string `param:"to"`
+	Protocol  string   `param:"protocol"`  // tcp | udp | icmp | any
+	Port      int      `param:"port"`      // either end
+	TCPFlags  []string `param:"tcp_flags"` // e.g. [syn], [syn, ack], [bare-ack], [fin], [rst], [data]
+}
+
+// Resolver turns a lab host name into its addresses.
+type Resolver func(name string) ([]netip.Addr, bool)
+
+// Direction selects packets by the way they travel relative to the
+// connection's initiator.
+type Direction uint8
+
+const (
+	Both Direction = iota
+	Upstream
+	Downstream
+)
+
+// Match is a compiled MatchSpec; its zero value matches everything.
+type Match struct {
+	Direction Direction
+	From, To  []netip.Prefix
+	Protocol  uint8 // 0 = any
+	Port      uint16
+	Flags     []FlagSet // any of these; empty = any segment
+}
+
+// FlagSet selects TCP segments by flags: (flags & Mask) == Want, and, for
+// bare ACKs, no payload.
+type FlagSet struct {
+	Mask, Want uint8
+	NoPayload  bool
+	Payload    bool
+}
+
+var flagSets = map[string]FlagSet{
+	"syn":      {Mask: packet.SYN | packet.ACK, Want: packet.SYN},
+	"syn-ack":  {Mask: packet.SYN | packet.ACK, Want: packet.SYN | packet.ACK},
+	"fin":      {Mask: packet.FIN, Want: packet.FIN},
+	"rst":      {Mask: packet.RST, Want: packet.RST},
+	"ack":      {Mask: packet.ACK, Want: packet.ACK},
+	"bare-ack": {Mask: packet.SYN | packet.FIN | packet.RST | packet.ACK, Want: packet.ACK, NoPayload: true},
+	"data":     {Payload: true},
+}
+
+// Compile checks a MatchSpec and resolves its host names.
+func (s MatchSpec) Compile(resolve Resolver) (Match, error) {
+	var m Match
+	switch strings.ToLower(s.Direction) {
+	case "", "both":
+	case "upstream":
+		m.Direction = Upstream
+	case "downstream":
+		m.Direction = Downstream
+	default:
+		return m, Errorf("match.direction", "%q is not upstream, downstream or both", s.Direction)
+	}
+	var err error
+	if m.From, err = prefixes(s.From, resolve, "match.from"); err != nil {
+		return m, err
+	}
+	if m.To, err = prefixes(s.To, resolve, "match.to"); err != nil {
+		return m, err
+	}
+	switch strings.ToLower(s.Protocol) {
+	case "", "any":
+	case "tcp":
+		m.Protocol = packet.ProtoTCP
+	case "udp":
+		m.Protocol = packet.ProtoUDP
+	case "icmp":
+		m.Protocol = packet.ProtoICMP // ICMPv6 too, see Matches
+	default:
+		return m, Errorf("match.protocol", "%q is not tcp, udp, icmp or any", s.Protocol)
+	}
+	if s.Port < 0 || s.Port > 65535 {
+		return m, Errorf("match.port", "%d is out of range 0-65535", s.Port)
+	}
+	m.Port = uint16(s.Port)
+	for _, name := range s.TCPFlags {
+		fs, ok := flagSets[strings.ToLower(name)]
+		if !ok {
+			return m, Errorf("match.tcp_flags", "%q is not one of syn, syn-ack, ack, bare-ack, fin, rst, data", name)
+		}
+		m.Flags = append(m.Flags, fs)
+	}
+	if len(m.Flags) > 0 && m.Protocol == 0 {
+		m.Protocol = packet.ProtoTCP
+	}
+	return m, nil
+}
+
+func prefixes(items []string, resolve Resolver, field string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, it := range items {
+		if p, err := netip.ParsePrefix(it); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		if a, err := netip.ParseAddr(it); err == nil {
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+			continue
+		}
+		var addrs []netip.Addr
+		ok := false
+		if resolve != nil {
+			addrs, ok = resolve(it)
+		}
+		if !ok {
+			return nil, Errorf(field, "%q is neither a CIDR prefix nor a lab host name", it)
+		}
+		for _, a := range addrs {
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+		}
+	}
+	return out, nil
+}
+
+// Matches reports whether p is selected.
+func (m *Match) Matches(p *Packet) bool {
+	if m.Protocol != 0 && p.Proto != m.Protocol && !(m.Protocol == packet.ProtoICMP && p.Proto == packet.ProtoICMPv6) {
+		return false
+	}
+	if m.Direction != Both && (m.Direction == Upstream) != p.Upstream() {
+		return false
+	}
+	if m.Port != 0 && (!p.HasPorts || (p.SrcPort != m.Port && p.DstPort != m.Port)) {
+		return false
+	}
+	if len(m.From) > 0 && !inAny(m.From, p.Src) {
+		return false
+	}
+	if len(m.To) > 0 && !inAny(m.To, p.Dst) {
+		return false
+	}
+	if len(m.Flags) > 0 {
+		if !p.IsTCP() {
+			return false
+		}
+		hit := false
+		for _, fs := range m.Flags {
+			if fs.matches(p) {
+				hit = true
+				break
+			}
+		}
+		if !hit {
+			return false
+		}
+	}
+	return true
+}
+
+func (fs FlagSet) matches(p *Packet) bool {
+	if p.Flags&fs.Mask != fs.Want {
+		return false
+	}
+	n := p.PayloadLen()
+	return !(fs.NoPayload && n > 0) && !(fs.Payload && n == 0)
+}
+
+func inAny(ps []netip.Prefix, a netip.Addr) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// SideFromDirection is a helper for behaviors whose parameters name a side.
+func SideFromDirection(upstream bool) flow.Side {
+	if upstream {
+		return flow.Client
+	}
+	return flow.Server
+}
+
+// String renders a match for status output.
+func (m Match) String() string {
+	var b strings.Builder
+	if m.Direction == Upstream {
+		b.WriteString("upstream ")
+	} else if m.Direction == Downstream {
+		b.WriteString("downstream ")
+	}
+	if m.Protocol != 0 {
+		fmt.Fprintf(&b, "proto=%d ", m.Protocol)
+	}
+	if m.Port != 0 {
+		fmt.Fprintf(&b, "port=%d ", m.Port)
+	}
+	if len(m.From) > 0 {
+		fmt.Fprintf(&b, "from=%v ", m.From)
+	}
+	if len(m.To) > 0 {
+		fmt.Fprintf(&b, "to=%v ", m.To)
+	}
+	if b.Len() == 0 {
+		return "all"
+	}
+	return strings.TrimSpace(b.String())
+}

@@ -1,0 +1,50 @@
+// Command faultbox is a fault-injecting inline network device: real clients
+// and servers talk through it, and it makes middlebox failures happen on
+// demand. This package only parses flags and wires packages together.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// exitError carries an exit status: 1 for "not reproduced"/failure, 2 for
+// usage or input errors.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// usageError marks err as bad input (exit status 2).
+func usageError(err error) error { return &exitError{code: 2, err: err} }
+
+var rootCmd = &cobra.Command{
+	Use:   "faultbox",
+	Short: "A fault-injecting network middlebox simulator",
+	Long: `faultbox is an inline L3 device with TUN ports. Real, unmodified clients and
+servers talk through it; it tracks every TCP flow and applies the behaviors of
+a profile (delay, loss, off-by-one RSTs, vanishing clients, ...) so that field
+failures between real TCP stacks happen on demand, deterministically.`,
+	SilenceUsage:  true,
+	SilenceErrors: true,
+}
+
+func main() {
+	err := rootCmd.Execute()
+	if err == nil {
+		return
+	}
+	fmt.Fprintln(os.Stderr, "faultbox:", err)
+	var ee *exitError
+	if errors.As(err, &ee) {
+		os.Exit(ee.code)
+	}
+	// cobra's own flag and argument errors are usage errors.
+	os.Exit(2)
+}
