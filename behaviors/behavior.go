@@ -47,10 +47,14 @@ type Stats interface {
 	Stats() map[string]uint64
 }
 
-// Injector is how a behavior sends packets it synthesizes. The engine routes
-// them by destination address and records them in the capture.
-type Injector interface {
+// Env is what the engine offers a behavior beyond the packet: sending
+// packets it synthesizes (routed by destination address and recorded in the
+// capture) and recording events in the run's event log.
+type Env interface {
 	Inject(pkt []byte, depart int64, note string)
+	// Event records that something happened to p (note must be a constant
+	// or long-lived string: the log stores it without copying).
+	Event(p *Packet, note string)
 }
 
 // Packet is one packet on its way through the chain, with everything a
@@ -64,7 +68,7 @@ type Packet struct {
 	Rand   *rand.Rand // the current behavior's source, seeded from the run
 
 	slot     *any // the current behavior's per-flow state
-	inj      Injector
+	env      Env
 	scratch  []byte
 	counters *EntryCounters
 	modified bool
@@ -101,7 +105,7 @@ func (p *Packet) Inject(pkt []byte, depart int64, note string) {
 	if p.counters != nil {
 		p.counters.Injected++
 	}
-	p.inj.Inject(pkt, depart, note)
+	p.env.Inject(pkt, depart, note)
 }
 
 // InjectTCP synthesizes a segment of this packet's flow as if sent by side
@@ -121,9 +125,12 @@ func (p *Packet) InjectTCP(from flow.Side, seq, ack uint32, flags uint8, depart 
 	}
 }
 
+// Event records an event about this packet in the run's event log.
+func (p *Packet) Event(note string) { p.env.Event(p, note) }
+
 // Bind prepares p for the next behavior of the chain; the engine calls it.
-func (p *Packet) Bind(r *rand.Rand, slot *any, inj Injector, scratch []byte) {
-	p.Rand, p.slot, p.inj, p.scratch = r, slot, inj, scratch
+func (p *Packet) Bind(r *rand.Rand, slot *any, env Env, scratch []byte) {
+	p.Rand, p.slot, p.env, p.scratch = r, slot, env, scratch
 }
 
 // Reset clears the per-packet fields before a new packet; the engine calls it.

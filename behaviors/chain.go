@@ -70,7 +70,7 @@ func (c *Chain) NeedsSegments(p *Packet) bool {
 
 // Run passes p through the chain. It returns the verdict and, for the
 // capture, the note of the behavior that decided or changed the packet.
-func (c *Chain) Run(p *Packet, inj Injector, scratch []byte) Verdict {
+func (c *Chain) Run(p *Packet, env Env, scratch []byte) Verdict {
 	f := p.Flow
 	if f != nil && (f.Generation != c.Generation || len(f.Behavior) != len(c.Entries)) {
 		f.Generation = c.Generation
@@ -89,7 +89,7 @@ func (c *Chain) Run(p *Packet, inj Injector, scratch []byte) Verdict {
 		if f != nil {
 			slot = &f.Behavior[i]
 		}
-		p.Bind(e.rand, slot, inj, scratch)
+		p.Bind(e.rand, slot, env, scratch)
 		p.counters = &e.Counters
 		e.Counters.Matched++
 		depart, modified := p.Depart, p.modified
