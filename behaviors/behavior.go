@@ -72,6 +72,7 @@ type Packet struct {
 	scratch  []byte
 	counters *EntryCounters
 	modified bool
+	keepCsum bool
 	Note     string // set by a behavior to annotate the capture
 }
 
@@ -82,6 +83,13 @@ func (p *Packet) Upstream() bool { return p.From == flow.Client }
 // MarkModified records that a behavior changed the packet's bytes; the
 // engine fixes checksums unless the behavior did so on purpose (corrupt).
 func (p *Packet) MarkModified() { p.modified = true }
+
+// KeepChecksums marks the packet modified with its checksums left as the
+// behavior wrote them (corrupt uses it to send deliberately bad checksums).
+func (p *Packet) KeepChecksums() { p.modified, p.keepCsum = true, true }
+
+// KeepsChecksums reports whether the engine must leave checksums alone.
+func (p *Packet) KeepsChecksums() bool { return p.keepCsum }
 
 // Modified reports whether a behavior changed the packet.
 func (p *Packet) Modified() bool { return p.modified }

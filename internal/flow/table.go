@@ -111,6 +111,24 @@ func (t *Table) Lookup(k Key) *Flow {
 	return &t.slab[t.index[pos]-1]
 }
 
+// Peek returns the flow of p and the side that sent it without creating or
+// updating anything; for a packet of no known flow it returns nil and the
+// side Track would assume.
+func (t *Table) Peek(p *packet.Parsed) (*Flow, Side) {
+	if !p.IsTCP() {
+		return nil, Client
+	}
+	k, fromLo := KeyOf(p)
+	if pos, ok := t.slot(&k); ok {
+		f := &t.slab[t.index[pos]-1]
+		return f, f.SideOf(fromLo)
+	}
+	if (k.LoPort > k.HiPort) == fromLo {
+		return nil, Client
+	}
+	return nil, Server
+}
+
 // Track updates the flow of TCP segment p (creating it if needed, evicting
 // the least recently seen flow when full) and returns it with the side that
 // sent p. It returns nil for packets that are not readable TCP.

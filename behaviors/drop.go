@@ -1,0 +1,41 @@
+package behaviors
+
+// Discard (registered as "drop") discards the packets its match selects: all of them, the first Count
+// of each flow, or each with Probability.
+type Discard struct {
+	Probability Probability `param:"probability"` // 0 means every packet
+	Count       int         `param:"count"`       // per flow; 0 means no limit
+
+	dropped uint64
+}
+
+type dropFlow struct{ n int }
+
+func (d *Discard) Validate() error {
+	if d.Count < 0 {
+		return Errorf("count", "%d is negative", d.Count)
+	}
+	return nil
+}
+
+func (d *Discard) Handle(p *Packet) Verdict {
+	if d.Count > 0 {
+		if st := FlowState[dropFlow](p); st != nil {
+			if st.n >= d.Count {
+				return Pass
+			}
+			st.n++
+		}
+	}
+	if d.Probability > 0 && p.Rand.Float64() >= float64(d.Probability) {
+		return Pass
+	}
+	d.dropped++
+	return Drop
+}
+
+func (d *Discard) Stats() map[string]uint64 { return map[string]uint64{"dropped": d.dropped} }
+
+func init() {
+	Register("drop", "discard matched packets (all, the first count per flow, or with a probability)", func() Behavior { return &Discard{} })
+}

@@ -1,0 +1,472 @@
+// Package engine is faultbox's packet path: it reads batches from TUN ports,
+// decodes each packet once, tracks TCP flows, runs the active profile's
+// behavior chain and writes packets out now or from a port's delay line.
+//
+// The path of one packet, top to bottom in this file:
+//
+//	read batch → decode → route → (split if a per-segment behavior wants it)
+//	→ flow track → behaviors → write now | delay line → write batch
+//
+// One lock serialises packet processing; it is taken once per batch, never
+// per packet. Writes happen outside it.
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+
+	"github.com/faultbox/faultbox/behaviors"
+	"github.com/faultbox/faultbox/internal/flow"
+	"github.com/faultbox/faultbox/internal/packet"
+	"github.com/faultbox/faultbox/tun"
+)
+
+// BatchSize is how many packets one read or write handles at most.
+const BatchSize = 64
+
+// Config sets up an engine. Zero values take the defaults.
+type Config struct {
+	MaxFlows  int           // flow table bound (default 262144)
+	Timeouts  flow.Timeouts // default flow.DefaultTimeouts
+	EventLog  int           // events kept (default 65536)
+	Capture   Capture       // optional packet capture
+	Clock     func() int64  // default Monotonic
+	NewTimer  func() (Timer, error)
+	OnFailure func(error) // called once if a port fails for good
+}
+
+// Capture receives every packet as seen on a port: on ingress as read, on
+// egress as written, with a note when a behavior dropped, delayed, modified
+// or injected it. It is called with the engine lock held; it must copy.
+type Capture interface {
+	Record(r Record)
+}
+
+// Record is one captured packet.
+type Record struct {
+	Port    int   // index in AddPort order
+	Time    int64 // engine clock, ns
+	Data    []byte
+	Egress  bool
+	Note    string
+	Delayed int64 // ns the packet was held, for egress records
+}
+
+// Counters account for every packet (segments count individually, so a
+// super-packet of n segments counts n): In + Injected = Out + Dropped +
+// NoRoute + Unreadable + Queued + WriteDrops.
+type Counters struct {
+	In         uint64 `json:"in"`
+	Out        uint64 `json:"out"`
+	Dropped    uint64 `json:"dropped_by_behavior"`
+	Delayed    uint64 `json:"delayed"`
+	Injected   uint64 `json:"injected"`
+	Modified   uint64 `json:"modified"`
+	NoRoute    uint64 `json:"no_route"`
+	Unreadable uint64 `json:"unreadable"` // IP header unreadable: dropped
+	Malformed  uint64 `json:"malformed"`  // transport unreadable: passed untouched
+	Split      uint64 `json:"split"`      // super-packets split for per-segment behaviors
+	WriteDrops uint64 `json:"write_drops"`
+}
+
+// Engine forwards packets between ports by destination address.
+type Engine struct {
+	cfg   Config
+	clock func() int64
+
+	mu       sync.Mutex
+	ports    []*port
+	flows    *flow.Table
+	chain    *behaviors.Chain
+	pool     *pool
+	events   eventRing
+	c        Counters
+	queued   int // packets in delay lines
+	started  bool
+	closed   bool
+	wg       sync.WaitGroup
+	failOnce sync.Once
+}
+
+type port struct {
+	id    int
+	name  string
+	dev   tun.Port
+	addrs []netip.Prefix
+	line  delayLine
+}
+
+// New returns an engine with an empty (passthrough) chain.
+func New(cfg Config) *Engine {
+	if cfg.MaxFlows == 0 {
+		cfg.MaxFlows = 1 << 18
+	}
+	if cfg.Timeouts == (flow.Timeouts{}) {
+		cfg.Timeouts = flow.DefaultTimeouts
+	}
+	if cfg.EventLog == 0 {
+		cfg.EventLog = 1 << 16
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = Monotonic
+	}
+	if cfg.NewTimer == nil {
+		cfg.NewTimer = newTimerfd
+	}
+	return &Engine{
+		cfg:    cfg,
+		clock:  cfg.Clock,
+		flows:  flow.NewTable(cfg.MaxFlows, cfg.Timeouts),
+		chain:  behaviors.NewChain("passthrough", 0, nil),
+		pool:   newPool(),
+		events: eventRing{buf: make([]Event, cfg.EventLog)},
+	}
+}
+
+// AddPort attaches a device serving the given addresses. The engine owns
+// dev from now on and closes it in Close. Ports are added before Start.
+func (e *Engine) AddPort(name string, dev tun.Port, addrs []netip.Prefix) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.started {
+		return errors.New("engine: AddPort after Start")
+	}
+	t, err := e.cfg.NewTimer()
+	if err != nil {
+		return fmt.Errorf("engine: timer for port %s: %w", name, err)
+	}
+	e.ports = append(e.ports, &port{id: len(e.ports), name: name, dev: dev, addrs: addrs, line: delayLine{timer: t}})
+	return nil
+}
+
+// SetChain switches the behavior chain. Flows and packets already in delay
+// lines are kept, so open connections survive a profile change.
+func (e *Engine) SetChain(c *behaviors.Chain) {
+	e.mu.Lock()
+	e.chain = c
+	e.mu.Unlock()
+}
+
+// Start runs one reader and one delay-line writer per port.
+func (e *Engine) Start() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.started = true
+	for _, p := range e.ports {
+		e.wg.Add(2)
+		go e.readLoop(p)
+		go e.delayLoop(p)
+	}
+}
+
+// Close stops the engine and closes its ports.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	ports := e.ports
+	e.mu.Unlock()
+	var first error
+	for _, p := range ports {
+		if err := p.dev.Close(); err != nil && first == nil {
+			first = err
+		}
+		p.line.timer.Close()
+	}
+	e.wg.Wait()
+	return first
+}
+
+func (e *Engine) fail(err error) {
+	e.failOnce.Do(func() {
+		if e.cfg.OnFailure != nil {
+			e.cfg.OnFailure(err)
+		}
+	})
+}
+
+// readLoop is one port's ingress: read a batch, process it under the lock,
+// write what leaves now.
+func (e *Engine) readLoop(in *port) {
+	defer e.wg.Done()
+	w := newWorker(e)
+	for {
+		n, err := in.dev.Read(w.batch)
+		if err != nil {
+			if errors.Is(err, tun.ErrClosed) || e.isClosed() {
+				return
+			}
+			e.fail(fmt.Errorf("read %s: %w", in.name, err))
+			return
+		}
+		e.mu.Lock()
+		w.recycle()
+		w.now = e.clock()
+		for i := 0; i < n; i++ {
+			e.process(w, in, &w.batch[i])
+		}
+		e.flows.Expire(w.now, 8)
+		e.mu.Unlock()
+		w.flush()
+	}
+}
+
+// process takes one packet as read from port in.
+func (e *Engine) process(w *worker, in *port, pkt *tun.Packet) {
+	p := &w.parsed
+	p.Decode(pkt.Data())
+	segs := segmentCount(pkt, p)
+	e.c.In += segs
+	w.in = in
+	if p.Version == 0 {
+		e.c.Unreadable += segs
+		e.captureIngress(w, pkt.Data(), "unreadable IP header: dropped")
+		return
+	}
+	if p.Malformed != packet.OK {
+		e.c.Malformed += segs
+	}
+	out := e.route(p.Dst)
+	if out == nil {
+		e.c.NoRoute += segs
+		e.captureIngress(w, pkt.Data(), "no route: dropped")
+		return
+	}
+	// Super-packets keep the fast path unless a per-segment behavior matches
+	// their flow or the output device cannot take them.
+	if pkt.Offload.IsGSO() && (!out.dev.Offloads() || e.wantsSegments(w, p)) {
+		e.split(w, out, pkt)
+		return
+	}
+	e.forward(w, out, pkt, p)
+}
+
+// wantsSegments reports whether a per-segment behavior matches the flow of
+// super-packet p; it looks the flow up without changing it.
+func (e *Engine) wantsSegments(w *worker, p *packet.Parsed) bool {
+	f, from := e.flows.Peek(p)
+	w.pkt.Reset(p, f, from, w.now)
+	return e.chain.NeedsSegments(&w.pkt)
+}
+
+// split cuts a super-packet into segments, each of which then takes the
+// ordinary path.
+func (e *Engine) split(w *worker, out *port, pkt *tun.Packet) {
+	e.c.Split++
+	n, err := tun.Split(pkt, w.segs)
+	if err != nil {
+		e.c.Malformed++
+		n = 0
+	}
+	for i := 0; i < n; i++ {
+		seg := &w.segs[i]
+		w.own(seg.Buf)
+		w.parsed.Decode(seg.Data())
+		e.forward(w, out, seg, &w.parsed)
+		seg.Buf = nil
+	}
+	w.refillSegs(n)
+}
+
+// forward tracks the packet's flow, runs the chain, and sends the packet now
+// or puts it on out's delay line.
+func (e *Engine) forward(w *worker, out *port, pkt *tun.Packet, p *packet.Parsed) {
+	f, from := e.flows.Track(p, w.now)
+	if f == nil {
+		from = guessSide(p)
+	}
+	bp := &w.pkt
+	bp.Reset(p, f, from, w.now)
+	segs := segmentCount(pkt, p)
+	var original []byte
+	if e.cfg.Capture != nil {
+		// Capture the packet as it arrived, annotated with the verdict.
+		original = append(w.capture[:0], pkt.Data()...)
+	}
+	verdict := e.chain.Run(bp, w, w.scratch[:])
+	if verdict == behaviors.Drop {
+		e.c.Dropped += segs
+		e.captureIngress(w, original, bp.Note)
+		return
+	}
+	e.captureIngress(w, original, "")
+	if bp.Modified() {
+		e.c.Modified += segs
+		if !bp.KeepsChecksums() {
+			tun.Complete(pkt)
+			p.FixChecksums()
+		}
+	}
+	if bp.Depart > w.now {
+		e.c.Delayed += segs
+		e.delay(w, out, pkt, bp.Depart, bp.Note)
+		return
+	}
+	w.send(out, pkt, bp.Note)
+}
+
+// delay copies pkt out of the read batch onto out's delay line.
+func (e *Engine) delay(w *worker, out *port, pkt *tun.Packet, depart int64, note string) {
+	buf := e.pool.get(pkt.Len)
+	copy(buf[tun.Headroom:], pkt.Data())
+	s := scheduled{depart: depart, note: note, delay: depart - w.now,
+		pkt: tun.Packet{Buf: buf, Off: tun.Headroom, Len: pkt.Len, Offload: pkt.Offload}}
+	e.queued++
+	if err := out.line.push(s); err != nil {
+		e.fail(fmt.Errorf("arm timer of %s: %w", out.name, err))
+	}
+}
+
+// Inject sends a packet a behavior synthesized (behaviors.Env).
+func (w *worker) Inject(data []byte, depart int64, note string) {
+	e := w.e
+	var p packet.Parsed
+	p.Decode(data)
+	out := e.route(p.Dst)
+	e.c.Injected++
+	if out == nil || p.Version == 0 {
+		e.c.NoRoute++
+		return
+	}
+	if depart <= w.now {
+		depart = w.now
+	}
+	buf := e.pool.get(len(data))
+	copy(buf[tun.Headroom:], data)
+	pkt := tun.Packet{Buf: buf, Off: tun.Headroom, Len: len(data)}
+	e.events.add(&p, w.now, note)
+	if e.cfg.Capture != nil {
+		note = "injected: " + note
+	}
+	if depart == w.now {
+		w.own(buf)
+		w.send(out, &pkt, note)
+		return
+	}
+	e.queued++
+	if err := out.line.push(scheduled{depart: depart, pkt: pkt, note: note, delay: depart - w.now}); err != nil {
+		e.fail(err)
+	}
+}
+
+// Event records a behavior's event (behaviors.Env).
+func (w *worker) Event(p *behaviors.Packet, note string) {
+	w.e.events.add(p.Parsed, w.now, note)
+}
+
+// delayLoop is one port's delay-line writer, woken by its timer.
+func (e *Engine) delayLoop(out *port) {
+	defer e.wg.Done()
+	var due []scheduled
+	batch := make([]tun.Packet, 0, BatchSize)
+	for {
+		if err := out.line.timer.Wait(); err != nil {
+			return
+		}
+		e.mu.Lock()
+		for _, s := range due {
+			e.pool.put(s.pkt.Buf)
+		}
+		now := e.clock()
+		var err error
+		due, err = out.line.popDue(now, due[:0])
+		if err != nil {
+			e.fail(err)
+		}
+		e.queued -= len(due)
+		for i := range due {
+			e.egress(out, now, &due[i].pkt, due[i].note, due[i].delay)
+		}
+		e.mu.Unlock()
+		for start := 0; start < len(due); start += BatchSize {
+			batch = batch[:0]
+			for i := start; i < len(due) && i < start+BatchSize; i++ {
+				batch = append(batch, due[i].pkt)
+			}
+			e.write(out, batch)
+		}
+	}
+}
+
+// egress counts and captures a packet about to be written to out.
+func (e *Engine) egress(out *port, now int64, pkt *tun.Packet, note string, delayed int64) {
+	if !out.dev.Offloads() {
+		tun.Complete(pkt)
+	}
+	var p packet.Parsed
+	p.Decode(pkt.Data())
+	e.c.Out += segmentCount(pkt, &p)
+	if e.cfg.Capture != nil {
+		e.cfg.Capture.Record(Record{Port: out.id, Time: now, Data: pkt.Data(), Egress: true, Note: note, Delayed: delayed})
+	}
+}
+
+func (e *Engine) captureIngress(w *worker, data []byte, note string) {
+	if e.cfg.Capture != nil {
+		e.cfg.Capture.Record(Record{Port: w.in.id, Time: w.now, Data: data, Note: note})
+	}
+}
+
+// write sends a batch to a port outside the lock.
+func (e *Engine) write(out *port, pkts []tun.Packet) {
+	if len(pkts) == 0 {
+		return
+	}
+	n, err := out.dev.Write(pkts)
+	if err != nil && !errors.Is(err, tun.ErrClosed) {
+		e.mu.Lock()
+		e.c.WriteDrops += uint64(len(pkts) - n)
+		e.mu.Unlock()
+	}
+}
+
+func (e *Engine) isClosed() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.closed
+}
+
+// route returns the port serving dst, or nil.
+func (e *Engine) route(dst netip.Addr) *port {
+	for _, p := range e.ports {
+		for _, pfx := range p.addrs {
+			if pfx.Contains(dst) {
+				return p
+			}
+		}
+	}
+	return nil
+}
+
+// guessSide gives non-TCP packets a direction for matches: toward the lower
+// (service) port is upstream; ICMP echo requests are upstream.
+func guessSide(p *packet.Parsed) flow.Side {
+	switch {
+	case p.HasPorts:
+		if p.DstPort <= p.SrcPort {
+			return flow.Client
+		}
+		return flow.Server
+	case p.Proto == packet.ProtoICMP && p.ICMPType == 8, p.Proto == packet.ProtoICMPv6 && p.ICMPType == 128:
+		return flow.Client
+	}
+	return flow.Server
+}
+
+// segmentCount is how many wire packets pkt stands for.
+func segmentCount(pkt *tun.Packet, p *packet.Parsed) uint64 {
+	o := pkt.Offload
+	if !o.IsGSO() || o.GSOSize == 0 {
+		return 1
+	}
+	payload := pkt.Len - int(o.HdrLen)
+	if payload <= 0 {
+		return 1
+	}
+	return uint64((payload + int(o.GSOSize) - 1) / int(o.GSOSize))
+}

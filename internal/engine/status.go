@@ -1,0 +1,73 @@
+package engine
+
+import (
+	"github.com/faultbox/faultbox/behaviors"
+	"github.com/faultbox/faultbox/internal/flow"
+	"github.com/faultbox/faultbox/tun"
+)
+
+// Status is a snapshot of the engine for `lab status`.
+type Status struct {
+	Profile   string                  `json:"profile"`
+	Seed      uint64                  `json:"seed"`
+	Counters  Counters                `json:"counters"`
+	Queued    int                     `json:"queued"`
+	Flows     flow.Counters           `json:"flows"`
+	FlowState map[string]int          `json:"flow_states"`
+	Ports     []PortStatus            `json:"ports"`
+	Behaviors []behaviors.EntryStatus `json:"behaviors"`
+	Events    uint64                  `json:"events"`
+}
+
+// PortStatus describes one port.
+type PortStatus struct {
+	Name     string        `json:"name"`
+	Device   string        `json:"device"`
+	Offloads bool          `json:"offloads"`
+	Addrs    []string      `json:"addrs"`
+	Stats    tun.PortStats `json:"stats"`
+}
+
+// Status returns a snapshot of counters, flows, ports and behaviors.
+func (e *Engine) Status() Status {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	st := Status{
+		Profile:   e.chain.Profile,
+		Seed:      e.chain.Seed,
+		Counters:  e.c,
+		Queued:    e.queued,
+		Flows:     e.flows.Counters(),
+		FlowState: map[string]int{},
+		Behaviors: e.chain.Status(),
+		Events:    e.events.next,
+	}
+	e.flows.Each(func(f *flow.Flow) bool {
+		st.FlowState[f.State.String()]++
+		return true
+	})
+	for _, p := range e.ports {
+		ps := PortStatus{Name: p.name, Device: p.dev.Name(), Offloads: p.dev.Offloads(), Stats: p.dev.Stats()}
+		for _, a := range p.addrs {
+			ps.Addrs = append(ps.Addrs, a.String())
+		}
+		st.Ports = append(st.Ports, ps)
+	}
+	return st
+}
+
+// Events returns the events recorded since sequence number from, oldest
+// first, and the number to pass next time.
+func (e *Engine) Events(from uint64) ([]Event, uint64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.events.since(from)
+}
+
+// Flows calls fn for each tracked flow under the engine lock, most recent
+// first; fn must not keep the pointer.
+func (e *Engine) Flows(fn func(*flow.Flow) bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.flows.Each(fn)
+}
