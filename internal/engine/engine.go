@@ -220,7 +220,7 @@ func (e *Engine) readLoop(in *port) {
 func (e *Engine) process(w *worker, in *port, pkt *tun.Packet) {
 	p := &w.parsed
 	p.Decode(pkt.Data())
-	segs := segmentCount(pkt, p)
+	segs := segmentCount(pkt)
 	e.c.In += segs
 	w.in = in
 	if p.Version == 0 {
@@ -282,7 +282,7 @@ func (e *Engine) forward(w *worker, out *port, pkt *tun.Packet, p *packet.Parsed
 	}
 	bp := &w.pkt
 	bp.Reset(p, f, from, w.now)
-	segs := segmentCount(pkt, p)
+	segs := segmentCount(pkt)
 	var original []byte
 	if e.cfg.Capture != nil {
 		// Capture the packet as it arrived, annotated with the verdict.
@@ -398,9 +398,7 @@ func (e *Engine) egress(out *port, now int64, pkt *tun.Packet, note string, dela
 	if !out.dev.Offloads() {
 		tun.Complete(pkt)
 	}
-	var p packet.Parsed
-	p.Decode(pkt.Data())
-	e.c.Out += segmentCount(pkt, &p)
+	e.c.Out += segmentCount(pkt)
 	if e.cfg.Capture != nil {
 		e.cfg.Capture.Record(Record{Port: out.id, Time: now, Data: pkt.Data(), Egress: true, Note: note, Delayed: delayed})
 	}
@@ -459,7 +457,7 @@ func guessSide(p *packet.Parsed) flow.Side {
 }
 
 // segmentCount is how many wire packets pkt stands for.
-func segmentCount(pkt *tun.Packet, p *packet.Parsed) uint64 {
+func segmentCount(pkt *tun.Packet) uint64 {
 	o := pkt.Offload
 	if !o.IsGSO() || o.GSOSize == 0 {
 		return 1

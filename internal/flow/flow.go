@@ -92,14 +92,14 @@ type Endpoint struct {
 // Flow is one tracked connection. Its memory is owned by the Table and
 // reused after eviction; do not keep a pointer across batches.
 type Flow struct {
-	Key       Key
-	ClientLo  bool // the client is Key's Lo endpoint
-	State     State
-	Ends      [2]Endpoint // indexed by Side
-	Created   int64
-	LastSeen  int64
+	Key        Key
+	ClientLo   bool // the client is Key's Lo endpoint
+	State      State
+	Ends       [2]Endpoint // indexed by Side
+	Created    int64
+	LastSeen   int64
 	Generation uint32 // chain generation the behavior state belongs to
-	Behavior  []any  // per-behavior state, indexed by chain position
+	Behavior   []any  // per-behavior state, indexed by chain position
 
 	prev, next int32 // LRU list; -1 terminates
 	used       bool

@@ -1,0 +1,226 @@
+// Package lab builds faultbox's one-command lab: one network namespace per
+// host, each with a TUN port ("fbx0") as its only interface, all wired to a
+// device daemon that runs the engine between them.
+//
+// A lab named L with hosts client and server is:
+//
+//	namespaces     fbx-L-client, fbx-L-server (lo up, fbx0 opened by the daemon)
+//	addresses      client 198.18.0.1 2001:db8::1, server .2 ::2, lb .3 ::3,
+//	               any other host .10 ::a, .11 ::b ...
+//	name service   /etc/netns/fbx-L-HOST/hosts (ip netns exec mounts it)
+//	runtime dir    /run/faultbox/L/ (0700): state.json, control.sock, daemon.log
+//
+// `lab up` creates the namespaces and re-executes the faultbox binary as the
+// daemon (`faultbox lab daemon --name L`) in a session of its own; `lab down`
+// removes everything, also after the daemon was killed with SIGKILL.
+package lab
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/faultbox/faultbox/behaviors"
+	"github.com/faultbox/faultbox/profiles"
+)
+
+// DefaultName is the lab a command acts on without --name.
+const DefaultName = "default"
+
+// DefaultHosts are the hosts of a lab without --hosts.
+var DefaultHosts = []string{"client", "server"}
+
+// Device is the name of every host's TUN port inside its namespace.
+const Device = "fbx0"
+
+// Limits of a lab.
+const (
+	MaxHosts = 16
+	MinMTU   = 1280 // the IPv6 minimum: every host has an IPv6 address
+	MaxMTU   = 65535
+)
+
+// Prefixes every lab address comes from; the routes in every host.
+var (
+	Net4 = netip.MustParsePrefix("198.18.0.0/15")
+	Net6 = netip.MustParsePrefix("2001:db8::/32")
+)
+
+// RunDir holds one runtime directory per lab. A variable so that unit tests
+// can point it elsewhere; the CLI never changes it.
+var RunDir = "/run/faultbox"
+
+// NetnsEtc is where ip netns exec finds per-namespace /etc files.
+var NetnsEtc = "/etc/netns"
+
+// NSPrefix starts the name of every namespace faultbox (and its tests)
+// creates; `lab down --all` removes every namespace so named.
+const NSPrefix = "fbx-"
+
+var (
+	nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,15}$`)
+	hostRE = regexp.MustCompile(`^[a-z][a-z0-9]{0,9}$`)
+)
+
+// InputError marks an error in what the user asked for (a bad name, host
+// list or profile), as opposed to a failure of the system: the CLI exits
+// with status 2 and prints usage hints.
+type InputError struct{ Err error }
+
+func (e *InputError) Error() string { return e.Err.Error() }
+func (e *InputError) Unwrap() error { return e.Err }
+
+func inputErrorf(format string, args ...any) error {
+	return &InputError{Err: fmt.Errorf(format, args...)}
+}
+
+// IsInputError reports whether err is (or wraps) bad input.
+func IsInputError(err error) bool {
+	var ie *InputError
+	var pe *profiles.Error
+	return errors.As(err, &ie) || errors.As(err, &pe)
+}
+
+// CheckName returns an error unless name is a valid lab name: 1-16 of
+// lowercase letters, digits and '-', not starting with '-'.
+func CheckName(name string) error {
+	if !nameRE.MatchString(name) {
+		return inputErrorf("lab name %q: want 1-16 lowercase letters, digits or '-', starting with a letter or digit (e.g. default, web-1)", name)
+	}
+	return nil
+}
+
+// Namespace is the network namespace of host in lab.
+func Namespace(lab, host string) string { return NSPrefix + lab + "-" + host }
+
+// namespaceOf reports whether ns is a namespace of lab (of any host), telling
+// labs apart whose names share a prefix: host names have no '-', so
+// fbx-a-b-client belongs to lab a-b, never to lab a.
+func namespaceOf(lab, ns string) bool {
+	rest, ok := strings.CutPrefix(ns, NSPrefix+lab+"-")
+	return ok && hostRE.MatchString(rest)
+}
+
+// Dir is lab's runtime directory.
+func Dir(lab string) string { return filepath.Join(RunDir, lab) }
+
+// Paths inside a lab's runtime directory.
+func statePath(lab string) string  { return filepath.Join(Dir(lab), "state.json") }
+func socketPath(lab string) string { return filepath.Join(Dir(lab), "control.sock") }
+func logPath(lab string) string    { return filepath.Join(Dir(lab), "daemon.log") }
+
+// Host is one lab host and its addresses.
+type Host struct {
+	Name      string     `json:"name"`
+	Namespace string     `json:"namespace"`
+	IPv4      netip.Addr `json:"ipv4"`
+	IPv6      netip.Addr `json:"ipv6"`
+}
+
+// Prefixes are the host's addresses as single-address prefixes: what the
+// engine routes to its port.
+func (h Host) Prefixes() []netip.Prefix {
+	return []netip.Prefix{netip.PrefixFrom(h.IPv4, 32), netip.PrefixFrom(h.IPv6, 128)}
+}
+
+// wellKnown hosts have fixed addresses in every lab, whatever else it has.
+var wellKnown = map[string]byte{"client": 1, "server": 2, "lb": 3}
+
+// firstOther is the last byte of the first host that is not well known.
+const firstOther = 10
+
+// HostAddrs returns the addresses of a well-known host (client, server,
+// lb), the same in every lab.
+func HostAddrs(name string) (v4, v6 netip.Addr, ok bool) {
+	n, ok := wellKnown[name]
+	if !ok {
+		return netip.Addr{}, netip.Addr{}, false
+	}
+	v4, v6 = addrs(n)
+	return v4, v6, true
+}
+
+func addrs(n byte) (v4, v6 netip.Addr) {
+	v6b := Net6.Addr().As16()
+	v6b[15] = n
+	return netip.AddrFrom4([4]byte{198, 18, 0, n}), netip.AddrFrom16(v6b)
+}
+
+// ParseHosts splits a --hosts value ("client,server,lb").
+func ParseHosts(s string) []string {
+	var out []string
+	for _, h := range strings.Split(s, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// Plan checks the host names of lab and gives each its namespace and
+// addresses: client, server and lb their fixed ones, any other host the
+// next of .10/::a, .11/::b ... in the order given.
+func Plan(lab string, names []string) ([]Host, error) {
+	if err := CheckName(lab); err != nil {
+		return nil, err
+	}
+	if len(names) < 2 || len(names) > MaxHosts {
+		return nil, inputErrorf("hosts %q: a lab has 2 to %d hosts (e.g. client,server or client,lb,server)", strings.Join(names, ","), MaxHosts)
+	}
+	hosts := make([]Host, 0, len(names))
+	next := byte(firstOther)
+	for i, name := range names {
+		if !hostRE.MatchString(name) {
+			return nil, inputErrorf("host name %q: want 1-10 lowercase letters or digits, starting with a letter", name)
+		}
+		if slices.Contains(names[:i], name) {
+			return nil, inputErrorf("host %q is listed twice", name)
+		}
+		n, ok := wellKnown[name]
+		if !ok {
+			n = next
+			next++
+		}
+		h := Host{Name: name, Namespace: Namespace(lab, name)}
+		h.IPv4, h.IPv6 = addrs(n)
+		hosts = append(hosts, h)
+	}
+	return hosts, nil
+}
+
+// Resolver resolves the names in a profile's matches: the lab's hosts, and
+// client, server and lb (the same in every lab) even where the lab lacks
+// them, so that one profile fits labs of any shape.
+func Resolver(hosts []Host) behaviors.Resolver {
+	return func(name string) ([]netip.Addr, bool) {
+		for _, h := range hosts {
+			if h.Name == name {
+				return []netip.Addr{h.IPv4, h.IPv6}, true
+			}
+		}
+		return profiles.DefaultResolver(name)
+	}
+}
+
+// HostsFile is the /etc/hosts every host of the lab sees: localhost, and
+// every host's name with both its addresses.
+func HostsFile(lab string, hosts []Host) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# faultbox lab %s; removed by `faultbox lab down --name %s`\n", lab, lab)
+	b.WriteString("127.0.0.1\tlocalhost\n")
+	b.WriteString("::1\tlocalhost ip6-localhost ip6-loopback\n")
+	for _, h := range hosts {
+		fmt.Fprintf(&b, "%s\t%s\n", h.IPv4, h.Name)
+	}
+	for _, h := range hosts {
+		fmt.Fprintf(&b, "%s\t%s\n", h.IPv6, h.Name)
+	}
+	return []byte(b.String())
+}
+
+// hostsFilePath is where ip netns exec finds ns's /etc/hosts.
+func hostsFilePath(ns string) string { return filepath.Join(NetnsEtc, ns, "hosts") }

@@ -1,0 +1,216 @@
+package lab
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ip runs the ip command and returns its error with its output.
+func ip(args ...string) error {
+	out, err := exec.Command("ip", args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// listNamespaces returns the names ip netns list shows.
+func listNamespaces() ([]string, error) {
+	out, err := exec.Command("ip", "netns", "list").Output()
+	if err != nil {
+		return nil, fmt.Errorf("ip netns list: %w", err)
+	}
+	return parseNetnsList(out), nil
+}
+
+// parseNetnsList reads `ip netns list` output: "name" or "name (id: 3)".
+func parseNetnsList(out []byte) []string {
+	var names []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) > 0 {
+			names = append(names, f[0])
+		}
+	}
+	return names
+}
+
+func netnsExists(ns string) bool {
+	_, err := os.Stat(filepath.Join("/run/netns", ns))
+	return err == nil
+}
+
+// createHost makes host's namespace with lo up and its /etc/hosts.
+func createHost(lab string, h Host, hostsFile []byte) error {
+	if err := ip("netns", "add", h.Namespace); err != nil {
+		return err
+	}
+	if err := ip("-n", h.Namespace, "link", "set", "lo", "up"); err != nil {
+		return err
+	}
+	dir := filepath.Dir(hostsFilePath(h.Namespace))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(hostsFilePath(h.Namespace), hostsFile, 0o644)
+}
+
+// addressHost gives the host's fbx0 its addresses and the lab's routes.
+// IPv6 skips duplicate address detection: the address is usable at once and
+// nobody else can hold it on a point-to-point link.
+func addressHost(h Host) error {
+	n := h.Namespace
+	for _, args := range [][]string{
+		{"-n", n, "addr", "add", h.IPv4.String() + "/32", "dev", Device},
+		{"-n", n, "-6", "addr", "add", h.IPv6.String() + "/128", "dev", Device, "nodad"},
+		{"-n", n, "route", "add", Net4.String(), "dev", Device, "src", h.IPv4.String()},
+		{"-n", n, "-6", "route", "add", Net6.String(), "dev", Device, "src", h.IPv6.String()},
+	} {
+		if err := ip(args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// killNetnsProcs SIGKILLs every process in namespace ns except this one
+// (whose threads may visit a namespace to open a socket there), repeating
+// for processes forked meanwhile, for at most about a second. It returns how
+// many it killed.
+func killNetnsProcs(ns string) (int, error) {
+	self := os.Getpid()
+	killed := map[int]bool{}
+	deadline := time.Now().Add(time.Second)
+	for {
+		out, err := exec.Command("ip", "netns", "pids", ns).Output()
+		if err != nil {
+			if !netnsExists(ns) {
+				return len(killed), nil
+			}
+			return len(killed), fmt.Errorf("ip netns pids %s: %w", ns, err)
+		}
+		var left []Proc
+		for _, f := range strings.Fields(string(out)) {
+			pid, err := strconv.Atoi(f)
+			if err != nil || pid == self {
+				continue
+			}
+			p, err := ProcOf(pid)
+			if err != nil || !p.Alive() {
+				continue
+			}
+			left = append(left, p)
+		}
+		if len(left) == 0 {
+			return len(killed), nil
+		}
+		if time.Now().After(deadline) {
+			return len(killed), fmt.Errorf("namespace %s: %d processes survive SIGKILL", ns, len(left))
+		}
+		for _, p := range left {
+			if p.Signal(unix.SIGKILL) == nil {
+				killed[p.PID] = true
+			}
+		}
+		for _, p := range left {
+			p.WaitGone(200 * time.Millisecond)
+		}
+	}
+}
+
+// removeNetns kills the namespace's processes and deletes it and its /etc
+// files. It returns what it removed, for `lab down` to print.
+func removeNetns(ns string) ([]string, error) {
+	var removed []string
+	var errs []error
+	if netnsExists(ns) {
+		n, err := killNetnsProcs(ns)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if err := ip("netns", "del", ns); err != nil {
+			errs = append(errs, err)
+		} else if n > 0 {
+			removed = append(removed, fmt.Sprintf("namespace %s (killed %d processes)", ns, n))
+		} else {
+			removed = append(removed, "namespace "+ns)
+		}
+	}
+	etc := filepath.Join(NetnsEtc, ns)
+	if _, err := os.Stat(etc); err == nil {
+		if err := os.RemoveAll(etc); err != nil {
+			errs = append(errs, err)
+		} else {
+			removed = append(removed, etc)
+		}
+	}
+	return removed, errors.Join(errs...)
+}
+
+// inNetns runs fn on an OS thread inside namespace ns, for creating sockets
+// there (a socket stays in the namespace it was made in). Other goroutines
+// fn starts do not run in ns. If the thread cannot go back to its own
+// namespace it is discarded.
+func inNetns(ns string, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		restored, err := runIn(filepath.Join("/run/netns", ns), fn)
+		if restored {
+			runtime.UnlockOSThread()
+		} // else the goroutine ends locked and the runtime ends the thread
+		errc <- err
+	}()
+	return <-errc
+}
+
+func runIn(path string, fn func() error) (restored bool, err error) {
+	orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return true, fmt.Errorf("current namespace: %w", err)
+	}
+	defer unix.Close(orig)
+	target, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return true, fmt.Errorf("namespace %s: %w", path, err)
+	}
+	defer unix.Close(target)
+	if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
+		return true, fmt.Errorf("enter namespace %s: %w", path, err)
+	}
+	defer func() {
+		restored = unix.Setns(orig, unix.CLONE_NEWNET) == nil
+	}()
+	return true, fn()
+}
+
+// quietIPv6 stops the kernel's own IPv6 chatter (router solicitations) on
+// interfaces created later in ns, so the device's counters show only the
+// traffic of the programs in the lab.
+func quietIPv6(ns string) error {
+	return inNetns(ns, func() error {
+		return os.WriteFile("/proc/sys/net/ipv6/conf/default/router_solicitations", []byte("0\n"), 0)
+	})
+}
+
+// tail returns the last n lines of the file at path, or a note why not.
+func tail(path string, n int) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Sprintf("(no %s: %v)", path, err)
+	}
+	lines := bytes.Split(bytes.TrimRight(data, "\n"), []byte("\n"))
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return string(bytes.Join(lines, []byte("\n")))
+}
