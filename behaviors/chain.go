@@ -13,6 +13,7 @@ type Entry struct {
 	Line     int // line in the profile, for messages
 
 	perSegment bool
+	dropNote   string // precomputed: a drop must not allocate
 	rand       *rand.Rand
 	Counters   EntryCounters
 }
@@ -46,6 +47,7 @@ func NewChain(profile string, seed uint64, entries []*Entry) *Chain {
 	c := &Chain{Profile: profile, Seed: seed, Entries: entries, Generation: generation}
 	for i, e := range entries {
 		e.rand = rand.New(rand.NewPCG(seed, uint64(i)+1))
+		e.dropNote = "dropped by " + e.Type
 		if ps, ok := e.Behavior.(PerSegment); ok && ps.PerSegment() {
 			e.perSegment = true
 			c.anySegment = true
@@ -103,7 +105,7 @@ func (c *Chain) Run(p *Packet, env Env, scratch []byte) Verdict {
 		if v == Drop {
 			e.Counters.Dropped++
 			if p.Note == "" {
-				p.Note = e.Type + ": dropped"
+				p.Note = e.dropNote
 			}
 			return Drop
 		}

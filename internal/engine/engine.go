@@ -8,7 +8,10 @@
 //	→ flow track → behaviors → write now | delay line → write batch
 //
 // One lock serialises packet processing; it is taken once per batch, never
-// per packet. Writes happen outside it.
+// per packet. Writes happen outside it, but each output port's write lock is
+// taken before the engine lock is released, so packets leave a port in the
+// order the engine decided (an injected RST never overtakes the FIN it must
+// follow, whichever goroutine writes it).
 package engine
 
 import (
@@ -16,6 +19,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 
 	"github.com/faultbox/faultbox/behaviors"
 	"github.com/faultbox/faultbox/internal/flow"
@@ -76,21 +80,23 @@ type Engine struct {
 	cfg   Config
 	clock func() int64
 
-	mu       sync.Mutex
-	ports    []*port
-	flows    *flow.Table
-	chain    *behaviors.Chain
-	pool     *pool
-	events   eventRing
-	c        Counters
-	queued   int // packets in delay lines
-	started  bool
-	closed   bool
-	wg       sync.WaitGroup
-	failOnce sync.Once
+	mu         sync.Mutex
+	ports      []*port
+	flows      *flow.Table
+	chain      *behaviors.Chain
+	pool       *pool
+	events     eventRing
+	c          Counters
+	writeDrops atomic.Uint64 // counted outside the engine lock
+	queued     int           // packets in delay lines
+	started    bool
+	closed     bool
+	wg         sync.WaitGroup
+	failOnce   sync.Once
 }
 
 type port struct {
+	wmu   sync.Mutex // held while writing a batch; taken under the engine lock
 	id    int
 	name  string
 	dev   tun.Port
@@ -211,8 +217,7 @@ func (e *Engine) readLoop(in *port) {
 			e.process(w, in, &w.batch[i])
 		}
 		e.flows.Expire(w.now, 8)
-		e.mu.Unlock()
-		w.flush()
+		w.flush() // releases the engine lock
 	}
 }
 
@@ -382,6 +387,7 @@ func (e *Engine) delayLoop(out *port) {
 		for i := range due {
 			e.egress(out, now, &due[i].pkt, due[i].note, due[i].delay)
 		}
+		out.wmu.Lock()
 		e.mu.Unlock()
 		for start := 0; start < len(due); start += BatchSize {
 			batch = batch[:0]
@@ -390,6 +396,7 @@ func (e *Engine) delayLoop(out *port) {
 			}
 			e.write(out, batch)
 		}
+		out.wmu.Unlock()
 	}
 }
 
@@ -410,16 +417,14 @@ func (e *Engine) captureIngress(w *worker, data []byte, note string) {
 	}
 }
 
-// write sends a batch to a port outside the lock.
+// write sends a batch to a port; the caller holds out.wmu, not the engine lock.
 func (e *Engine) write(out *port, pkts []tun.Packet) {
 	if len(pkts) == 0 {
 		return
 	}
 	n, err := out.dev.Write(pkts)
 	if err != nil && !errors.Is(err, tun.ErrClosed) {
-		e.mu.Lock()
-		e.c.WriteDrops += uint64(len(pkts) - n)
-		e.mu.Unlock()
+		e.writeDrops.Add(uint64(len(pkts) - n))
 	}
 }
 

@@ -42,6 +42,7 @@ func (e *Engine) Status() Status {
 		Behaviors: e.chain.Status(),
 		Events:    e.events.next,
 	}
+	st.Counters.WriteDrops = e.writeDrops.Load()
 	e.flows.Each(func(f *flow.Flow) bool {
 		st.FlowState[f.State.String()]++
 		return true

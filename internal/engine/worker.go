@@ -69,10 +69,22 @@ func (w *worker) send(out *port, pkt *tun.Packet, note string) {
 	w.out[out.id] = append(w.out[out.id], *pkt)
 }
 
-// flush writes every queued packet, one batch per port.
+// flush writes every queued packet, one batch per port. Called with the
+// engine lock held, it takes the write locks of the ports it writes to and
+// then releases the engine lock, so writes keep the engine's order.
 func (w *worker) flush() {
 	for id, pkts := range w.out {
+		if len(pkts) > 0 {
+			w.e.ports[id].wmu.Lock()
+		}
+	}
+	w.e.mu.Unlock()
+	for id, pkts := range w.out {
+		if len(pkts) == 0 {
+			continue
+		}
 		w.e.write(w.e.ports[id], pkts)
+		w.e.ports[id].wmu.Unlock()
 		clear(pkts)
 		w.out[id] = pkts[:0]
 	}

@@ -60,6 +60,9 @@ func RunDaemon(name string) error {
 	if err != nil {
 		return fmt.Errorf("lab %s: %w", name, err)
 	}
+	if st.Daemon, err = ProcOf(os.Getpid()); err != nil {
+		return err // state.json is rewritten on apply: it must name us
+	}
 	d := &daemon{
 		state:    st,
 		log:      log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds),

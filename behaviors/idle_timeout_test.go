@@ -1,0 +1,145 @@
+package behaviors
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/faultbox/faultbox/internal/flow"
+	"github.com/faultbox/faultbox/internal/packet"
+)
+
+func newIdle(mut func(*IdleTimeout)) *IdleTimeout {
+	b, _ := New("idle-timeout")
+	i := b.(*IdleTimeout)
+	i.Timeout = 5 * time.Second
+	if mut != nil {
+		mut(i)
+	}
+	return i
+}
+
+func TestIdleTimeout_SilentHangsTheFlow(t *testing.T) {
+	it := newIdle(nil)
+	h := newHarness(t, "idle-timeout", it, Match{})
+	k := newConn(client4, server4, 1, 2)
+	for _, s := range append(k.handshake(), k.seg(true, packet.ACK, []byte("ping"))) {
+		h.send(s)
+	}
+	h.now += int64(4999 * time.Millisecond)
+	if v, _ := h.send(k.seg(false, packet.ACK, []byte("pong"))); v != Pass {
+		t.Fatal("packet within the timeout dropped")
+	}
+	h.now += int64(5 * time.Second)
+	for i, s := range [][]byte{k.seg(true, packet.ACK, []byte("late")), k.seg(false, packet.ACK, nil), k.seg(true, packet.ACK, []byte("again"))} {
+		if v, _ := h.send(s); v != Drop {
+			t.Fatalf("packet %d after the timeout passed", i)
+		}
+	}
+	if len(h.injected) != 0 {
+		t.Fatal("silent mode injected packets")
+	}
+	st := it.Stats()
+	if st["flows_expired"] != 1 || st["dropped"] != 3 {
+		t.Fatalf("stats %v", st)
+	}
+	// A new connection on the tuple gets a new mapping (the flow table
+	// itself keeps the flow: it was never closed).
+	k2 := newConn(client4, server4, 500000, 600000)
+	for _, s := range k2.handshake() {
+		if v, _ := h.send(s); v != Pass {
+			t.Fatal("new connection dropped")
+		}
+	}
+}
+
+// RST mode: the first packet after the silence is dropped and both ends get
+// a RST at exactly their RCV.NXT, which excludes the dropped packet.
+func TestIdleTimeout_RSTBothExactSequence(t *testing.T) {
+	for _, addrs := range [][2]int{{4, 4}, {6, 6}} {
+		c, s := client4, server4
+		if addrs[0] == 6 {
+			c, s = client6, server6
+		}
+		it := newIdle(func(i *IdleTimeout) { i.Mode = "rst" })
+		h := newHarness(t, "idle-timeout", it, Match{})
+		k := newConn(c, s, 0xfffffffa, 0xfffffff8) // both wrap during the test
+		for _, seg := range append(k.handshake(), k.seg(true, packet.ACK, []byte("GET /1")), k.seg(false, packet.ACK, []byte("200 OK"))) {
+			h.send(seg)
+		}
+		h.now += int64(6 * time.Second)
+		serverRcvNxt, clientRcvNxt := k.cseq, k.sseq
+		if v, _ := h.send(k.seg(true, packet.ACK|packet.PSH, []byte("GET /2"))); v != Drop {
+			t.Fatal("late request passed")
+		}
+		if len(h.injected) != 2 {
+			t.Fatalf("%d injected, want 2 RSTs", len(h.injected))
+		}
+		wantRST(t, injectedTCP(t, h, 0), flow.Client, flow.Server, k, serverRcvNxt)
+		wantRST(t, injectedTCP(t, h, 1), flow.Server, flow.Client, k, clientRcvNxt)
+		// The client retransmits: answered again with the same numbers.
+		k.cseq = serverRcvNxt
+		h.send(k.seg(true, packet.ACK|packet.PSH, []byte("GET /2")))
+		wantRST(t, injectedTCP(t, h, 2), flow.Client, flow.Server, k, serverRcvNxt)
+		// A RST is never answered.
+		h.send(k.seg(false, packet.RST, nil))
+		if len(h.injected) != 4 {
+			t.Fatalf("%d injected, want 4", len(h.injected))
+		}
+	}
+}
+
+func TestIdleTimeout_RSTToClientOnly(t *testing.T) {
+	it := newIdle(func(i *IdleTimeout) { i.Mode, i.RSTTo = "rst", "client" })
+	h := newHarness(t, "idle-timeout", it, Match{})
+	k := newConn(client4, server4, 10, 20)
+	for _, seg := range k.handshake() {
+		h.send(seg)
+	}
+	h.now += int64(time.Hour)
+	h.send(k.seg(true, packet.ACK, []byte("x")))
+	if len(h.injected) != 1 {
+		t.Fatalf("%d injected, want 1", len(h.injected))
+	}
+	wantRST(t, injectedTCP(t, h, 0), flow.Server, flow.Client, k, k.sseq)
+}
+
+func TestIdleTimeout_Validate(t *testing.T) {
+	for field, mut := range map[string]func(*IdleTimeout){
+		"timeout": func(i *IdleTimeout) { i.Timeout = 0 },
+		"mode":    func(i *IdleTimeout) { i.Mode = "loud" },
+		"rst_to":  func(i *IdleTimeout) { i.RSTTo = "client" }, // silent mode
+	} {
+		var fe *FieldError
+		if err := newIdle(mut).Validate(); !errors.As(err, &fe) || fe.Field != field {
+			t.Errorf("%s: error %v", field, err)
+		}
+	}
+}
+
+func BenchmarkIdleTimeout_Active(b *testing.B) {
+	r := newBenchRig(b, "idle-timeout", newIdle(nil))
+	up, down := benchEstablished(r)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		r.run(up, int64(i))
+		r.run(down, int64(i))
+	}
+}
+
+func BenchmarkIdleTimeout_ExpiredRSTAnswer(b *testing.B) {
+	r := newBenchRig(b, "idle-timeout", newIdle(func(i *IdleTimeout) { i.Mode = "rst" }))
+	up, _ := benchEstablished(r)
+	r.run(up, 0)
+	now := int64(time.Hour)
+	b.ReportAllocs()
+	for b.Loop() {
+		now++
+		if r.run(up, now) != Drop {
+			b.Fatal("passed")
+		}
+	}
+	if r.chain.Entries[0].Counters.Injected == 0 {
+		b.Fatal("nothing injected")
+	}
+}

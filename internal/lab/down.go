@@ -1,0 +1,164 @@
+package lab
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Down removes lab: it asks the daemon to shut down (SIGKILL after 2 s),
+// then removes whatever is left — processes in the lab's namespaces, the
+// namespaces, their /etc/netns files, the runtime directory — found from
+// state.json and from the namespace names, so it works after the daemon
+// was killed and after a half-finished `lab up`. It returns what it removed;
+// nothing to remove is not an error.
+func Down(lab string) ([]string, error) {
+	if err := CheckName(lab); err != nil {
+		return nil, err
+	}
+	if err := CheckPrivileges(); err != nil {
+		return nil, err
+	}
+	var removed []string
+	var errs []error
+
+	// Everything of the lab that exists now, before the daemon removes any
+	// of it, so that the report names what went away.
+	nss := map[string]bool{}
+	st, err := ReadState(lab)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err) // a damaged state.json: carry on by name
+	}
+	if st != nil {
+		for _, h := range st.Hosts {
+			nss[h.Namespace] = true
+		}
+	}
+	list, err := listNamespaces()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, ns := range list {
+		if namespaceOf(lab, ns) {
+			nss[ns] = true
+		}
+	}
+	if ents, err := os.ReadDir(NetnsEtc); err == nil {
+		for _, e := range ents {
+			if namespaceOf(lab, e.Name()) {
+				nss[e.Name()] = true
+			}
+		}
+	}
+	existed := map[string]bool{}
+	for ns := range nss {
+		existed[ns] = netnsExists(ns)
+	}
+	_, dirErr := os.Stat(Dir(lab))
+	dirExisted := dirErr == nil
+
+	if st != nil && st.Daemon.Alive() {
+		how, err := stopDaemon(lab, st.Daemon)
+		if err != nil {
+			return removed, err // its ports and namespaces are in use: leave them
+		}
+		removed = append(removed, fmt.Sprintf("device pid %d (%s)", st.Daemon.PID, how))
+	}
+	for _, ns := range slices.Sorted(maps.Keys(nss)) {
+		r, err := removeNetns(ns)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if len(r) == 0 && existed[ns] && !netnsExists(ns) {
+			r = []string{"namespace " + ns} // the daemon removed it
+		}
+		removed = append(removed, r...)
+	}
+	if _, err := os.Stat(Dir(lab)); err == nil {
+		if err := os.RemoveAll(Dir(lab)); err != nil {
+			errs = append(errs, err)
+		} else {
+			removed = append(removed, Dir(lab))
+		}
+	} else if dirExisted {
+		removed = append(removed, Dir(lab))
+	}
+	return removed, errors.Join(errs...)
+}
+
+// stopDaemon asks the daemon to shut down (it then removes the lab itself),
+// falls back to SIGTERM if it does not answer, and SIGKILLs it after 2 s.
+func stopDaemon(lab string, p Proc) (string, error) {
+	if _, err := call(lab, Request{Op: "shutdown"}, time.Second); err != nil {
+		p.Signal(unix.SIGTERM)
+	}
+	if p.WaitGone(2 * time.Second) {
+		return "stopped", nil
+	}
+	if err := p.Signal(unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
+		return "", fmt.Errorf("kill device pid %d: %w", p.PID, err)
+	}
+	if p.WaitGone(time.Second) {
+		return "killed after 2s", nil
+	}
+	return "", fmt.Errorf("device pid %d survives SIGKILL", p.PID)
+}
+
+// DownAll removes every lab with a runtime directory, then every namespace
+// named fbx-* (leftovers of labs and of faultbox's tests) and its /etc
+// files.
+func DownAll() ([]string, error) {
+	if err := CheckPrivileges(); err != nil {
+		return nil, err
+	}
+	var removed []string
+	var errs []error
+	names, err := labs()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, n := range names {
+		r, err := Down(n)
+		removed = append(removed, r...)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("lab %s: %w", n, err))
+		}
+	}
+	list, err := listNamespaces()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	var etc []string
+	if ents, err := os.ReadDir(NetnsEtc); err == nil {
+		for _, e := range ents {
+			etc = append(etc, e.Name())
+		}
+	}
+	for _, ns := range leftoverNamespaces(list, etc) {
+		r, err := removeNetns(ns)
+		removed = append(removed, r...)
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return removed, errors.Join(errs...)
+}
+
+// leftoverNamespaces picks, from the namespaces and /etc/netns entries that
+// exist, the ones faultbox made: named fbx-*.
+func leftoverNamespaces(namespaces, etc []string) []string {
+	var out []string
+	for _, ns := range slices.Concat(namespaces, etc) {
+		if strings.HasPrefix(ns, NSPrefix) && !slices.Contains(out, ns) {
+			out = append(out, ns)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
