@@ -302,9 +302,15 @@ func (e *Engine) forward(w *worker, out *port, pkt *tun.Packet, p *packet.Parsed
 	e.captureIngress(w, original, "")
 	if bp.Modified() {
 		e.c.Modified += segs
-		if !bp.KeepsChecksums() {
-			tun.Complete(pkt)
-			p.FixChecksums()
+		// A modified segment leaves with complete checksums (or the bad ones a
+		// behavior wrote on purpose): offload state would make the receiving
+		// stack trust them unchecked. A super-packet keeps its partial sum,
+		// which stays valid for payload changes.
+		if !pkt.Offload.IsGSO() {
+			if !bp.KeepsChecksums() {
+				p.FixChecksums()
+			}
+			pkt.Offload = tun.Offload{}
 		}
 	}
 	if bp.Depart > w.now {

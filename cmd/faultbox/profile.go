@@ -1,0 +1,231 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/faultbox/faultbox/behaviors"
+	"github.com/faultbox/faultbox/profiles"
+	"github.com/spf13/cobra"
+)
+
+var profileCmd = &cobra.Command{
+	Use:   "profile",
+	Short: "List, show and validate profiles",
+	Long: `A profile is a YAML document naming the behaviors a run applies, in the
+order packets meet them, with their matches and parameters. Built-in profiles
+are embedded in faultbox; anywhere a profile is taken, a file path works too.`,
+	Example: `  faultbox profile list
+  faultbox profile show gprs
+  faultbox profile validate ./my-profile.yaml`,
+	// NoArgs makes a mistyped subcommand an error (exit 2), not help.
+	Args: cobra.NoArgs,
+	RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+}
+
+var profileListCmd = &cobra.Command{
+	Use:   "list",
+	Short: "List the built-in profiles",
+	Args:  cobra.NoArgs,
+	RunE: func(cmd *cobra.Command, _ []string) error {
+		tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+		for _, name := range profiles.Builtin() {
+			p, err := profiles.Load(name)
+			if err != nil {
+				return err // a broken built-in is a bug, not bad input
+			}
+			fmt.Fprintf(tw, "%s\t%s\n", name, firstSentence(p.Description))
+		}
+		return tw.Flush()
+	},
+}
+
+var profileShowCmd = &cobra.Command{
+	Use:   "show NAME|FILE",
+	Short: "Show a profile: what it emulates, its sources and its YAML",
+	Example: `  faultbox profile show passthrough
+  faultbox profile show ./lossy-wifi.yaml`,
+	Args:              cobra.ExactArgs(1),
+	ValidArgsFunction: completeProfiles,
+	RunE: func(cmd *cobra.Command, args []string) error {
+		p, err := profiles.Load(args[0])
+		if err != nil {
+			return usageError(err)
+		}
+		showProfile(cmd.OutOrStdout(), p)
+		return nil
+	},
+}
+
+var profileValidateCmd = &cobra.Command{
+	Use:   "validate FILE...",
+	Short: "Check profiles for unknown keys, bad units and out-of-range values",
+	Long: `validate parses each profile and builds its chain as a run would, and prints
+"FILE: ok (N behaviors)". The first error in a file is printed as
+FILE:LINE: FIELD: what is wrong, and the exit status is 2.`,
+	Example: `  faultbox profile validate ./my-profile.yaml
+  faultbox profile validate profiles/*.yaml`,
+	Args:              cobra.MinimumNArgs(1),
+	ValidArgsFunction: completeProfiles,
+	RunE: func(cmd *cobra.Command, args []string) error {
+		var failed []error
+		for _, arg := range args {
+			p, err := profiles.Load(arg)
+			if err == nil {
+				_, err = p.Chain(0, nil)
+			}
+			if err != nil {
+				failed = append(failed, err)
+				continue
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%s)\n", arg, plural(len(p.Behaviors), "behavior"))
+		}
+		switch len(failed) {
+		case 0:
+			return nil
+		case 1:
+			return usageError(failed[0])
+		}
+		for _, err := range failed {
+			fmt.Fprintln(cmd.ErrOrStderr(), err)
+		}
+		return usageError(fmt.Errorf("%d of %d profiles are invalid", len(failed), len(args)))
+	},
+}
+
+var behaviorsCmd = &cobra.Command{
+	Use:   "behaviors [NAME...]",
+	Short: "List the behaviors profiles can use, or one behavior's parameters",
+	Example: `  faultbox behaviors
+  faultbox behaviors drop delay`,
+	ValidArgsFunction: func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		return behaviors.Names(), cobra.ShellCompDirectiveNoFileComp
+	},
+	RunE: func(cmd *cobra.Command, args []string) error {
+		out := cmd.OutOrStdout()
+		if len(args) == 0 {
+			tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+			for _, name := range behaviors.Names() {
+				fmt.Fprintf(tw, "%s\t%s\n", name, behaviors.Summary(name))
+			}
+			return tw.Flush()
+		}
+		for i, name := range args {
+			ps, err := profiles.Parameters(name)
+			if err != nil {
+				return usageError(err)
+			}
+			if i > 0 {
+				fmt.Fprintln(out)
+			}
+			fmt.Fprintf(out, "%s: %s\n", name, behaviors.Summary(name))
+			if len(ps) == 0 {
+				fmt.Fprintln(out, "  parameters: none (only type and match)")
+				continue
+			}
+			tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+			for _, p := range ps {
+				if p.Default == "" {
+					fmt.Fprintf(tw, "  %s\t%s\n", p.Name, p.Type)
+				} else {
+					fmt.Fprintf(tw, "  %s\t%s\tdefault %s\n", p.Name, p.Type, p.Default)
+				}
+			}
+			tw.Flush()
+		}
+		return nil
+	},
+}
+
+func init() {
+	profileCmd.AddCommand(profileListCmd, profileShowCmd, profileValidateCmd)
+	rootCmd.AddCommand(profileCmd, behaviorsCmd)
+}
+
+// completeProfiles offers the built-in names, and files as well.
+func completeProfiles(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+	return profiles.Builtin(), cobra.ShellCompDirectiveDefault
+}
+
+func showProfile(w io.Writer, p *profiles.Profile) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "Profile\t%s\n", p.Name)
+	fmt.Fprintf(tw, "File\t%s\n", p.File)
+	if p.Description != "" {
+		for i, line := range wrap(p.Description, 66) {
+			label := ""
+			if i == 0 {
+				label = "Description"
+			}
+			fmt.Fprintf(tw, "%s\t%s\n", label, line)
+		}
+	}
+	for i, s := range p.Sources {
+		label := ""
+		if i == 0 {
+			label = "Sources"
+		}
+		fmt.Fprintf(tw, "%s\t- %s\n", label, s)
+	}
+	if p.Seed != nil {
+		fmt.Fprintf(tw, "Seed\t%d\n", *p.Seed)
+	}
+	types := make([]string, len(p.Behaviors))
+	for i, s := range p.Behaviors {
+		types[i] = s.Type
+	}
+	fmt.Fprintf(tw, "Behaviors\t%s\n", strings.Join(types, ", "))
+	tw.Flush()
+	fmt.Fprintf(w, "\n--- %s\n", p.File)
+	w.Write(p.YAML)
+	if len(p.YAML) > 0 && p.YAML[len(p.YAML)-1] != '\n' {
+		fmt.Fprintln(w)
+	}
+}
+
+// firstSentence shortens a description for a one-line listing: its first
+// sentence, cut at a word near 90 columns.
+func firstSentence(s string) string {
+	const max = 90
+	s = strings.Join(strings.Fields(s), " ")
+	if i := strings.Index(s, ". "); i >= 0 {
+		s = s[:i+1]
+	}
+	if len(s) <= max {
+		return s
+	}
+	cut := strings.LastIndexByte(s[:max], ' ')
+	if cut <= 0 {
+		cut = max
+	}
+	return strings.TrimRight(s[:cut], ",;:") + " ..."
+}
+
+// wrap splits s into lines of at most width columns, at spaces.
+func wrap(s string, width int) []string {
+	var lines []string
+	line := ""
+	for _, word := range strings.Fields(s) {
+		if line != "" && len(line)+1+len(word) > width {
+			lines = append(lines, line)
+			line = ""
+		}
+		if line != "" {
+			line += " "
+		}
+		line += word
+	}
+	if line != "" {
+		lines = append(lines, line)
+	}
+	return lines
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return fmt.Sprintf("1 %s", word)
+	}
+	return fmt.Sprintf("%d %ss", n, word)
+}

@@ -1,0 +1,487 @@
+package profiles
+
+import (
+	"encoding"
+	"errors"
+	"fmt"
+	"math"
+	"reflect"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Limits on hostile input. Real profiles are a few dozen lines, a handful of
+// levels deep, and need no repetition through aliases.
+const (
+	MaxSize       = 1 << 20 // bytes in a profile file
+	maxDepth      = 32      // nesting of mappings and lists
+	maxAliasNodes = 1000    // nodes reached through aliases, all together
+	maxBehaviors  = 256     // entries in one chain: each costs every packet a match
+)
+
+// Error is a profile error that points at its place: it prints as
+// "FILE:LINE: PATH: what is wrong", always on one line.
+type Error struct {
+	File string
+	Line int    // 0 when the error is about the whole file
+	Path string // e.g. `behaviors[1] (delay): jitter`; may be empty
+	Err  error
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		fmt.Fprintf(&b, ":%d", e.Line)
+	}
+	b.WriteString(": ")
+	if e.Path != "" {
+		b.WriteString(e.Path)
+		b.WriteString(": ")
+	}
+	b.WriteString(oneLine(e.Err.Error()))
+	return b.String()
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// oneLine folds a message onto one line so every error reads as one line
+// in a terminal and in a log.
+func oneLine(s string) string {
+	if !strings.ContainsAny(s, "\r\n") {
+		return s
+	}
+	return strings.Join(strings.Fields(s), " ")
+}
+
+// check walks the document once, following aliases, and refuses what no
+// profile needs but an attacker might send: deep nesting, alias expansion
+// beyond a small budget (the "billion laughs"), cycles, merge keys and
+// custom tags. After it passes, the decoder may follow aliases freely.
+type checker struct {
+	aliasNodes int
+}
+
+func (c *checker) check(n *yaml.Node, depth, aliasLine int) (int, error) {
+	if depth > maxDepth {
+		return n.Line, fmt.Errorf("nested deeper than %d levels", maxDepth)
+	}
+	if aliasLine > 0 {
+		c.aliasNodes++
+		if c.aliasNodes > maxAliasNodes {
+			// Point at the alias the user wrote, not deep inside its anchor.
+			return aliasLine, fmt.Errorf("aliases expand to more than %d nodes; a profile needs no such repetition", maxAliasNodes)
+		}
+	}
+	switch n.Kind {
+	case yaml.AliasNode:
+		if n.Alias == nil {
+			return n.Line, fmt.Errorf("alias *%s has no anchor", n.Value)
+		}
+		if aliasLine == 0 {
+			aliasLine = n.Line
+		}
+		return c.check(n.Alias, depth, aliasLine)
+	case yaml.ScalarNode:
+		switch tag := n.ShortTag(); tag {
+		case "!!str", "!!int", "!!float", "!!bool", "!!null", "!!timestamp":
+		case "!!merge":
+			return n.Line, errors.New("merge keys (<<) are not supported; write the keys out")
+		default:
+			return n.Line, fmt.Errorf("tag %q is not supported", tag)
+		}
+	case yaml.MappingNode, yaml.SequenceNode:
+		if tag := n.ShortTag(); tag != "!!map" && tag != "!!seq" {
+			return n.Line, fmt.Errorf("tag %q is not supported", tag)
+		}
+		for _, k := range n.Content {
+			if line, err := c.check(k, depth+1, aliasLine); err != nil {
+				return line, err
+			}
+		}
+	default:
+		return n.Line, errors.New("unexpected YAML node")
+	}
+	return 0, nil
+}
+
+// deref follows an alias to its anchored node (check has vetted both).
+func deref(n *yaml.Node) *yaml.Node {
+	for i := 0; i < 8 && n.Kind == yaml.AliasNode && n.Alias != nil; i++ {
+		n = n.Alias
+	}
+	return n
+}
+
+// pair is one key of a mapping with its value.
+type pair struct {
+	key  string
+	line int
+	val  *yaml.Node
+}
+
+// pairs returns a mapping's keys in order, refusing duplicates and
+// non-scalar keys. The returned error carries the offending line.
+func pairs(n *yaml.Node) ([]pair, *lineError) {
+	out := make([]pair, 0, len(n.Content)/2)
+	seen := make(map[string]int, len(n.Content)/2)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := deref(n.Content[i])
+		if k.Kind != yaml.ScalarNode || k.ShortTag() == "!!null" {
+			return nil, &lineError{k.Line, fmt.Errorf("keys must be plain names, found %s", describe(k))}
+		}
+		if first, dup := seen[k.Value]; dup {
+			return nil, &lineError{k.Line, fmt.Errorf("duplicate key %q (first at line %d)", k.Value, first)}
+		}
+		seen[k.Value] = k.Line
+		out = append(out, pair{key: k.Value, line: k.Line, val: n.Content[i+1]})
+	}
+	return out, nil
+}
+
+// lineError is an error about a node other than the one being decoded,
+// e.g. one element of a list.
+type lineError struct {
+	line int
+	err  error
+}
+
+func (e *lineError) Error() string { return e.err.Error() }
+
+// describe names what a node is, for "expected X, found Y" messages.
+func describe(n *yaml.Node) string {
+	n = deref(n)
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		if n.ShortTag() == "!!null" {
+			return "no value"
+		}
+		return fmt.Sprintf("%q", n.Value)
+	}
+	return "nothing"
+}
+
+// param is one settable field of a behavior or a match, by its YAML name.
+type param struct {
+	name string
+	v    reflect.Value
+}
+
+// params lists the fields tagged `param:"name"` of the struct v points to
+// (or is), including those of embedded structs.
+func params(v reflect.Value) []param {
+	for v.Kind() == reflect.Pointer || v.Kind() == reflect.Interface {
+		if v.IsNil() {
+			return nil
+		}
+		v = v.Elem()
+	}
+	if v.Kind() != reflect.Struct || !v.CanAddr() {
+		return nil // a struct held by value cannot be configured
+	}
+	var out []param
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, tagged := f.Tag.Lookup("param")
+		switch {
+		case tagged && name != "" && f.IsExported():
+			out = append(out, param{name: name, v: v.Field(i)})
+		case !tagged && f.Anonymous && f.Type.Kind() == reflect.Struct:
+			out = append(out, params(v.Field(i))...)
+		}
+	}
+	return out
+}
+
+func paramNames(ps []param) string {
+	names := make([]string, len(ps))
+	for i, p := range ps {
+		names[i] = p.name
+	}
+	return strings.Join(names, ", ")
+}
+
+var (
+	durationType        = reflect.TypeFor[time.Duration]()
+	textUnmarshalerType = reflect.TypeFor[encoding.TextUnmarshaler]()
+)
+
+// decodeStruct sets the params of v from mapping n. lines receives each
+// key's line under prefix (e.g. "match."), so later errors about a field
+// can point at it.
+func decodeStruct(v reflect.Value, n *yaml.Node, prefix string, lines map[string]int) *Error {
+	n = deref(n)
+	ps := params(v)
+	if n.Kind != yaml.MappingNode {
+		return &Error{Line: n.Line, Path: strings.TrimSuffix(prefix, "."), Err: fmt.Errorf("expected a mapping of %s, found %s", paramNames(ps), describe(n))}
+	}
+	kvs, lerr := pairs(n)
+	if lerr != nil {
+		return &Error{Line: lerr.line, Path: strings.TrimSuffix(prefix, "."), Err: lerr.err}
+	}
+	for _, kv := range kvs {
+		p, ok := lookup(ps, kv.key)
+		if !ok {
+			return &Error{Line: kv.line, Path: strings.TrimSuffix(prefix, "."), Err: unknown("key", kv.key, ps)}
+		}
+		lines[prefix+kv.key] = kv.line
+		if err := setValue(p.v, kv.val); err != nil {
+			return fieldErr(kv, prefix+kv.key, err)
+		}
+	}
+	return nil
+}
+
+func lookup(ps []param, name string) (param, bool) {
+	for _, p := range ps {
+		if p.name == name {
+			return p, true
+		}
+	}
+	return param{}, false
+}
+
+// fieldErr places err from decoding kv's value at its line.
+func fieldErr(kv pair, path string, err error) *Error {
+	line := deref(kv.val).Line
+	var le *lineError
+	if errors.As(err, &le) {
+		line, err = le.line, le.err
+	}
+	if line == 0 {
+		line = kv.line
+	}
+	return &Error{Line: line, Path: path, Err: err}
+}
+
+// unknown reports an unknown key, with a suggestion when one is close.
+func unknown(what, key string, ps []param) error {
+	if len(ps) == 0 {
+		return fmt.Errorf("unknown %s %q (none are accepted here)", what, key)
+	}
+	names := make([]string, len(ps))
+	for i, p := range ps {
+		names[i] = p.name
+	}
+	return unknownOf(what, key, names)
+}
+
+func unknownOf(what, key string, known []string) error {
+	if s := suggest(key, known); s != "" {
+		return fmt.Errorf("unknown %s %q; did you mean %q? (known: %s)", what, key, s, strings.Join(known, ", "))
+	}
+	return fmt.Errorf("unknown %s %q (known: %s)", what, key, strings.Join(known, ", "))
+}
+
+// setValue decodes scalar or list n into v according to v's type.
+func setValue(v reflect.Value, n *yaml.Node) error {
+	n = deref(n)
+	t := v.Type()
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
+		return fmt.Errorf("has no value (expected %s)", typeName(t))
+	}
+	scalar := func() error {
+		if n.Kind != yaml.ScalarNode {
+			return fmt.Errorf("expected %s, found %s", typeName(t), describe(n))
+		}
+		return nil
+	}
+	switch {
+	case t == durationType:
+		if err := scalar(); err != nil {
+			return err
+		}
+		d, err := time.ParseDuration(strings.TrimSpace(n.Value))
+		if err != nil {
+			return fmt.Errorf("%q is not a duration such as 300ms or 1.5s", n.Value)
+		}
+		if d < 0 {
+			return fmt.Errorf("%q is negative", n.Value)
+		}
+		v.SetInt(int64(d))
+		return nil
+	case reflect.PointerTo(t).Implements(textUnmarshalerType) && v.CanAddr():
+		if err := scalar(); err != nil {
+			return err
+		}
+		return v.Addr().Interface().(encoding.TextUnmarshaler).UnmarshalText([]byte(n.Value))
+	}
+	switch t.Kind() {
+	case reflect.String:
+		if err := scalar(); err != nil {
+			return err
+		}
+		v.SetString(n.Value)
+	case reflect.Bool:
+		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" {
+			return fmt.Errorf("expected true or false, found %s", describe(n))
+		}
+		var b bool
+		if err := n.Decode(&b); err != nil {
+			return fmt.Errorf("%q is not true or false", n.Value)
+		}
+		v.SetBool(b)
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
+			return fmt.Errorf("expected an integer, found %s", describe(n))
+		}
+		var x int64
+		if err := n.Decode(&x); err != nil || v.OverflowInt(x) {
+			return fmt.Errorf("%s is out of range for an integer of %d bits", n.Value, t.Bits())
+		}
+		v.SetInt(x)
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
+			return fmt.Errorf("expected a whole number, found %s", describe(n))
+		}
+		if strings.HasPrefix(strings.TrimSpace(n.Value), "-") {
+			return fmt.Errorf("%s is negative (expected 0 or more)", n.Value)
+		}
+		var x uint64
+		if err := n.Decode(&x); err != nil || v.OverflowUint(x) {
+			return fmt.Errorf("%s is out of range for a whole number of %d bits", n.Value, t.Bits())
+		}
+		v.SetUint(x)
+	case reflect.Float32, reflect.Float64:
+		if n.Kind != yaml.ScalarNode || (n.ShortTag() != "!!int" && n.ShortTag() != "!!float") {
+			return fmt.Errorf("expected a number, found %s", describe(n))
+		}
+		var f float64
+		if err := n.Decode(&f); err != nil || math.IsNaN(f) || math.IsInf(f, 0) || v.OverflowFloat(f) {
+			return fmt.Errorf("%q is not a finite number", n.Value)
+		}
+		v.SetFloat(f)
+	case reflect.Slice:
+		if t.Elem().Kind() != reflect.String {
+			return fmt.Errorf("parameter of unsupported type %s (a bug in the behavior)", t)
+		}
+		items := []*yaml.Node{n}
+		if n.Kind == yaml.SequenceNode {
+			items = n.Content
+		}
+		out := reflect.MakeSlice(t, 0, len(items))
+		for _, it := range items {
+			it = deref(it)
+			if it.Kind != yaml.ScalarNode || it.ShortTag() == "!!null" {
+				return &lineError{it.Line, fmt.Errorf("expected a string or a list of strings, found %s in the list", describe(it))}
+			}
+			out = reflect.Append(out, reflect.ValueOf(it.Value).Convert(t.Elem()))
+		}
+		v.Set(out)
+	default:
+		return fmt.Errorf("parameter of unsupported type %s (a bug in the behavior)", t)
+	}
+	return nil
+}
+
+// typeName says in words what a parameter of type t takes.
+func typeName(t reflect.Type) string {
+	switch {
+	case t == durationType:
+		return "a duration such as 300ms or 1.5s"
+	case reflect.PointerTo(t).Implements(textUnmarshalerType):
+		return "a " + strings.ToLower(t.Name())
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return "an integer"
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a whole number"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice:
+		if t.Elem().Kind() == reflect.String {
+			return "a list of strings"
+		}
+	}
+	return t.String()
+}
+
+// supported reports whether setValue can decode into type t.
+func supported(t reflect.Type) bool {
+	if t == durationType || reflect.PointerTo(t).Implements(textUnmarshalerType) {
+		return true
+	}
+	switch t.Kind() {
+	case reflect.String, reflect.Bool, reflect.Float32, reflect.Float64,
+		reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return true
+	case reflect.Slice:
+		return t.Elem().Kind() == reflect.String
+	}
+	return false
+}
+
+// suggest returns the known name closest to s when it is a likely typo.
+func suggest(s string, known []string) string {
+	best, bestD := "", 3
+	for _, k := range known {
+		if d := distance(s, k); d < bestD {
+			best, bestD = k, d
+		}
+	}
+	return best
+}
+
+// distance is the edit distance counting a transposition as one edit
+// (optimal string alignment), for short names only.
+func distance(a, b string) int {
+	if len(a) > 64 || len(b) > 64 {
+		return 64
+	}
+	prev2 := make([]int, len(b)+1)
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				cur[j] = min(cur[j], prev2[j-2]+1) // a transposition
+			}
+		}
+		prev2, prev, cur = prev, cur, prev2
+	}
+	return prev[len(b)]
+}
+
+// Param describes one parameter of a registered behavior, for help output.
+type Param struct {
+	Name    string
+	Type    string // in words: "a duration such as 300ms or 1.5s"
+	Default string // "" when the zero value
+}
+
+// parameters lists the parameters of behavior b in declaration order, with
+// the values it has (the defaults, for a fresh one).
+func parameters(b any) []Param {
+	ps := params(reflect.ValueOf(b))
+	out := make([]Param, 0, len(ps))
+	for _, p := range ps {
+		d := ""
+		if !p.v.IsZero() {
+			d = fmt.Sprint(p.v.Interface())
+		}
+		out = append(out, Param{Name: p.name, Type: typeName(p.v.Type()), Default: d})
+	}
+	return out
+}
