@@ -82,6 +82,7 @@ type Port interface {
 type PortStats struct {
 	ReadPackets  uint64 `json:"read_packets"`
 	ReadBytes    uint64 `json:"read_bytes"`
+	ReadDrops    uint64 `json:"read_drops"` // read but not describable (unknown GSO type)
 	WritePackets uint64 `json:"write_packets"`
 	WriteBytes   uint64 `json:"write_bytes"`
 	WriteDrops   uint64 `json:"write_drops"` // the kernel's queue was full
