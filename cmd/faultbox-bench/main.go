@@ -1,0 +1,427 @@
+// Command faultbox-bench is the driver of `make bench`: it measures, side by
+// side in one run, a direct veth pair between two namespaces and faultbox
+// labs (passthrough, and a per-segment behavior on every TCP segment), and
+// prints one table of throughput (iperf3, 1 and 4 streams), retransmits,
+// 1-byte ping-pong round-trip time, small-UDP packets per second and the
+// device's CPU, each with its ratio to the veth pair.
+//
+//	faultbox-bench [-faultbox bin/faultbox] [-t 5s] [-n 20000] [-udp 3s] [-only veth,passthrough,log]
+//
+// It needs root. Everything it creates (namespaces fbx-b-*, labs b-*, the
+// processes in them) is removed on exit, also after Ctrl-C.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+)
+
+// Ports the probes use inside the hosts.
+const (
+	iperfPort = 5201
+	ppPort    = 7777
+	udpPort   = 9999
+)
+
+// logAllTCP inspects every TCP segment: the per-segment path (super-packets
+// split), with the log itself nearly free (1 record per million).
+const logAllTCP = `name: bench-log-all-tcp
+description: a per-segment log behavior on all TCP, for make bench
+sources: ["cmd/faultbox-bench"]
+behaviors:
+  - type: log
+    match: {protocol: tcp}
+    every: 1000000
+`
+
+type config struct {
+	name    string
+	kind    string // veth, lab, toxiproxy
+	profile string // lab profile
+}
+
+// result is one configuration's measurements.
+type result struct {
+	config
+	err        error
+	gbit       [2]float64 // 1 and 4 streams
+	retrans    [2]int
+	p50, p99   time.Duration
+	pps        float64
+	sentPPS    float64
+	cpuSeconds float64 // device, over both iperf3 runs
+	cpuWall    float64 // wall seconds of those runs
+	gbits      float64 // Gbit received over those runs
+}
+
+func main() {
+	if len(os.Args) > 1 {
+		if probe, ok := probes[os.Args[1]]; ok {
+			if err := probe(os.Args[2:]); err != nil {
+				fmt.Fprintf(os.Stderr, "faultbox-bench %s: %v\n", os.Args[1], err)
+				os.Exit(1)
+			}
+			return
+		}
+	}
+	os.Exit(runMain())
+}
+
+func runMain() int {
+	faultbox := flag.String("faultbox", "bin/faultbox", "the faultbox binary")
+	dur := flag.Duration("t", 5*time.Second, "iperf3 duration of each run")
+	rtts := flag.Int("n", 20000, "ping-pong round trips")
+	udpDur := flag.Duration("udp", 3*time.Second, "UDP sending time")
+	only := flag.String("only", "veth,passthrough,log,toxiproxy", "configurations to run, in order")
+	toxiproxy := flag.String("toxiproxy", "", "toxiproxy-server binary (go install github.com/Shopify/toxiproxy/v2/cmd/server); without it that row is skipped")
+	flag.Parse()
+
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "faultbox-bench: needs root (namespaces, TUN devices)")
+		return 2
+	}
+	fbPath, err := filepath.Abs(*faultbox)
+	if err == nil {
+		_, err = os.Stat(fbPath)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "faultbox-bench: %v (run make build)\n", err)
+		return 2
+	}
+	self, err := os.Executable()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "faultbox-bench:", err)
+		return 1
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	defer atExit.run()
+
+	tmp, err := os.MkdirTemp("", "fbx-bench-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "faultbox-bench:", err)
+		return 1
+	}
+	atExit.add(func() { os.RemoveAll(tmp) })
+	logProfile := filepath.Join(tmp, "log-all-tcp.yaml")
+	if err := os.WriteFile(logProfile, []byte(logAllTCP), 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, "faultbox-bench:", err)
+		return 1
+	}
+	all := map[string]config{
+		"veth":        {"veth (direct)", "veth", ""},
+		"passthrough": {"faultbox passthrough", "lab", "passthrough"},
+		"log":         {"faultbox log all TCP", "lab", logProfile},
+		"toxiproxy":   {"toxiproxy (TCP proxy)", "toxiproxy", ""},
+	}
+	var configs []config
+	for _, n := range strings.Split(*only, ",") {
+		c, ok := all[strings.TrimSpace(n)]
+		if !ok {
+			fmt.Fprintf(os.Stderr, "faultbox-bench: -only: unknown configuration %q (veth, passthrough, log, toxiproxy)\n", n)
+			return 2
+		}
+		if c.kind == "toxiproxy" {
+			if *toxiproxy == "" {
+				fmt.Fprintln(os.Stderr, "faultbox-bench: no -toxiproxy binary: skipping the toxiproxy row")
+				continue
+			}
+			if _, err := os.Stat(*toxiproxy); err != nil {
+				fmt.Fprintf(os.Stderr, "faultbox-bench: skipping the toxiproxy row: %v\n", err)
+				continue
+			}
+		}
+		configs = append(configs, c)
+	}
+
+	m := measurer{self: self, dur: *dur, rtts: *rtts, udpDur: *udpDur}
+	var results []result
+	for _, c := range configs {
+		if ctx.Err() != nil {
+			break
+		}
+		fmt.Fprintf(os.Stderr, "== %s\n", c.name)
+		r := result{config: c}
+		var e env
+		switch c.kind {
+		case "veth":
+			e, r.err = newVeth(ctx)
+		case "lab":
+			e, r.err = newLab(ctx, fbPath, c.profile)
+		case "toxiproxy":
+			e, r.err = newToxiproxy(ctx, *toxiproxy, iperfPort, ppPort)
+		}
+		if r.err == nil {
+			r.err = m.measure(ctx, e, &r)
+		}
+		if e != nil {
+			if err := e.Close(); err != nil && r.err == nil {
+				r.err = err
+			}
+		}
+		if r.err != nil {
+			fmt.Fprintf(os.Stderr, "   %s: %v\n", c.name, r.err)
+		}
+		results = append(results, r)
+	}
+	if ctx.Err() != nil {
+		fmt.Fprintln(os.Stderr, "faultbox-bench: interrupted; cleaning up")
+		return 130
+	}
+	printTable(results, *dur)
+	for _, r := range results {
+		if r.err != nil {
+			return 1
+		}
+	}
+	return 0
+}
+
+type measurer struct {
+	self   string
+	dur    time.Duration
+	rtts   int
+	udpDur time.Duration
+}
+
+func (m measurer) measure(ctx context.Context, e env, r *result) error {
+	addr := e.ServerAddr()
+
+	// Throughput, and the device's CPU over it.
+	iperfSrv, err := startBG(ctx, e, "server", "iperf3", "-s", "-B", addr, "-p", strconv.Itoa(iperfPort))
+	if err != nil {
+		return err
+	}
+	defer iperfSrv.kill()
+	if err := waitListen(ctx, e, "server", "t", iperfPort); err != nil {
+		return err
+	}
+	cpu0, wall0 := m.cpu(e), time.Now()
+	for i, streams := range []int{1, 4} {
+		res, err := m.iperf(ctx, e, addr, e.ClientPort(iperfPort), streams)
+		if err != nil {
+			return err
+		}
+		r.gbit[i], r.retrans[i] = res.gbit, res.retrans
+		r.gbits += res.gbitTotal
+		fmt.Fprintf(os.Stderr, "   iperf3 -P %d: %.2f Gbit/s, %d retransmits\n", streams, res.gbit, res.retrans)
+	}
+	if pid := e.DaemonPID(); pid > 0 {
+		r.cpuSeconds, r.cpuWall = m.cpu(e)-cpu0, time.Since(wall0).Seconds()
+	}
+
+	// Round-trip time of 1-byte ping-pong.
+	pps, err := startBG(ctx, e, "server", m.self, "pp-server", "-listen", fmt.Sprintf("%s:%d", addr, ppPort))
+	if err != nil {
+		return err
+	}
+	defer pps.kill()
+	if err := waitListen(ctx, e, "server", "t", ppPort); err != nil {
+		return err
+	}
+	var rtt RTTResult
+	if err := m.probe(ctx, e, 3*time.Minute, &rtt, m.self, "pp-client", "-server", fmt.Sprintf("%s:%d", addr, e.ClientPort(ppPort)), "-n", strconv.Itoa(m.rtts)); err != nil {
+		return err
+	}
+	r.p50, r.p99 = time.Duration(rtt.P50NS), time.Duration(rtt.P99NS)
+	fmt.Fprintf(os.Stderr, "   ping-pong: p50 %v p99 %v (n %d)\n", r.p50, r.p99, rtt.N)
+
+	// Small UDP packets per second.
+	if !e.UDP() {
+		return nil
+	}
+	udpAddr := fmt.Sprintf("%s:%d", addr, udpPort)
+	recv, err := startBG(ctx, e, "server", m.self, "udp-recv", "-listen", udpAddr, "-idle", "1s", "-max", (m.udpDur + 30*time.Second).String())
+	if err != nil {
+		return err
+	}
+	defer recv.kill()
+	if err := waitListen(ctx, e, "server", "u", udpPort); err != nil {
+		return err
+	}
+	var sent UDPResult
+	if err := m.probe(ctx, e, m.udpDur+30*time.Second, &sent, m.self, "udp-send", "-server", udpAddr, "-size", "64", "-t", m.udpDur.String()); err != nil {
+		return err
+	}
+	if err := recv.wait(15 * time.Second); err != nil {
+		return fmt.Errorf("udp-recv: %v: %s", err, recv.out)
+	}
+	var got UDPResult
+	if err := lastJSON(recv.out.String(), &got); err != nil {
+		return fmt.Errorf("udp-recv: %v", err)
+	}
+	r.pps, r.sentPPS = got.PPS, sent.PPS
+	fmt.Fprintf(os.Stderr, "   udp 64 B: sent %.0f pps, received %.0f pps (%d of %d)\n", sent.PPS, got.PPS, got.Packets, sent.Packets)
+	return nil
+}
+
+func (m measurer) cpu(e env) float64 {
+	pid := e.DaemonPID()
+	if pid == 0 {
+		return 0
+	}
+	s, err := cpuSeconds(pid)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "   device cpu: %v\n", err)
+	}
+	return s
+}
+
+type iperfResult struct {
+	gbit, gbitTotal float64
+	retrans         int
+}
+
+func (m measurer) iperf(ctx context.Context, e env, addr string, port, streams int) (iperfResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, m.dur+60*time.Second)
+	defer cancel()
+	secs := strconv.FormatFloat(m.dur.Seconds(), 'f', -1, 64)
+	cmd := e.Command(ctx, "client", "iperf3", "-c", addr, "-p", strconv.Itoa(port), "-t", secs, "-P", strconv.Itoa(streams), "-J")
+	cmd.WaitDelay = 5 * time.Second
+	out, err := cmd.Output()
+	var res struct {
+		Error string `json:"error"`
+		End   struct {
+			SumSent struct {
+				Retransmits int `json:"retransmits"`
+			} `json:"sum_sent"`
+			SumReceived struct {
+				Bytes         float64 `json:"bytes"`
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	if jerr := json.Unmarshal(out, &res); jerr != nil || res.Error != "" || err != nil {
+		return iperfResult{}, fmt.Errorf("iperf3 -P %d: %v %v %s", streams, err, jerr, res.Error)
+	}
+	return iperfResult{
+		gbit:      res.End.SumReceived.BitsPerSecond / 1e9,
+		gbitTotal: res.End.SumReceived.Bytes * 8 / 1e9,
+		retrans:   res.End.SumSent.Retransmits,
+	}, nil
+}
+
+// probe runs one of this binary's probes in the client and decodes its
+// last JSON line into v.
+func (m measurer) probe(ctx context.Context, e env, timeout time.Duration, v any, args ...string) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cmd := e.Command(ctx, "client", args...)
+	cmd.WaitDelay = 5 * time.Second
+	out, err := cmd.Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return fmt.Errorf("%s: %v: %s", args[1], err, strings.TrimSpace(string(ee.Stderr)))
+		}
+		return fmt.Errorf("%s: %v", args[1], err)
+	}
+	return lastJSON(string(out), v)
+}
+
+func lastJSON(out string, v any) error {
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.HasPrefix(lines[i], "{") {
+			return json.Unmarshal([]byte(lines[i]), v)
+		}
+	}
+	return fmt.Errorf("no result in output: %q", out)
+}
+
+func printTable(results []result, dur time.Duration) {
+	var base *result
+	if i := slices.IndexFunc(results, func(r result) bool { return r.kind == "veth" && r.err == nil }); i >= 0 {
+		base = &results[i]
+	}
+	ratio := func(v, b float64) string {
+		if base == nil || b == 0 || v == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.0f%%", 100*v/b)
+	}
+	us := func(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d)/1e3) }
+	added := func(d, b time.Duration) string {
+		if base == nil {
+			return "-"
+		}
+		return fmt.Sprintf("%+.1f", float64(d-b)/1e3)
+	}
+
+	fmt.Printf("\nfaultbox-bench: %s, %d CPUs, iperf3 -t %v; ratios are to the veth pair of this run\n\n",
+		kernel(), runtime.NumCPU(), dur)
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "configuration\tGbit/s 1|4 streams\tratio 1|4\tretrans 1|4\tRTT p50|p99 us\tadded p50|p99 us\tUDP kpps\tratio\tdevice CPU\tCPU-s/Gbit\t")
+	for _, r := range results {
+		if r.err != nil {
+			fmt.Fprintf(tw, "%s\tfailed: %v\t\t\t\t\t\t\t\t\t\n", r.name, oneLine(r.err))
+			continue
+		}
+		cpu, perGbit := "-", "-"
+		if r.cpuWall > 0 {
+			cpu = fmt.Sprintf("%.0f%%", 100*r.cpuSeconds/r.cpuWall)
+			if r.gbits > 0 {
+				perGbit = fmt.Sprintf("%.3f", r.cpuSeconds/r.gbits)
+			}
+		}
+		var b result
+		if base != nil {
+			b = *base
+		}
+		fmt.Fprintf(tw, "%s\t%.2f | %.2f\t%s | %s\t%d | %d\t%s | %s\t%s | %s\t%s\t%s\t%s\t%s\t\n",
+			r.name, r.gbit[0], r.gbit[1],
+			ratio(r.gbit[0], b.gbit[0]), ratio(r.gbit[1], b.gbit[1]),
+			r.retrans[0], r.retrans[1],
+			us(r.p50), us(r.p99), added(r.p50, b.p50), added(r.p99, b.p99),
+			kpps(r.pps), ratio(r.pps, b.pps), cpu, perGbit)
+	}
+	tw.Flush()
+	fmt.Println("\nUDP: 64-byte payloads, packets/s received (the sender offers as many as it can);")
+	fmt.Println("device CPU: user+system time of the faultbox daemon (or toxiproxy) over both iperf3 runs;")
+	fmt.Println("toxiproxy runs in the server's namespace of a veth pair and carries TCP only.")
+}
+
+func kpps(pps float64) string {
+	if pps == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f", pps/1e3)
+}
+
+func oneLine(err error) string {
+	s := strings.ReplaceAll(err.Error(), "\n", " ")
+	if len(s) > 100 {
+		s = s[:100] + "..."
+	}
+	return s
+}
+
+func kernel() string {
+	var u syscall.Utsname
+	if syscall.Uname(&u) != nil {
+		return "linux"
+	}
+	b := make([]byte, 0, len(u.Release))
+	for _, c := range u.Release {
+		if c == 0 {
+			break
+		}
+		b = append(b, byte(c))
+	}
+	return "Linux " + string(b)
+}

@@ -1,0 +1,383 @@
+package e2e
+
+// Helpers that drive the faultbox binary's lab CLI: a lab per test, commands
+// and background servers in its hosts, its status. Every command runs with
+// a deadline; everything a test starts is removed in t.Cleanup, in reverse
+// order (servers first, then the lab).
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/faultbox/faultbox/internal/testenv"
+)
+
+// Lab host addresses, the same in every lab (DESIGN.md).
+const (
+	clientV4 = "198.18.0.1"
+	serverV4 = "198.18.0.2"
+	clientV6 = "2001:db8::1"
+	serverV6 = "2001:db8::2"
+)
+
+// cmdResult is what a finished command printed and how it ended.
+type cmdResult struct {
+	Stdout, Stderr string
+	Code           int // exit status; -1 if it did not run or was killed
+	Err            error
+}
+
+func (r cmdResult) String() string {
+	return fmt.Sprintf("exit %d (%v)\nstdout: %s\nstderr: %s", r.Code, r.Err,
+		strings.TrimSpace(r.Stdout), strings.TrimSpace(r.Stderr))
+}
+
+// runCmd runs name args with a deadline and returns its result.
+func runCmd(timeout time.Duration, name string, args ...string) cmdResult {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	// A child that outlives the command and holds its pipes must not hang us.
+	cmd.WaitDelay = 5 * time.Second
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	r := cmdResult{Stdout: out.String(), Stderr: errb.String(), Code: -1, Err: err}
+	if cmd.ProcessState != nil {
+		r.Code = cmd.ProcessState.ExitCode()
+	}
+	if ctx.Err() != nil {
+		r.Err = fmt.Errorf("timed out after %v: %w", timeout, err)
+	}
+	return r
+}
+
+// fb runs the faultbox binary.
+func fb(timeout time.Duration, args ...string) cmdResult {
+	return runCmd(timeout, faultbox, args...)
+}
+
+// lab is one running lab, owned by one test.
+type lab struct {
+	t    *testing.T
+	name string
+}
+
+// uniqueName returns a short lab name not used by any other test run:
+// namespaces are fbx-<name>-<host>.
+func uniqueName(prefix string) string {
+	var b [3]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	return prefix + hex.EncodeToString(b[:])
+}
+
+// startLab brings up a lab with `faultbox lab up --name N args...` and takes
+// it down when the test ends (also when lab up failed half-way).
+func startLab(t *testing.T, args ...string) *lab {
+	t.Helper()
+	testenv.RequireNetAdmin(t)
+	l := &lab{t: t, name: uniqueName("e2")}
+	t.Cleanup(func() {
+		if r := fb(60*time.Second, "lab", "down", "--name", l.name); r.Code != 0 {
+			t.Errorf("lab down --name %s: %s", l.name, r)
+		}
+	})
+	up := append([]string{"lab", "up", "--name", l.name}, args...)
+	if r := fb(90*time.Second, up...); r.Code != 0 {
+		t.Fatalf("faultbox %s: %s", strings.Join(up, " "), r)
+	}
+	return l
+}
+
+// exec runs a command in host and returns its result; it does not fail the
+// test, so tests can check commands that must fail.
+func (l *lab) exec(timeout time.Duration, host string, cmd ...string) cmdResult {
+	args := append([]string{"lab", "exec", "--name", l.name, host, "--"}, cmd...)
+	return fb(timeout, args...)
+}
+
+// mustExec runs a command in host and fails the test unless it exits 0.
+func (l *lab) mustExec(timeout time.Duration, host string, cmd ...string) string {
+	l.t.Helper()
+	r := l.exec(timeout, host, cmd...)
+	if r.Code != 0 {
+		l.t.Fatalf("lab exec %s -- %s: %s", host, strings.Join(cmd, " "), r)
+	}
+	return r.Stdout
+}
+
+// apply switches the lab's profile.
+func (l *lab) apply(profile string) {
+	l.t.Helper()
+	if r := fb(30*time.Second, "lab", "apply", "--name", l.name, profile); r.Code != 0 {
+		l.t.Fatalf("lab apply %s: %s", profile, r)
+	}
+}
+
+// status returns `lab status --json`, decoded generically so the tests read
+// counters by their JSON names wherever the status nests them.
+func (l *lab) status() any {
+	l.t.Helper()
+	r := fb(30*time.Second, "lab", "status", "--name", l.name, "--json")
+	if r.Code != 0 {
+		l.t.Fatalf("lab status --json: %s", r)
+	}
+	var v any
+	if err := json.Unmarshal([]byte(r.Stdout), &v); err != nil {
+		l.t.Fatalf("lab status --json: %v\n%s", err, r.Stdout)
+	}
+	return v
+}
+
+// numbers returns every number stored under key anywhere in v.
+func numbers(v any, key string) []float64 {
+	var out []float64
+	switch v := v.(type) {
+	case map[string]any:
+		for k, x := range v {
+			if f, ok := x.(float64); ok && k == key {
+				out = append(out, f)
+			}
+			out = append(out, numbers(x, key)...)
+		}
+	case []any:
+		for _, x := range v {
+			out = append(out, numbers(x, key)...)
+		}
+	}
+	return out
+}
+
+// stringsAt returns every string stored under key anywhere in v.
+func stringsAt(v any, key string) []string {
+	var out []string
+	switch v := v.(type) {
+	case map[string]any:
+		for k, x := range v {
+			if s, ok := x.(string); ok && k == key {
+				out = append(out, s)
+			}
+			out = append(out, stringsAt(x, key)...)
+		}
+	case []any:
+		for _, x := range v {
+			out = append(out, stringsAt(x, key)...)
+		}
+	}
+	return out
+}
+
+// counter sums every number under key in the status, failing the test if
+// the status has none: a renamed counter must not pass as zero.
+func (l *lab) counter(st any, key string) float64 {
+	l.t.Helper()
+	ns := numbers(st, key)
+	if len(ns) == 0 {
+		l.t.Fatalf("lab status --json has no %q", key)
+	}
+	var sum float64
+	for _, n := range ns {
+		sum += n
+	}
+	return sum
+}
+
+// daemonPID reads the device daemon's pid from the lab's state file.
+func (l *lab) daemonPID() int {
+	l.t.Helper()
+	path := filepath.Join("/run/faultbox", l.name, "state.json")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		l.t.Fatalf("daemon pid: %v", err)
+	}
+	var st struct {
+		Daemon struct {
+			PID int `json:"pid"`
+		} `json:"daemon"`
+	}
+	if err := json.Unmarshal(data, &st); err != nil || st.Daemon.PID <= 0 {
+		l.t.Fatalf("daemon pid in %s: %v (%s)", path, err, data)
+	}
+	return st.Daemon.PID
+}
+
+// proc is a process started in a lab host in the background.
+type proc struct {
+	pid   int    // the process in the host (written by itself)
+	start string // its start time, so a reused pid is never signalled
+	log   string // its stdout and stderr
+}
+
+// start runs shell command line in host in the background (`sh -c`), and
+// kills it by pid when the test ends. The process records its own pid,
+// whatever lab exec does between it and us.
+func (l *lab) start(host, line string) *proc {
+	l.t.Helper()
+	dir := l.t.TempDir()
+	pidFile := filepath.Join(dir, "pid")
+	p := &proc{log: filepath.Join(dir, "log")}
+	logf, err := os.Create(p.log)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(faultbox, "lab", "exec", "--name", l.name, host, "--",
+		"sh", "-c", fmt.Sprintf("echo $$ > %s; exec %s", pidFile, line))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		l.t.Fatalf("start %s in %s: %v", line, host, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	l.t.Cleanup(func() {
+		if p.pid > 0 && startTime(p.pid) == p.start {
+			syscall.Kill(p.pid, syscall.SIGKILL) // ours, by pid
+		}
+		cmd.Process.Kill()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			l.t.Errorf("lab exec %s -- %s: not gone 10s after SIGKILL", host, line)
+		}
+	})
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if data, err := os.ReadFile(pidFile); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && pid > 0 {
+				p.pid, p.start = pid, startTime(pid)
+				return p
+			}
+		}
+		select {
+		case err := <-done:
+			done <- err // for the cleanup's wait
+			out, _ := os.ReadFile(p.log)
+			l.t.Fatalf("%s in %s exited at once: %v: %s", line, host, err, out)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	l.t.Fatalf("%s in %s: no pid after 15s", line, host)
+	return nil
+}
+
+// waitListen waits until a socket listens on port (proto "t" tcp, "u" udp)
+// inside host, asking the host's kernel, not the network.
+func (l *lab) waitListen(host, proto string, port int) {
+	l.t.Helper()
+	filter := fmt.Sprintf("sport = :%d", port)
+	deadline := time.Now().Add(15 * time.Second)
+	var last cmdResult
+	for time.Now().Before(deadline) {
+		last = l.exec(5*time.Second, host, "ss", "-Hn"+proto+"l", filter)
+		if last.Code == 0 && strings.TrimSpace(last.Stdout) != "" {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	l.t.Fatalf("nothing listens on %s port %d in %s after 15s: %s", proto, port, host, last)
+}
+
+// httpServer serves dir on port in the server host (Python's http.server,
+// on every address of both families) and returns when it listens.
+func (l *lab) httpServer(dir string, port int) *proc {
+	l.t.Helper()
+	p := l.start("server", fmt.Sprintf("python3 -m http.server --bind :: --directory %s %d", dir, port))
+	l.waitListen("server", "t", port)
+	return p
+}
+
+// randomFile writes size random bytes to dir/name and returns its SHA-256.
+func randomFile(t *testing.T, dir, name string, size int64) string {
+	t.Helper()
+	f, err := os.Create(filepath.Join(dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.CopyN(io.MultiWriter(f, h), rand.Reader, size); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// fileHash returns the SHA-256 of a file and its size.
+func fileHash(t *testing.T, path string) (string, int64) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), n
+}
+
+// startTime returns field 22 of /proc/PID/stat (start time since boot), or
+// "" if pid does not exist: with the pid it names one process for good.
+func startTime(pid int) string {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return ""
+	}
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return ""
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 20 {
+		return ""
+	}
+	return f[19] // fields after the command start at 3 (state)
+}
+
+// alive reports whether pid is a live (not zombie) process.
+func alive(pid int) bool {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(data, ')')
+	return i < 0 || i+2 >= len(data) || data[i+2] != 'Z'
+}
+
+// waitGone waits up to d for pid to exit.
+func waitGone(pid int, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			return errors.New("still running")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil
+}
+
+func sha256Hex(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
