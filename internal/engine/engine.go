@@ -259,8 +259,10 @@ func (e *Engine) wantsSegments(w *worker, p *packet.Parsed) bool {
 	return e.chain.NeedsSegments(&w.pkt)
 }
 
-// split cuts a super-packet into segments, each of which then takes the
-// ordinary path.
+// split cuts a super-packet into segments so per-segment behaviors see
+// each one. When every segment passes untouched and on time (the common case
+// for inspecting behaviors such as log, or a loss that did not fire), the
+// original super-packet is forwarded instead: one write, not dozens.
 func (e *Engine) split(w *worker, out *port, pkt *tun.Packet) {
 	e.c.Split++
 	n, err := tun.Split(pkt, w.segs)
@@ -268,19 +270,47 @@ func (e *Engine) split(w *worker, out *port, pkt *tun.Packet) {
 		e.c.Malformed++
 		n = 0
 	}
+	injected := e.c.Injected
+	untouched := true
 	for i := 0; i < n; i++ {
 		seg := &w.segs[i]
 		w.own(seg.Buf)
 		w.parsed.Decode(seg.Data())
-		e.forward(w, out, seg, &w.parsed)
-		seg.Buf = nil
+		w.verdicts[i] = e.judge(w, seg, &w.parsed)
+		v := &w.verdicts[i]
+		untouched = untouched && !v.drop && !v.modified && v.depart == w.now
+	}
+	if n > 0 && untouched && e.c.Injected == injected && out.dev.Offloads() {
+		w.send(out, pkt, "")
+	} else {
+		for i := 0; i < n; i++ {
+			e.dispatch(w, out, &w.segs[i], &w.verdicts[i])
+		}
+	}
+	for i := 0; i < n; i++ {
+		w.segs[i].Buf = nil
 	}
 	w.refillSegs(n)
 }
 
-// forward tracks the packet's flow, runs the chain, and sends the packet now
-// or puts it on out's delay line.
+// forward takes one packet the ordinary way: judge it, then send it now,
+// later, or not at all.
 func (e *Engine) forward(w *worker, out *port, pkt *tun.Packet, p *packet.Parsed) {
+	v := e.judge(w, pkt, p)
+	e.dispatch(w, out, pkt, &v)
+}
+
+// outcome is what the chain decided for one packet.
+type outcome struct {
+	drop     bool
+	modified bool
+	depart   int64
+	note     string
+}
+
+// judge tracks the packet's flow and runs the chain on it. Modified packets
+// get their checksums fixed here, while their decoded view is still valid.
+func (e *Engine) judge(w *worker, pkt *tun.Packet, p *packet.Parsed) outcome {
 	f, from := e.flows.Track(p, w.now)
 	if f == nil {
 		from = guessSide(p)
@@ -293,11 +323,10 @@ func (e *Engine) forward(w *worker, out *port, pkt *tun.Packet, p *packet.Parsed
 		// Capture the packet as it arrived, annotated with the verdict.
 		original = append(w.capture[:0], pkt.Data()...)
 	}
-	verdict := e.chain.Run(bp, w, w.scratch[:])
-	if verdict == behaviors.Drop {
+	if e.chain.Run(bp, w, w.scratch[:]) == behaviors.Drop {
 		e.c.Dropped += segs
 		e.captureIngress(w, original, bp.Note)
-		return
+		return outcome{drop: true}
 	}
 	e.captureIngress(w, original, "")
 	if bp.Modified() {
@@ -313,12 +342,19 @@ func (e *Engine) forward(w *worker, out *port, pkt *tun.Packet, p *packet.Parsed
 			pkt.Offload = tun.Offload{}
 		}
 	}
-	if bp.Depart > w.now {
-		e.c.Delayed += segs
-		e.delay(w, out, pkt, bp.Depart, bp.Note)
-		return
+	return outcome{modified: bp.Modified(), depart: bp.Depart, note: bp.Note}
+}
+
+// dispatch sends a judged packet now or puts it on out's delay line.
+func (e *Engine) dispatch(w *worker, out *port, pkt *tun.Packet, v *outcome) {
+	switch {
+	case v.drop:
+	case v.depart > w.now:
+		e.c.Delayed += segmentCount(pkt)
+		e.delay(w, out, pkt, v.depart, v.note)
+	default:
+		w.send(out, pkt, v.note)
 	}
-	w.send(out, pkt, bp.Note)
 }
 
 // delay copies pkt out of the read batch onto out's delay line.

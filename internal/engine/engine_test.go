@@ -180,3 +180,68 @@ func mustNew(t *testing.T, name string) behaviors.Behavior {
 	must(t, err)
 	return b
 }
+
+// superPacket builds an offloaded TCP super-packet of n segments of mss bytes.
+func superPacket(n, mss int) ([]byte, tun.Offload) {
+	raw := tcpSeg(clientAddr, serverAddr, 40000, 80, 1000, 1, packet.ACK|packet.PSH, make([]byte, n*mss))
+	return raw, tun.Offload{GSOType: tun.GSOTCPv4, HdrLen: 40, GSOSize: uint16(mss), CsumStart: 20, CsumOffset: 16}
+}
+
+// dropSeq drops the segment starting at seq; it wants single segments.
+type dropSeq struct{ seq uint32 }
+
+func (d dropSeq) PerSegment() bool { return true }
+func (d dropSeq) Handle(p *behaviors.Packet) behaviors.Verdict {
+	if p.IsTCP() && p.Seq == d.seq {
+		return behaviors.Drop
+	}
+	return behaviors.Pass
+}
+
+func TestEngine_SuperPacketInspectedPerSegmentLeavesWhole(t *testing.T) {
+	l := newLab(t, Config{})
+	m, _ := behaviors.MatchSpec{Protocol: "tcp"}.Compile(nil)
+	l.e.SetChain(behaviors.NewChain("t", 1, []*behaviors.Entry{{Type: "log", Match: m, Behavior: &behaviors.Log{Every: 1}}}))
+	raw, off := superPacket(10, 1000)
+	l.client.Send(raw, off)
+	got, gotOff, ok := l.server.Recv(time.Second)
+	if !ok || string(got) != string(raw) || !gotOff.IsGSO() {
+		t.Fatalf("want the super-packet forwarded whole: ok=%v len=%d gso=%v", ok, len(got), gotOff.IsGSO())
+	}
+	st := l.e.Status()
+	if st.Counters.Split != 1 || st.Behaviors[0].Counters.Matched != 10 || st.Counters.In != 10 || st.Counters.Out != 10 {
+		t.Fatalf("split %d matched %d in %d out %d", st.Counters.Split, st.Behaviors[0].Counters.Matched, st.Counters.In, st.Counters.Out)
+	}
+}
+
+func TestEngine_SuperPacketWithOneSegmentDroppedLeavesAsSegments(t *testing.T) {
+	l := newLab(t, Config{})
+	l.e.SetChain(behaviors.NewChain("t", 1, []*behaviors.Entry{{Type: "dropseq", Behavior: dropSeq{seq: 1000 + 2*1000}}}))
+	raw, off := superPacket(5, 1000)
+	l.client.Send(raw, off)
+	var seqs []uint32
+	for {
+		got, gotOff, ok := l.server.Recv(200 * time.Millisecond)
+		if !ok {
+			break
+		}
+		var p packet.Parsed
+		p.Decode(got)
+		if gotOff.IsGSO() || p.PayloadLen() != 1000 || !p.ChecksumsValid() {
+			t.Fatalf("segment seq %d: gso=%v len %d valid=%v", p.Seq, gotOff.IsGSO(), p.PayloadLen(), p.ChecksumsValid())
+		}
+		seqs = append(seqs, p.Seq)
+	}
+	want := []uint32{1000, 2000, 4000, 5000}
+	if len(seqs) != len(want) {
+		t.Fatalf("segments %v, want %v", seqs, want)
+	}
+	for i := range want {
+		if seqs[i] != want[i] {
+			t.Fatalf("segments %v, want %v", seqs, want)
+		}
+	}
+	if c := l.e.Status().Counters; c.In != 5 || c.Out != 4 || c.Dropped != 1 {
+		t.Fatalf("counters %+v", c)
+	}
+}

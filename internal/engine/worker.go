@@ -10,17 +10,18 @@ import (
 // packets it will write once the lock is released, and scratch space, so
 // that processing a packet allocates nothing.
 type worker struct {
-	e       *Engine
-	now     int64
-	in      *port // the port the current batch came from
-	batch   []tun.Packet
-	segs    []tun.Packet // split output, buffers from the pool
-	out     [][]tun.Packet
-	owned   [][]byte // pool buffers in flight, returned after the flush
-	parsed  packet.Parsed
-	pkt     behaviors.Packet
-	scratch [2048]byte
-	capture []byte // copy of the packet before behaviors, when capturing
+	e        *Engine
+	now      int64
+	in       *port // the port the current batch came from
+	batch    []tun.Packet
+	segs     []tun.Packet // split output, buffers from the pool
+	verdicts []outcome    // per split segment
+	out      [][]tun.Packet
+	owned    [][]byte // pool buffers in flight, returned after the flush
+	parsed   packet.Parsed
+	pkt      behaviors.Packet
+	scratch  [2048]byte
+	capture  []byte // copy of the packet before behaviors, when capturing
 }
 
 // maxSegments bounds one super-packet's split: 64 KiB over the smallest
@@ -28,7 +29,7 @@ type worker struct {
 const maxSegments = 64
 
 func newWorker(e *Engine) *worker {
-	w := &worker{e: e, batch: make([]tun.Packet, BatchSize), segs: make([]tun.Packet, maxSegments)}
+	w := &worker{e: e, batch: make([]tun.Packet, BatchSize), segs: make([]tun.Packet, maxSegments), verdicts: make([]outcome, maxSegments)}
 	for i := range w.batch {
 		w.batch[i].Buf = make([]byte, tun.BufSize)
 	}

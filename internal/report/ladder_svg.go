@@ -1,0 +1,409 @@
+package report
+
+import (
+	"fmt"
+	"html"
+	"math"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/faultbox/faultbox/internal/engine"
+	"github.com/faultbox/faultbox/internal/packet"
+)
+
+// Ladder geometry, in SVG user units (pixels at 100%).
+const (
+	ladW      = 1240.0
+	ladLeft   = 210.0 // first host column
+	ladRight  = 1165.0
+	ladTop    = 70.0 // first row
+	ladRowH   = 28.0
+	ladHeadY  = 10.0
+	ladHeadH  = 44.0
+	ladCharW  = 7.0 // monospace 11.5px, for fitting labels
+	colorUp   = "#1d4ed8"
+	colorDown = "#047857"
+	colorInj  = "#dc2626"
+	colorDrop = "#ea580c"
+	colorDel  = "#b45309"
+	colorMod  = "#7c3aed"
+)
+
+// ladRow is one row of the diagram: a packet, the delivery of a delayed
+// packet, or a run of packets left out.
+type ladRow struct {
+	t      time.Time
+	pkt    int // index into pkts; -1 for a gap
+	second bool
+	hidden int
+	order  int
+}
+
+type ladGeom struct{ n int }
+
+func (g ladGeom) host(i int) float64 {
+	if g.n < 2 {
+		return ladLeft
+	}
+	return ladLeft + float64(i)*(ladRight-ladLeft)/float64(g.n-1)
+}
+
+func (g ladGeom) lanes() int { return max(1, g.n-1) }
+
+func (g ladGeom) lane(i int) float64 {
+	i = min(max(i, 0), g.lanes()-1)
+	if g.n < 2 {
+		return ladRight
+	}
+	return (g.host(i) + g.host(i+1)) / 2
+}
+
+// laneFrom is the device lane a packet from host a toward host b meets first.
+func (g ladGeom) laneFrom(a, b int) int {
+	if b >= 0 && b < a {
+		return a - 1
+	}
+	if b < 0 && a == g.n-1 {
+		return a - 1
+	}
+	return a
+}
+
+// laneTo is the device lane a packet reaches host b from, coming from host a.
+func (g ladGeom) laneTo(a, b int) int {
+	if a >= 0 && a > b {
+		return b
+	}
+	if a < 0 && b == 0 {
+		return 0
+	}
+	return b - 1
+}
+
+func drawLadder(pkts []pktView, hosts []string, addrs map[string][]netip.Addr, conns []connView, profile string, base time.Time) string {
+	rows := ladderRows(pkts)
+	g := ladGeom{n: len(hosts)}
+	y := func(k int) float64 { return ladTop + float64(k)*ladRowH + 18 }
+	first := map[int]int{}
+	second := map[int]int{}
+	for k, r := range rows {
+		if r.pkt >= 0 && r.second {
+			second[r.pkt] = k
+		} else if r.pkt >= 0 {
+			first[r.pkt] = k
+		}
+	}
+	height := ladTop + float64(len(rows))*ladRowH + 16
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg id="ladder" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 %.0f %.0f" width="%.0f" height="%.0f" role="img" aria-label="ladder diagram">`,
+		ladW, height, ladW, height)
+	b.WriteString(`<title>Ladder diagram: one arrow per packet; hover an arrow for its details</title>`)
+	// Lifelines and column heads.
+	for i := 0; i < g.lanes() && g.n >= 2; i++ {
+		x := g.lane(i)
+		fmt.Fprintf(&b, `<rect class="lane" x="%.1f" y="%.1f" width="10" height="%.1f"/>`, x-5, ladHeadY+ladHeadH, height-ladHeadY-ladHeadH-6)
+		sub := "device"
+		if profile != "" {
+			sub = "profile " + profile
+		}
+		head(&b, x, "faultbox", sub, "head dev")
+	}
+	for i, h := range hosts {
+		x := g.host(i)
+		fmt.Fprintf(&b, `<line class="life" x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f"/>`, x, ladHeadY+ladHeadH, x, height-6)
+		var sub []string
+		for _, a := range addrs[h] {
+			sub = append(sub, a.String())
+		}
+		head(&b, x, h, strings.Join(sub, " · "), "head host")
+	}
+	fmt.Fprintf(&b, `<text class="gh" x="84" y="%.1f" text-anchor="end">time (s)</text><text class="gh" x="94" y="%.1f">conn</text>`,
+		ladHeadY+ladHeadH-4, ladHeadY+ladHeadH-4)
+	for k, r := range rows {
+		if r.pkt < 0 {
+			yy := y(k) - 4
+			fmt.Fprintf(&b, `<g class="gap"><line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f"/>`, ladLeft-60, yy, ladRight+40, yy)
+			txt := fmt.Sprintf("⋯ %d packet%s not shown ⋯", r.hidden, plural(r.hidden))
+			w := float64(len([]rune(txt)))*ladCharW + 16
+			mid := (ladLeft + ladRight) / 2
+			fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="16" rx="8"/><text x="%.1f" y="%.1f">%s</text></g>`,
+				mid-w/2, yy-8, w, mid, yy+4, esc(txt))
+		}
+	}
+	for i := range pkts {
+		k, ok := first[i]
+		if !ok {
+			continue
+		}
+		k2, delayed := second[i]
+		drawPacket(&b, g, &pkts[i], conns, base, y(k), y(k2), delayed)
+	}
+	b.WriteString(`</svg>`)
+	return b.String()
+}
+
+func head(b *strings.Builder, x float64, name, sub, class string) {
+	w := max(130, float64(max(len(name), len(sub)))*6.6+20)
+	fmt.Fprintf(b, `<g class="%s"><rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" rx="6"/>`, class, x-w/2, ladHeadY, w, ladHeadH)
+	fmt.Fprintf(b, `<text class="name" x="%.1f" y="%.1f">%s</text>`, x, ladHeadY+19, esc(name))
+	fmt.Fprintf(b, `<text class="sub" x="%.1f" y="%.1f">%s</text></g>`, x, ladHeadY+35, esc(sub))
+}
+
+// ladderRows orders the rows by time: one per shown packet, a second one
+// where a delayed packet is delivered, and one per run of hidden packets.
+func ladderRows(pkts []pktView) []ladRow {
+	var rows []ladRow
+	for i := range pkts {
+		p := &pkts[i]
+		if !p.show {
+			if n := len(rows); n > 0 && rows[n-1].pkt < 0 {
+				rows[n-1].hidden++
+			} else {
+				rows = append(rows, ladRow{t: p.When(), pkt: -1, hidden: 1, order: len(rows)})
+			}
+			continue
+		}
+		rows = append(rows, ladRow{t: p.When(), pkt: i, order: len(rows)})
+		if p.Delayed && !p.Injected && !p.Dropped && !p.In.IsZero() && !p.Out.IsZero() {
+			rows = append(rows, ladRow{t: p.Out, pkt: i, second: true, order: len(rows)})
+		}
+	}
+	slices.SortStableFunc(rows, func(a, b ladRow) int {
+		if d := a.t.Compare(b.t); d != 0 {
+			return d
+		}
+		return a.order - b.order
+	})
+	return rows
+}
+
+func drawPacket(b *strings.Builder, g ladGeom, p *pktView, conns []connView, base time.Time, y1, y2 float64, twoRows bool) {
+	color := colorDown
+	if p.up {
+		color = colorUp
+	}
+	flags := ""
+	if p.Proto == packet.ProtoTCP {
+		flags = engine.FlagString(p.Flags)
+	}
+	class := "pkt"
+	attrs := fmt.Sprintf(` data-flags="%s" data-conn="%d" data-from="%s" data-to="%s" data-t="%s"`,
+		esc(flags), conns[p.conn].ID, esc(p.From), esc(p.To), offset(p.When(), base))
+	switch {
+	case p.Injected:
+		class += " injected"
+		attrs += ` data-injected="true"`
+		color = colorInj
+	case p.Dropped:
+		class += " dropped"
+		attrs += ` data-dropped="true"`
+	}
+	if p.Delayed {
+		class += " delayed"
+		attrs += ` data-delayed="true"`
+	}
+	if p.Modified {
+		class += " modified"
+		attrs += ` data-modified="true"`
+	}
+	fmt.Fprintf(b, `<g class="%s"%s><title>%s</title>`, class, attrs, esc(packetTitle(p, conns, base)))
+	if p.Injected || p.Dropped || p.Delayed { // tint the row
+		fmt.Fprintf(b, `<rect class="band %s" x="0" y="%.1f" width="%.0f" height="%.0f"/>`, noteClass(p), y1-18, ladW, ladRowH)
+	}
+	fmt.Fprintf(b, `<text class="t" x="84" y="%.1f">%s</text>`, y1+4, offset(p.When(), base))
+	fmt.Fprintf(b, `<text class="c" x="94" y="%.1f" fill="%s">#%d</text>`, y1+4, conns[p.conn].Color, conns[p.conn].ID)
+
+	var xs, xe, xl float64                 // start, end, the device lane the note sits beside
+	fromLane := p.Injected || p.From == "" // made by the device, or never seen arriving
+	switch {
+	case fromLane:
+		to := max(p.to, 0)
+		xl = g.lane(g.laneTo(p.from, to))
+		xs, xe = xl, g.host(to)
+		fmt.Fprintf(b, `<circle class="src" cx="%.1f" cy="%.1f" r="4.5" fill="%s"/>`, xs, y1, color)
+	default:
+		from := max(p.from, 0)
+		xs = g.host(from)
+		xl = g.lane(g.laneFrom(from, p.to))
+		xe = xl
+		if !p.Dropped && p.to >= 0 {
+			xe = g.host(p.to)
+		}
+	}
+	dir := 1.0
+	if xe < xs || (xe == xs && xl < xs) {
+		dir = -1
+	}
+	w := 1.6
+	if p.Injected {
+		w = 2.4
+	}
+	switch {
+	case p.Dropped:
+		fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="%.1f"/>`, xs, y1, xl-dir*6, y1, color, w)
+		fmt.Fprintf(b, `<path class="cross" d="M%.1f %.1fl10 10m0 -10l-10 10"/>`, xl-5, y1-5)
+	case twoRows:
+		fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="%.1f"/>`, xs, y1, xl, y1, color, w)
+		fmt.Fprintf(b, `<circle cx="%.1f" cy="%.1f" r="3" fill="%s"/>`, xl, y1, colorDel)
+		fmt.Fprintf(b, `<line class="held" x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f"/>`, xl, y1, xe, y2)
+		arrowHead(b, xl, y1, xe, y2, colorDel)
+	default:
+		fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="%.1f"/>`, xs, y1, xe, y1, color, w)
+		for i := 0; i < g.lanes() && !fromLane && g.n >= 2; i++ {
+			if x := g.lane(i); (x-xs)*(x-xe) < 0 {
+				fmt.Fprintf(b, `<circle cx="%.1f" cy="%.1f" r="2.6" fill="%s"/>`, x, y1, color)
+			}
+		}
+		arrowHead(b, xs, y1, xe, y1, color)
+	}
+	// The label on the sender's side of the device, the device's note on the
+	// other side.
+	lx, room := (xs+xl)/2, math.Abs(xl-xs)-16
+	if fromLane {
+		lx, room = (xl+xe)/2, math.Abs(xe-xl)-16
+	}
+	label(b, p, lx, y1-6, room)
+	if note := deviceNote(p); note != "" {
+		anchor, nx := "start", xl+12
+		if fromLane == (dir > 0) {
+			anchor, nx = "end", xl-12
+		}
+		ny := y1 - 6
+		if p.Dropped {
+			ny = y1 + 4
+		}
+		fmt.Fprintf(b, `<text class="note %s" x="%.1f" y="%.1f" text-anchor="%s">%s</text>`, noteClass(p), nx, ny, anchor, esc(note))
+	}
+	if twoRows {
+		fmt.Fprintf(b, `<text class="t del" x="84" y="%.1f">%s</text>`, y2+4, offset(p.Out, base))
+		// Beside the arrow head, clear of the slanted line coming in above.
+		slope := math.Abs(xe-xl) / max(1, y2-y1)
+		anchor, nx := "start", xe+max(16, 5*slope+12)
+		if dir > 0 {
+			anchor, nx = "end", xe-max(16, 5*slope+12)
+		}
+		fmt.Fprintf(b, `<text class="note del" x="%.1f" y="%.1f" text-anchor="%s">delivered after %s</text>`,
+			nx, y2+4, anchor, esc(roundDur(p.Out.Sub(p.In)).String()))
+	}
+	b.WriteString(`</g>`)
+}
+
+func label(b *strings.Builder, p *pktView, x, y, room float64) {
+	var rest string
+	var flags string
+	switch p.Proto {
+	case packet.ProtoTCP:
+		flags = "[" + engine.FlagString(p.Flags) + "]"
+		rest = " seq " + num(p.relSeq, p.Seq)
+		if p.Flags&packet.ACK != 0 {
+			rest += " ack " + num(p.relAck, p.Ack)
+		}
+		if p.Len > 0 {
+			rest += fmt.Sprintf(" len %d", p.Len)
+		}
+	case packet.ProtoUDP:
+		flags, rest = "UDP", fmt.Sprintf(" len %d", p.Len)
+	case packet.ProtoICMP, packet.ProtoICMPv6:
+		flags, rest = "ICMP", fmt.Sprintf(" type %d", p.ICMPType)
+	default:
+		flags, rest = protoName(p.Proto), fmt.Sprintf(" len %d", p.Len)
+	}
+	if n := int(room / ladCharW); n > 8 && len(flags)+len(rest) > n {
+		rest = rest[:max(0, n-len(flags)-1)] + "…"
+	}
+	fmt.Fprintf(b, `<text class="lbl" x="%.1f" y="%.1f"><tspan class="fl">%s</tspan>%s</text>`, x, y, esc(flags), esc(rest))
+}
+
+func num(rel int64, abs uint32) string {
+	if rel >= 0 {
+		return fmt.Sprint(rel)
+	}
+	return fmt.Sprint(abs)
+}
+
+func deviceNote(p *pktView) string {
+	switch {
+	case p.Injected:
+		return "injected: " + p.Note
+	case p.Dropped && p.Note == "":
+		return "dropped"
+	}
+	return p.Note
+}
+
+func noteClass(p *pktView) string {
+	switch {
+	case p.Injected:
+		return "inj"
+	case p.Dropped:
+		return "drop"
+	case p.Delayed:
+		return "del"
+	}
+	return "mod"
+}
+
+func packetTitle(p *pktView, conns []connView, base time.Time) string {
+	var s strings.Builder
+	fmt.Fprintf(&s, "#%d %s %s → %s", conns[p.conn].ID, protoName(p.Proto), p.Src, p.Dst)
+	if p.Proto == packet.ProtoTCP {
+		fmt.Fprintf(&s, " [%s] seq %d", engine.FlagString(p.Flags), p.Seq)
+		if p.relSeq >= 0 {
+			fmt.Fprintf(&s, " (relative %d)", p.relSeq)
+		}
+		if p.Flags&packet.ACK != 0 {
+			fmt.Fprintf(&s, " ack %d", p.Ack)
+			if p.relAck >= 0 {
+				fmt.Fprintf(&s, " (relative %d)", p.relAck)
+			}
+		}
+		fmt.Fprintf(&s, " win %d", p.Window)
+	}
+	fmt.Fprintf(&s, " len %d", p.Len)
+	if !p.In.IsZero() {
+		fmt.Fprintf(&s, "\narrived from %s at %ss", p.From, offset(p.In, base))
+	}
+	if !p.Out.IsZero() {
+		fmt.Fprintf(&s, "\nleft to %s at %ss", p.To, offset(p.Out, base))
+	}
+	if note := deviceNote(p); note != "" {
+		s.WriteString("\ndevice: " + note)
+	}
+	return s.String()
+}
+
+// arrowHead draws a filled arrow head at (x2, y2) pointing along the
+// segment from (x1, y1).
+func arrowHead(b *strings.Builder, x1, y1, x2, y2 float64, color string) {
+	dx, dy := x2-x1, y2-y1
+	l := math.Hypot(dx, dy)
+	if l == 0 {
+		return
+	}
+	dx, dy = dx/l, dy/l
+	const length, half = 10.0, 4.5
+	bx, by := x2-dx*length, y2-dy*length
+	fmt.Fprintf(b, `<path d="M%.1f %.1fL%.1f %.1fL%.1f %.1fZ" fill="%s"/>`,
+		x2, y2, bx-dy*half, by+dx*half, bx+dy*half, by-dx*half, color)
+}
+
+func roundDur(d time.Duration) time.Duration {
+	switch {
+	case d >= time.Second:
+		return d.Round(time.Millisecond)
+	case d >= time.Millisecond:
+		return d.Round(10 * time.Microsecond)
+	}
+	return d.Round(time.Microsecond)
+}
+
+func esc(s string) string { return html.EscapeString(s) }
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}

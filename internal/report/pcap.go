@@ -1,0 +1,230 @@
+package report
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/gopacket/gopacket/pcapgo"
+
+	"github.com/faultbox/faultbox/internal/packet"
+)
+
+// Packet is one packet as the device handled it, rebuilt from a capture
+// written by internal/capture: the inbound record of its arrival on the
+// sender's port paired with the outbound record of its departure on the
+// receiver's port. The capture's conventions, which this relies on:
+//   - a packet that passes has an inbound record without a comment and an
+//     outbound record, whose comment says "delayed 20ms", "NOTE (held 20ms)"
+//     or what a behavior changed;
+//   - a packet a behavior dropped has only an inbound record, whose
+//     comment says why ("dropped by syn-drop");
+//   - a packet a behavior injected has only an outbound record, whose
+//     comment starts with "injected: ".
+type Packet struct {
+	From, To string    // port (lab host) names; From is "" when injected
+	In, Out  time.Time // arrival and departure; zero when not seen
+	Injected bool
+	Dropped  bool
+	Delayed  bool
+	Modified bool   // left different from how it arrived
+	Note     string // capture comments; "injected: " removed
+
+	Proto    uint8
+	Src, Dst netip.AddrPort
+	Flags    uint8 // TCP
+	Seq, Ack uint32
+	Window   uint16
+	Len      int // TCP/UDP payload bytes; the IP packet's length otherwise
+	ICMPType uint8
+
+	ipID  uint16 // IPv4 identification, to pair records of one packet
+	order int    // index of its first record in the file
+}
+
+// When is the first time the device saw the packet.
+func (p *Packet) When() time.Time {
+	if p.In.IsZero() {
+		return p.Out
+	}
+	return p.In
+}
+
+// Capture is a capture file read back as packets.
+type Capture struct {
+	Ports     []string // interface names, in file order
+	Packets   []Packet // selected packets in the order the device first saw them
+	Records   int      // records read
+	Truncated bool     // stopped at maxCapturePackets
+}
+
+// maxCapturePackets bounds the packets kept in memory from one capture.
+const maxCapturePackets = 1 << 20
+
+const injectedPrefix = "injected: "
+
+type tupleKey struct {
+	src, dst netip.AddrPort
+	proto    uint8
+}
+
+// ReadCapture reads a pcapng file and pairs its records into packets,
+// keeping those f selects.
+func ReadCapture(path string, f Filter) (*Capture, error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("capture: %w", err)
+	}
+	defer fh.Close()
+	r, err := pcapgo.NewNgReader(fh, pcapgo.NgReaderOptions{WantMixedLinkType: true})
+	if err != nil {
+		return nil, fmt.Errorf("capture %s: %w", path, err)
+	}
+	c := &Capture{}
+	pending := map[tupleKey][]int{} // packets seen arriving, not yet leaving
+	var parsed packet.Parsed
+	for {
+		data, ci, opts, err := r.ReadPacketDataWithOptions()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return c, fmt.Errorf("capture %s: record %d: %w", path, c.Records+1, err)
+		}
+		c.Records++
+		for len(c.Ports) < r.NInterfaces() {
+			intf, _ := r.Interface(len(c.Ports))
+			c.Ports = append(c.Ports, intf.Name)
+		}
+		parsed.Decode(data)
+		if parsed.Version == 0 {
+			continue
+		}
+		p := Packet{Proto: parsed.Proto, Flags: parsed.Flags, Seq: parsed.Seq, Ack: parsed.Ack,
+			Window: parsed.Window, Len: len(parsed.Buf), ICMPType: parsed.ICMPType, order: c.Records}
+		p.Src = netip.AddrPortFrom(parsed.Src, parsed.SrcPort)
+		p.Dst = netip.AddrPortFrom(parsed.Dst, parsed.DstPort)
+		if parsed.HasPorts {
+			p.Len = parsed.PayloadLen()
+		}
+		if parsed.Version == 4 && len(data) >= 6 {
+			p.ipID = binary.BigEndian.Uint16(data[4:6])
+		}
+		if !f.match(&p) {
+			continue
+		}
+		port := ""
+		if ci.InterfaceIndex < len(c.Ports) {
+			port = c.Ports[ci.InterfaceIndex]
+		}
+		note := strings.Join(opts.Comments, "; ")
+		key := tupleKey{p.Src, p.Dst, p.Proto}
+		egress := opts.Flags != nil && opts.Flags.Direction == pcapgo.NgEpbFlagDirectionOutbound
+		switch {
+		case !egress: // arrival; unknown direction counts as arrival
+			p.From, p.In, p.Note = port, ci.Timestamp, note
+			if note != "" { // only drops annotate an arrival
+				p.Dropped = true
+			} else {
+				pending[key] = append(pending[key], len(c.Packets))
+			}
+		case strings.HasPrefix(note, injectedPrefix):
+			p.To, p.Out, p.Injected = port, ci.Timestamp, true
+			p.Note = strings.TrimPrefix(note, injectedPrefix)
+			p.Delayed = strings.Contains(p.Note, "(held ")
+		default:
+			if i, ok := takePending(pending, key, &p, c.Packets); ok {
+				c.Packets[i].depart(port, ci.Timestamp, note, &p)
+				continue
+			}
+			p.To, p.Out, p.Note = port, ci.Timestamp, note // departure of a packet never seen arriving
+		}
+		if len(c.Packets) >= maxCapturePackets {
+			c.Truncated = true
+			break
+		}
+		c.Packets = append(c.Packets, p)
+	}
+	for _, idx := range pending {
+		for _, i := range idx {
+			c.Packets[i].Dropped = true
+			c.Packets[i].Note = "not seen leaving the device before the capture ended"
+		}
+	}
+	slices.SortStableFunc(c.Packets, func(a, b Packet) int {
+		if d := a.When().Compare(b.When()); d != 0 {
+			return d
+		}
+		return a.order - b.order
+	})
+	return c, nil
+}
+
+// takePending finds the arrival that departure out belongs to: the oldest
+// pending packet of its tuple with the same header, else (a behavior
+// changed it) the oldest of its tuple.
+func takePending(pending map[tupleKey][]int, key tupleKey, out *Packet, pkts []Packet) (int, bool) {
+	idx := pending[key]
+	if len(idx) == 0 {
+		return 0, false
+	}
+	at := 0
+	for j, i := range idx {
+		in := &pkts[i]
+		if in.Seq == out.Seq && in.Ack == out.Ack && in.Flags == out.Flags && in.Len == out.Len && in.ipID == out.ipID {
+			at = j
+			break
+		}
+	}
+	i := idx[at]
+	pending[key] = slices.Delete(idx, at, at+1)
+	return i, true
+}
+
+// depart completes an arrival with its departure record.
+func (p *Packet) depart(port string, at time.Time, note string, out *Packet) {
+	p.To, p.Out = port, at
+	if out.Seq != p.Seq || out.Ack != p.Ack || out.Flags != p.Flags || out.Len != p.Len || out.Window != p.Window {
+		// Show what the receiver got.
+		p.Modified = true
+		p.Seq, p.Ack, p.Flags, p.Len, p.Window = out.Seq, out.Ack, out.Flags, out.Len, out.Window
+	}
+	if note == "" {
+		return
+	}
+	p.Note = note
+	if strings.HasPrefix(note, "delayed ") || strings.Contains(note, "(held ") {
+		p.Delayed = true
+	} else {
+		p.Modified = true
+	}
+}
+
+// match reports whether f selects p.
+func (f *Filter) match(p *Packet) bool {
+	if len(f.Ports) == 0 && len(f.Conns) == 0 {
+		return p.Proto == packet.ProtoTCP || p.Proto == packet.ProtoUDP
+	}
+	for _, port := range f.Ports {
+		if p.Src.Port() == port || p.Dst.Port() == port {
+			return true
+		}
+	}
+	for _, c := range f.Conns {
+		if (sameEnd(c.A, p.Src) && sameEnd(c.B, p.Dst)) || (sameEnd(c.A, p.Dst) && sameEnd(c.B, p.Src)) {
+			return true
+		}
+	}
+	return false
+}
+
+// sameEnd compares endpoints, ignoring IPv4-mapped IPv6 spelling.
+func sameEnd(a, b netip.AddrPort) bool {
+	return a.Port() == b.Port() && a.Addr().Unmap() == b.Addr().Unmap()
+}
