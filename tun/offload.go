@@ -27,7 +27,16 @@ var (
 // the kernel reports the linear part of its buffer there, which on the
 // forwarding path can be a whole segment. Split never panics on hostile input;
 // it returns ErrBadOffload or ErrShortOut instead. It does not allocate.
-func Split(p *Packet, out []Packet) (int, error) {
+func Split(p *Packet, out []Packet) (int, error) { return split(p, out, false) }
+
+// SplitPartial is Split for segments that go to a port with offloads: each
+// segment's transport checksum is left as the kernel hands packets over, the
+// pseudo-header sum with NeedsCsum set, so splitting a super-packet only to
+// look at its segments costs a copy, not a checksum over every byte. The
+// IPv4 header checksum is complete.
+func SplitPartial(p *Packet, out []Packet) (int, error) { return split(p, out, true) }
+
+func split(p *Packet, out []Packet, partial bool) (int, error) {
 	data, err := packetData(p)
 	if err != nil {
 		return 0, err
@@ -109,10 +118,23 @@ func Split(p *Packet, out []Packet) (int, error) {
 		} else {
 			binary.BigEndian.PutUint16(s[l4+4:], uint16(segLen-l4))
 		}
+		q.Off, q.Len, q.Offload = Headroom, segLen, Offload{}
+		if partial {
+			csumOff := 16 // TCP
+			if h.Proto == packet.ProtoUDP {
+				csumOff = 6
+			}
+			if h.Version == 4 {
+				s[10], s[11] = 0, 0
+				binary.BigEndian.PutUint16(s[10:12], packet.Checksum(s[:l4]))
+			}
+			binary.BigEndian.PutUint16(s[l4+csumOff:], packet.PseudoHeaderSum(h.Src, h.Dst, h.Proto, segLen-l4))
+			q.Offload = Offload{NeedsCsum: true, CsumStart: uint16(l4), CsumOffset: uint16(csumOff)}
+			continue
+		}
 		var sh packet.Parsed
 		sh.Decode(s)
 		sh.FixChecksums()
-		q.Off, q.Len, q.Offload = Headroom, segLen, Offload{}
 	}
 	return n, nil
 }

@@ -390,3 +390,42 @@ func FuzzSplit(f *testing.F) {
 		}
 	})
 }
+
+// TestSplitPartial_CompletesToTheSameSegmentsAsSplit checks that a partially
+// checksummed segment, once completed the way the kernel would, is byte for
+// byte the segment Split produces.
+func TestSplitPartial_CompletesToTheSameSegmentsAsSplit(t *testing.T) {
+	for _, spec := range []superSpec{
+		{seq: 0xfffffff0, flags: packet.ACK | packet.PSH | packet.FIN, payload: 3000, mss: 1000, ipID: 7},
+		{v6: true, seq: 1, flags: packet.ACK, opts: []byte{1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2}, payload: 2500, mss: 1000},
+		{udp: true, payload: 2100, mss: 1000},
+	} {
+		sp := buildSuper(t, spec)
+		v6 := spec.v6
+		full := make([]Packet, 8)
+		part := make([]Packet, 8)
+		for i := range full {
+			full[i].Buf = make([]byte, BufSize)
+			part[i].Buf = make([]byte, BufSize)
+		}
+		n, err := Split(&sp, full)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := SplitPartial(&sp, part)
+		if err != nil || m != n {
+			t.Fatalf("SplitPartial: %d segments, %v", m, err)
+		}
+		for i := 0; i < n; i++ {
+			if !part[i].Offload.NeedsCsum {
+				t.Fatalf("segment %d not marked NeedsCsum", i)
+			}
+			if err := Complete(&part[i]); err != nil {
+				t.Fatal(err)
+			}
+			if string(part[i].Data()) != string(full[i].Data()) {
+				t.Fatalf("v6=%v segment %d differs after Complete", v6, i)
+			}
+		}
+	}
+}

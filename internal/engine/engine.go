@@ -265,7 +265,11 @@ func (e *Engine) wantsSegments(w *worker, p *packet.Parsed) bool {
 // original super-packet is forwarded instead: one write, not dozens.
 func (e *Engine) split(w *worker, out *port, pkt *tun.Packet) {
 	e.c.Split++
-	n, err := tun.Split(pkt, w.segs)
+	splitter := tun.Split
+	if out.dev.Offloads() {
+		splitter = tun.SplitPartial // the kernel finishes the checksums
+	}
+	n, err := splitter(pkt, w.segs)
 	if err != nil {
 		e.c.Malformed++
 		n = 0

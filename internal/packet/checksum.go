@@ -45,6 +45,13 @@ func pseudoSum(src, dst netip.Addr, proto uint8, length int) uint64 {
 	return acc + uint64(proto) + uint64(length)
 }
 
+// PseudoHeaderSum is the folded (not inverted) pseudo-header sum that an
+// offloaded packet carries in its checksum field: the kernel, or Complete,
+// adds the transport bytes and inverts.
+func PseudoHeaderSum(src, dst netip.Addr, proto uint8, length int) uint16 {
+	return fold(pseudoSum(src, dst, proto, length))
+}
+
 // FixChecksums recomputes the IPv4 header checksum and the TCP/UDP/ICMP
 // checksum of a decoded packet after its bytes were changed. It does nothing
 // for fragments, whose transport checksum covers bytes not in this packet.
