@@ -78,7 +78,7 @@ func TestTable_EvictsLeastRecentlySeenWhenFull(t *testing.T) {
 		tb.Track(seg(t, cli, srv, uint16(40000+i), 80, 1, 0, packet.SYN, 0), int64(i))
 	}
 	tb.Track(seg(t, cli, srv, 40000, 80, 2, 0, packet.ACK, 0), 10) // refresh the oldest
-	tb.Track(seg(t, cli, srv, 40003, 80, 1, 0, packet.SYN, 0), 11)  // evicts 40001
+	tb.Track(seg(t, cli, srv, 40003, 80, 1, 0, packet.SYN, 0), 11) // evicts 40001
 	c := tb.Counters()
 	if c.Active != 3 || c.Evicted != 1 {
 		t.Fatalf("counters %+v", c)
