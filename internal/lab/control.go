@@ -18,8 +18,8 @@ import (
 type Request struct {
 	Op      string  `json:"op"`                // "status", "events", "apply", "shutdown"
 	From    uint64  `json:"from,omitempty"`    // events: first sequence number
-	Profile string  `json:"profile,omitempty"` // apply: built-in name or file, as given
-	YAML    string  `json:"yaml,omitempty"`    // apply: the profile text (files)
+	Profile string  `json:"profile,omitempty"` // apply: built-in name, or file name for errors
+	YAML    string  `json:"yaml,omitempty"`    // apply: the profile text (required for files)
 	Seed    *uint64 `json:"seed,omitempty"`    // apply: the run's seed, if given
 }
 

@@ -2,13 +2,13 @@ package lab
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log"
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -286,10 +286,17 @@ func (d *daemon) do(req Request) *Response {
 // lines, so open connections carry on under the new profile.
 func (d *daemon) apply(req Request) *Response {
 	fail := func(err error) *Response { return &Response{Error: err.Error()} }
-	if req.YAML == "" {
-		return fail(errors.New("apply: no profile text"))
+	var p *profiles.Profile
+	var err error
+	switch {
+	case req.YAML != "":
+		p, err = profiles.Parse(req.Profile, []byte(req.YAML))
+	case slices.Contains(profiles.Builtin(), req.Profile):
+		p, err = profiles.Load(req.Profile)
+	default:
+		// The daemon opens no file a client names: files come as text.
+		err = fmt.Errorf("apply: %q is not a built-in profile and no profile text was sent", req.Profile)
 	}
-	p, err := profiles.Parse(req.Profile, []byte(req.YAML))
 	if err != nil {
 		return fail(err)
 	}

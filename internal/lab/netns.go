@@ -82,6 +82,32 @@ func addressHost(h Host) error {
 	return nil
 }
 
+// netnsPids lists the processes whose network namespace is ns, as
+// `ip netns pids` does (same device and inode as /run/netns/NS), without
+// running a program: teardown must be quick even on a busy machine.
+func netnsPids(ns string) ([]int, error) {
+	var target unix.Stat_t
+	if err := unix.Stat(filepath.Join("/run/netns", ns), &target); err != nil {
+		return nil, fmt.Errorf("namespace %s: %w", ns, err)
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		var st unix.Stat_t
+		if unix.Stat("/proc/"+e.Name()+"/ns/net", &st) == nil && st.Dev == target.Dev && st.Ino == target.Ino {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
+}
+
 // killNetnsProcs SIGKILLs every process in namespace ns except this one
 // (whose threads may visit a namespace to open a socket there), repeating
 // for processes forked meanwhile, for at most about a second. It returns how
@@ -91,24 +117,21 @@ func killNetnsProcs(ns string) (int, error) {
 	killed := map[int]bool{}
 	deadline := time.Now().Add(time.Second)
 	for {
-		out, err := exec.Command("ip", "netns", "pids", ns).Output()
+		pids, err := netnsPids(ns)
 		if err != nil {
 			if !netnsExists(ns) {
 				return len(killed), nil
 			}
-			return len(killed), fmt.Errorf("ip netns pids %s: %w", ns, err)
+			return len(killed), err
 		}
 		var left []Proc
-		for _, f := range strings.Fields(string(out)) {
-			pid, err := strconv.Atoi(f)
-			if err != nil || pid == self {
+		for _, pid := range pids {
+			if pid == self {
 				continue
 			}
-			p, err := ProcOf(pid)
-			if err != nil || !p.Alive() {
-				continue
+			if p, err := ProcOf(pid); err == nil && p.Alive() {
+				left = append(left, p)
 			}
-			left = append(left, p)
 		}
 		if len(left) == 0 {
 			return len(killed), nil
@@ -127,6 +150,20 @@ func killNetnsProcs(ns string) (int, error) {
 	}
 }
 
+// deleteNetns removes the name of namespace ns as `ip netns del` does:
+// detach its bind mount and remove the file. The namespace itself ends with
+// its last process and interface.
+func deleteNetns(ns string) error {
+	path := filepath.Join("/run/netns", ns)
+	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && err != unix.EINVAL && err != unix.ENOENT {
+		return fmt.Errorf("delete namespace %s: unmount: %w", ns, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("delete namespace %s: %w", ns, err)
+	}
+	return nil
+}
+
 // removeNetns kills the namespace's processes and deletes it and its /etc
 // files. It returns what it removed, for `lab down` to print.
 func removeNetns(ns string) ([]string, error) {
@@ -137,7 +174,7 @@ func removeNetns(ns string) ([]string, error) {
 		if err != nil {
 			errs = append(errs, err)
 		}
-		if err := ip("netns", "del", ns); err != nil {
+		if err := deleteNetns(ns); err != nil {
 			errs = append(errs, err)
 		} else if n > 0 {
 			removed = append(removed, fmt.Sprintf("namespace %s (killed %d processes)", ns, n))

@@ -42,8 +42,13 @@ type Options struct {
 	Notes io.Writer
 }
 
-// ErrInUse means a lab of that name is up.
+// ErrInUse means a lab of that name is up (errors.Is matches it).
 var ErrInUse = errors.New("lab name in use")
+
+type inUseError struct{ msg string }
+
+func (e *inUseError) Error() string        { return e.msg }
+func (e *inUseError) Is(target error) bool { return target == ErrInUse }
 
 // Up creates a lab and returns when traffic flows through its device. On
 // any failure it removes what it created, and the error includes the end
@@ -121,7 +126,10 @@ func Up(o Options) (*State, error) {
 		return nil, err
 	}
 
-	// From here on, a failure removes the lab again.
+	// From here on, a failure or an interrupt removes the lab again.
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigc)
 	pr := newProgress(o.Progress, o.Name)
 	defer pr.done()
 	fail := func(err error) (*State, error) {
@@ -135,6 +143,9 @@ func Up(o Options) (*State, error) {
 	pr.set("creating namespaces")
 	hostsFile := HostsFile(o.Name, hosts)
 	for _, h := range hosts {
+		if err := interrupted(sigc); err != nil {
+			return fail(err)
+		}
 		if err := createHost(o.Name, h, hostsFile); err != nil {
 			return fail(err)
 		}
@@ -145,10 +156,19 @@ func Up(o Options) (*State, error) {
 		return fail(err)
 	}
 	pr.set("waiting for traffic to flow")
-	if err := waitReady(o.Name, exited, o.Timeout, pr); err != nil {
+	if err := waitReady(o.Name, exited, sigc, o.Timeout, pr); err != nil {
 		return fail(err)
 	}
 	return st, nil
+}
+
+func interrupted(sigc <-chan os.Signal) error {
+	select {
+	case sig := <-sigc:
+		return fmt.Errorf("interrupted (%v) while starting", sig)
+	default:
+		return nil
+	}
 }
 
 // source is how the lab records the profile: a built-in's name, or a file's
@@ -173,9 +193,9 @@ func claim(st *State, notes io.Writer) error {
 	if old, err := ReadState(name); err == nil {
 		switch {
 		case old.Daemon.Alive():
-			return &InputError{fmt.Errorf("%w: lab %q is already up (device pid %d); use another --name, or `faultbox lab down --name %s` first", ErrInUse, name, old.Daemon.PID, name)}
+			return &InputError{&inUseError{fmt.Sprintf("lab %q is already up (device pid %d); use another --name, or `faultbox lab down --name %s` first", name, old.Daemon.PID, name)}}
 		case old.Daemon.PID == 0 && old.Creator.Alive():
-			return &InputError{fmt.Errorf("%w: lab %q is being started by pid %d", ErrInUse, name, old.Creator.PID)}
+			return &InputError{&inUseError{fmt.Sprintf("lab %q is being started by pid %d", name, old.Creator.PID)}}
 		}
 	}
 	if leftovers(name) {
@@ -249,10 +269,7 @@ func startDaemon(st *State, exe string) (<-chan error, error) {
 
 // waitReady waits until the daemon answers on its control socket, which it
 // opens only after traffic flowed through it over IPv4 and IPv6.
-func waitReady(lab string, exited <-chan error, timeout time.Duration, pr *progress) error {
-	sigc := make(chan os.Signal, 1)
-	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigc)
+func waitReady(lab string, exited <-chan error, sigc <-chan os.Signal, timeout time.Duration, pr *progress) error {
 	deadline := time.Now().Add(timeout)
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()

@@ -1,0 +1,243 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/faultbox/faultbox/internal/lab"
+)
+
+var labCmd = &cobra.Command{
+	Use:   "lab",
+	Short: "Run hosts in network namespaces wired through the device",
+	Long: `A lab is one network namespace per host (client, server, lb, ...), each with a
+TUN port as its only interface, all wired through one faultbox device that
+applies a profile. Inside every host the names client, server and lb resolve
+to 198.18.0.1-3 and 2001:db8::1-3. Needs root.`,
+	Example: `  sudo faultbox lab up --profile block-port-81
+  sudo faultbox lab exec client -- curl http://server/
+  sudo faultbox lab down`,
+}
+
+// labName is the --name flag every lab command takes.
+func labName(cmd *cobra.Command, name *string) {
+	cmd.Flags().StringVar(name, "name", lab.DefaultName, "lab name: 1-16 of a-z, 0-9 and '-'")
+}
+
+// labErr marks bad input (exit status 2 with the message) as such.
+func labErr(err error) error {
+	if err != nil && lab.IsInputError(err) {
+		return usageError(err)
+	}
+	return err
+}
+
+// seedFlag returns the --seed value if it was given.
+func seedFlag(cmd *cobra.Command, seed uint64) *uint64 {
+	if cmd.Flags().Changed("seed") {
+		return &seed
+	}
+	return nil
+}
+
+func newLabUpCmd() *cobra.Command {
+	var o lab.Options
+	var hosts string
+	var seed uint64
+	cmd := &cobra.Command{
+		Use:   "up [--name N] [--hosts client,server[,lb]] [--profile NAME|FILE] [--seed S] [--capture F.pcapng] [--mtu 1500]",
+		Short: "Create a lab and start its device",
+		Long: `Create one namespace per host, start the device in the background and return
+once traffic flows between the hosts over IPv4 and IPv6. Hosts client, server
+and lb get 198.18.0.1-3 and 2001:db8::1-3; other hosts 198.18.0.10, .11, ...
+and 2001:db8::a, ::b, ... in the order given. The seed is --seed, else the
+profile's, else random; it is printed and shown by lab status.`,
+		Example: `  sudo faultbox lab up
+  sudo faultbox lab up --name web --hosts client,lb,server --profile cisco-asa --seed 42
+  sudo faultbox lab up --profile ./my-profile.yaml --capture /tmp/lab.pcapng`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Hosts = lab.ParseHosts(hosts)
+			o.Seed = seedFlag(cmd, seed)
+			o.Progress = os.Stderr
+			o.Notes = cmd.ErrOrStderr()
+			st, err := lab.Up(o)
+			if err != nil {
+				return labErr(err)
+			}
+			lab.WriteSummary(cmd.OutOrStdout(), st)
+			return nil
+		},
+	}
+	labName(cmd, &o.Name)
+	cmd.Flags().StringVar(&hosts, "hosts", strings.Join(lab.DefaultHosts, ","), "hosts, comma-separated: 2-16 names of a-z and 0-9")
+	cmd.Flags().StringVar(&o.Profile, "profile", "passthrough", "built-in profile name or profile file")
+	cmd.Flags().Uint64Var(&seed, "seed", 0, "seed of every random decision (default: the profile's, else random)")
+	cmd.Flags().StringVar(&o.Capture, "capture", "", "write every packet of every port to this pcapng file")
+	cmd.Flags().IntVar(&o.MTU, "mtu", 1500, "MTU of every host's interface")
+	return cmd
+}
+
+func newLabExecCmd() *cobra.Command {
+	var name string
+	cmd := &cobra.Command{
+		Use:   "exec [--name N] HOST -- CMD [ARGS...]",
+		Short: "Run a command inside a lab host",
+		Long: `Run CMD inside HOST's namespace (ip netns exec), where the lab's host names
+resolve. Its exit status is faultbox's.`,
+		Example: `  sudo faultbox lab exec client -- curl -sS http://server:8080/
+  sudo faultbox lab exec --name web server -- python3 -m http.server 80
+  sudo faultbox lab exec client -- ping -6 -c3 server`,
+		Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			host, argv := args[0], args[1:]
+			if argv[0] == "--" { // flags stop at HOST, so a "--" after it arrives here
+				argv = argv[1:]
+			}
+			if len(argv) == 0 {
+				return usageError(errors.New("no command to run (faultbox lab exec HOST -- CMD [ARGS...])"))
+			}
+			code, err := lab.Exec(name, host, argv, os.Stdin, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			if err != nil {
+				return labErr(err)
+			}
+			if code != 0 {
+				return &exitError{code: code, err: fmt.Errorf("lab exec: %s exited with status %d", argv[0], code)}
+			}
+			return nil
+		},
+	}
+	labName(cmd, &name)
+	// Everything after HOST belongs to the command, dashes included.
+	cmd.Flags().SetInterspersed(false)
+	return cmd
+}
+
+func newLabApplyCmd() *cobra.Command {
+	var name string
+	var seed uint64
+	cmd := &cobra.Command{
+		Use:   "apply [--name N] NAME|FILE [--seed S]",
+		Short: "Switch a running lab to another profile, keeping connections",
+		Long: `Load and check the profile, then switch the device to it. Open connections and
+packets already delayed are kept. A profile with errors changes nothing (exit
+status 2). The seed is --seed, else the profile's, else the lab's current one.`,
+		Example: `  sudo faultbox lab apply block-port-81
+  sudo faultbox lab apply --name web ./flaky.yaml --seed 7`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			profile, s, err := lab.Apply(name, args[0], seedFlag(cmd, seed))
+			if err != nil {
+				return labErr(err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "lab %s: profile %s applied (seed %d)\n", name, profile, s)
+			return nil
+		},
+	}
+	labName(cmd, &name)
+	cmd.Flags().Uint64Var(&seed, "seed", 0, "seed of every random decision (default: the profile's, else the lab's)")
+	return cmd
+}
+
+func newLabStatusCmd() *cobra.Command {
+	var name string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status [--name N] [--json]",
+		Short: "Show a lab's hosts, profile, seed and counters",
+		Long: `Show the lab's hosts and addresses, its profile and seed, and the device's
+counters: packets per port (offload on/off), flows by state, and what each
+behavior of the profile matched, dropped, delayed, modified and injected.`,
+		Example: `  sudo faultbox lab status
+  sudo faultbox lab status --name web --json | jq .counters`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := lab.CheckPrivileges(); err != nil {
+				return err
+			}
+			st, err := lab.GetStatus(name)
+			if err != nil {
+				return labErr(err)
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			return lab.WriteStatus(cmd.OutOrStdout(), st)
+		},
+	}
+	labName(cmd, &name)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON")
+	return cmd
+}
+
+func newLabDownCmd() *cobra.Command {
+	var name string
+	var all bool
+	cmd := &cobra.Command{
+		Use:   "down [--name N | --all]",
+		Short: "Remove a lab, also after its device was killed",
+		Long: `Stop the device, kill the processes left in the lab's hosts, and remove the
+namespaces, their /etc/netns files and /run/faultbox/NAME. Safe to repeat.
+--all removes every lab and every namespace named fbx-*.`,
+		Example: `  sudo faultbox lab down
+  sudo faultbox lab down --name web
+  sudo faultbox lab down --all`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if all && cmd.Flags().Changed("name") {
+				return usageError(errors.New("lab down: give --name or --all, not both"))
+			}
+			var removed []string
+			var err error
+			what := "lab " + name
+			if all {
+				what = "all labs"
+				removed, err = lab.DownAll()
+			} else {
+				removed, err = lab.Down(name)
+			}
+			out := cmd.OutOrStdout()
+			if len(removed) == 0 && err == nil {
+				fmt.Fprintf(out, "%s: nothing to remove\n", what)
+			}
+			for _, r := range removed {
+				fmt.Fprintf(out, "removed %s\n", r)
+			}
+			return labErr(err)
+		},
+	}
+	labName(cmd, &name)
+	cmd.Flags().BoolVar(&all, "all", false, "remove every lab and every leftover fbx-* namespace")
+	return cmd
+}
+
+// The device process `lab up` starts; not for people.
+func newLabDaemonCmd() *cobra.Command {
+	var name string
+	cmd := &cobra.Command{
+		Use:    "daemon --name N",
+		Short:  "Run a lab's device (started by lab up)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return lab.RunDaemon(name)
+		},
+	}
+	labName(cmd, &name)
+	return cmd
+}
+
+func init() {
+	labCmd.AddCommand(newLabUpCmd(), newLabExecCmd(), newLabApplyCmd(), newLabStatusCmd(), newLabDownCmd(), newLabDaemonCmd())
+	for _, c := range labCmd.Commands() {
+		c.DisableFlagsInUseLine = true // each Use line lists its flags
+	}
+	rootCmd.AddCommand(labCmd)
+}
