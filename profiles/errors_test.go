@@ -2,6 +2,7 @@ package profiles
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -36,9 +37,9 @@ var badProfiles = []struct{ name, yaml, want string }{
 	// The file as a whole.
 	{"empty", "", "t.yaml: is empty"},
 	{"only comments", "# nothing\n\n", "t.yaml: is empty"},
-	{"null document", "---\n", "t.yaml:2: the top level must be a mapping with keys name, description, sources, seed, behaviors; found no value"},
+	{"null document", "---\n", "t.yaml:2: the top level must be a mapping with keys name, description, sources, seed, behaviors, proxy; found no value"},
 	{"top is a list", "- a\n- b\n", "t.yaml:1: the top level must be a mapping"},
-	{"top is a scalar", "hello\n", `t.yaml:1: the top level must be a mapping with keys name, description, sources, seed, behaviors; found "hello"`},
+	{"top is a scalar", "hello\n", `t.yaml:1: the top level must be a mapping with keys name, description, sources, seed, behaviors, proxy; found "hello"`},
 	{"two documents", "name: a\nbehaviors: []\n---\nname: b\n", "t.yaml:3: holds more than one YAML document"},
 	{"syntax", "name: [a, b\nbehaviors: []\n", "t.yaml:1: did not find expected ',' or ']'"},
 	{"tab indentation", "name: t\nbehaviors:\n\t- type: drop\n", "t.yaml:3: found character that cannot start any token (tabs are not allowed for indentation; use spaces)"},
@@ -52,7 +53,7 @@ var badProfiles = []struct{ name, yaml, want string }{
 	{"control chars", "name: t\x00\nbehaviors: []\n", "t.yaml: control characters are not allowed"},
 
 	// Top-level keys.
-	{"unknown key", "name: t\nbehavior: []\n", `t.yaml:2: unknown key "behavior"; did you mean "behaviors"? (known: name, description, sources, seed, behaviors)`},
+	{"unknown key", "name: t\nbehavior: []\n", `t.yaml:2: unknown key "behavior"; did you mean "behaviors"? (known: name, description, sources, seed, behaviors, proxy)`},
 	{"unknown key far", "name: t\nwhatever: 1\n", `t.yaml:2: unknown key "whatever" (known: name,`},
 	{"duplicate key", "name: t\nbehaviors: []\nname: u\n", `t.yaml:3: duplicate key "name" (first at line 1)`},
 	{"complex key", "? [a]\n: b\n", "t.yaml:1: keys must be plain names, found a list"},
@@ -113,7 +114,7 @@ var badProfiles = []struct{ name, yaml, want string }{
 	{"bad protocol", hdr + "  - type: drop\n    match:\n      protocol: sctp\n", `t.yaml:5: behaviors[0] (drop): match.protocol: "sctp" is not tcp, udp, icmp or any`},
 	{"port out of range", hdr + "  - type: drop\n    match:\n      port: 65536\n", "t.yaml:5: behaviors[0] (drop): match.port: 65536 is out of range 0-65535"},
 	{"port not a number", hdr + "  - type: drop\n    match:\n      port: http\n", `t.yaml:5: behaviors[0] (drop): match.port: expected an integer, found "http"`},
-	{"bad host name", hdr + "  - type: drop\n    match:\n      to: [server, sever]\n", `t.yaml:5: behaviors[0] (drop): match.to: "sever" is neither a CIDR prefix nor a lab host name`},
+	{"bad host name", hdr + "  - type: drop\n    match:\n      to: [server, Sever_1]\n", `t.yaml:5: behaviors[0] (drop): match.to: "Sever_1" is neither a CIDR prefix nor a lab host name`},
 	{"bad cidr", hdr + "  - type: drop\n    match:\n      from: 198.18.0.0/40\n", `t.yaml:5: behaviors[0] (drop): match.from: "198.18.0.0/40" is neither`},
 	{"bad tcp flag", hdr + "  - type: drop\n    match:\n      tcp_flags: [syn, psh]\n", `t.yaml:5: behaviors[0] (drop): match.tcp_flags: "psh" is not one of`},
 	{"second behavior", hdr + "  - type: drop\n  - type: log\n    every: often\n", `t.yaml:5: behaviors[1] (log): every: expected an integer, found "often"`},
@@ -162,4 +163,27 @@ func TestParse_LargestAcceptedInputIsFast(t *testing.T) {
 		t.Errorf("%d sources", len(p.Sources))
 	}
 	t.Logf("%d bytes, %d nodes: %v", len(data), len(p.Sources), time.Since(start))
+}
+
+// A well-formed host name that is not a host of the lab passes parsing (a
+// lab may have more hosts than client, server and lb) and fails when the
+// chain is built, still naming file and line.
+func TestChain_UnknownHostNameFailsWithLine(t *testing.T) {
+	p, err := Parse("t.yaml", []byte(hdr+"  - type: drop\n    match:\n      to: [server, sever]\n"))
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	_, err = p.Chain(0, nil)
+	if err == nil || !strings.Contains(err.Error(), "t.yaml:5") || !strings.Contains(err.Error(), `"sever"`) {
+		t.Fatalf("chain error %v", err)
+	}
+	db := func(name string) ([]netip.Addr, bool) {
+		if name == "sever" {
+			return []netip.Addr{netip.MustParseAddr("198.18.0.10")}, true
+		}
+		return DefaultResolver(name)
+	}
+	if _, err := p.Chain(0, db); err != nil {
+		t.Fatalf("a lab with host sever: %v", err)
+	}
 }

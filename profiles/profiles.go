@@ -127,7 +127,7 @@ func tooBig(n int64) error {
 var (
 	yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 	nameRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
-	topKeys  = []string{"name", "description", "sources", "seed", "behaviors"}
+	topKeys  = []string{"name", "description", "sources", "seed", "behaviors", "proxy"}
 )
 
 // Parse decodes and validates the profile in data; file names it in errors.
@@ -331,7 +331,7 @@ func decodeSpec(i int, n *yaml.Node) (*Spec, *Error) {
 	if err := validate(s.Behavior); err != nil {
 		return nil, s.errorAt(where, err)
 	}
-	if _, err := s.Match.Compile(DefaultResolver); err != nil {
+	if _, err := s.Match.Compile(syntaxResolver); err != nil {
 		return nil, s.errorAt(where, err)
 	}
 	return s, nil
@@ -442,6 +442,19 @@ var labHosts = map[string][]netip.Addr{
 var DefaultResolver behaviors.Resolver = func(name string) ([]netip.Addr, bool) {
 	a, ok := labHosts[name]
 	return slices.Clone(a), ok
+}
+
+// hostNameRE is the lab's rule for host names.
+var hostNameRE = regexp.MustCompile(`^[a-z][a-z0-9]{0,9}$`)
+
+// syntaxResolver checks matches when a profile is parsed: any well-formed
+// host name passes, since a lab may have hosts beyond client, server and lb;
+// the lab's own resolver decides when the chain is built.
+func syntaxResolver(name string) ([]netip.Addr, bool) {
+	if a, ok := DefaultResolver(name); ok {
+		return a, true
+	}
+	return []netip.Addr{netip.IPv4Unspecified()}, hostNameRE.MatchString(name)
 }
 
 // Parameters lists the parameters behavior type typ takes, in declaration

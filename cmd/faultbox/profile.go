@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/faultbox/faultbox/behaviors"
+	"github.com/faultbox/faultbox/internal/proxy"
 	"github.com/faultbox/faultbox/profiles"
 	"github.com/spf13/cobra"
 )
@@ -75,6 +76,9 @@ FILE:LINE: FIELD: what is wrong, and the exit status is 2.`,
 			p, err := profiles.Load(arg)
 			if err == nil {
 				_, err = p.Chain(0, nil)
+			}
+			if err == nil && p.Proxy != nil {
+				_, err = proxy.FromProfile(p)
 			}
 			if err != nil {
 				failed = append(failed, err)
