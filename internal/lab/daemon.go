@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -80,6 +81,14 @@ func RunDaemon(name string) error {
 	}
 	go d.serve()
 	d.log.Printf("ready: profile %s, seed %d", d.source, d.seed)
+	if path := os.Getenv("FAULTBOX_CPUPROFILE"); path != "" {
+		// For performance work: profile the device until teardown.
+		if f, err := os.Create(path); err == nil {
+			if pprof.StartCPUProfile(f) == nil {
+				defer func() { pprof.StopCPUProfile(); f.Close() }()
+			}
+		}
+	}
 
 	select {
 	case sig := <-sigc:
