@@ -271,8 +271,18 @@ func (e *Engine) split(w *worker, out *port, pkt *tun.Packet) {
 	}
 	n, err := splitter(pkt, w.segs)
 	if err != nil {
+		// The offload descriptor does not fit the packet, or it has more
+		// segments than a split holds. Like a packet whose transport is
+		// unreadable it passes uninspected if out takes it as it is, else
+		// it is dropped as unreadable; either way it is counted.
 		e.c.Malformed++
-		n = 0
+		if out.dev.Offloads() {
+			w.send(out, pkt, "offload not splittable: forwarded uninspected")
+		} else {
+			e.c.Unreadable += segmentCount(pkt)
+			e.captureIngress(w, pkt.Data(), "offload not splittable: dropped")
+		}
+		return
 	}
 	injected := e.c.Injected
 	untouched := true
@@ -285,8 +295,19 @@ func (e *Engine) split(w *worker, out *port, pkt *tun.Packet) {
 		untouched = untouched && !v.drop && !v.modified && v.depart == w.now
 	}
 	if n > 0 && untouched && e.c.Injected == injected && out.dev.Offloads() {
-		w.send(out, pkt, "")
+		e.c.Out += segmentCount(pkt)
+		if e.cfg.Capture != nil {
+			// The capture saw these segments come in one by one; record
+			// them leaving the same way so each pairs with its arrival.
+			for i := 0; i < n; i++ {
+				e.cfg.Capture.Record(Record{Port: out.id, Time: w.now, Data: w.segs[i].Data(), Egress: true})
+			}
+		}
+		w.out[out.id] = append(w.out[out.id], *pkt)
 	} else {
+		// In counted the segments the descriptor claims (its hdr_len may
+		// be a whole segment); these are the ones that leave.
+		e.c.In = e.c.In - segmentCount(pkt) + uint64(n)
 		for i := 0; i < n; i++ {
 			e.dispatch(w, out, &w.segs[i], &w.verdicts[i])
 		}

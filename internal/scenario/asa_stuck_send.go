@@ -1,0 +1,172 @@
+package scenario
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/faultbox/faultbox/internal/report"
+	"github.com/faultbox/faultbox/internal/sockdiag"
+)
+
+// asa-stuck-send: FIELD-FAILURES.md §4, the cost. A server is writing a
+// large response when its client disappears behind a Cisco ASA that
+// swallowed the client's FIN (the teardown that hangs every stack). How
+// long until someone gives up: the kernel (tcp_retries2), the application
+// (SO_SNDTIMEO, as Varnish's 600 s send_timeout), or the kernel told by
+// TCP_USER_TIMEOUT? Three servers, one per port, differ in that only.
+
+type stuckArm struct {
+	name   string
+	port   int
+	serve  string   // process name
+	flags  []string // serve flags of the arm
+	change string
+}
+
+var stuckSendArms = []stuckArm{
+	{"no send timeout", 8101, "serve-plain", nil, "the kernel's retransmission limit only (tcp_retries2=5)"},
+	{"SO_SNDTIMEO 2s", 8102, "serve-sndtimeo", []string{"--sndtimeo", "2s"}, "the application gives up a send that moves nothing for 2 s (Varnish: 600 s), then close()s"},
+	{"TCP_USER_TIMEOUT 3s", 8103, "serve-usertimeout", []string{"--user-timeout", "3s"}, "the kernel drops the connection when data stays unacknowledged 3 s"},
+}
+
+func init() {
+	Register(&Scenario{
+		Name:    "asa-stuck-send",
+		Summary: "server writing to a client gone behind a Cisco ASA: how long until the kernel or the application gives up",
+		Description: "A client behind a Cisco ASA cancels a large download; the ASA swallows its FIN, sends the server an " +
+			"off-by-one RST that the server ignores, and drops everything after (profile cisco-asa-lost-fin). The server keeps " +
+			"retransmitting into the void. In 2015 Varnish sockets sat there for its 600 s send timeout. Three servers run side by " +
+			"side: no send timeout (the kernel's tcp_retries2 decides), SO_SNDTIMEO (the application gives up, the kernel socket " +
+			"lives on, orphaned) and TCP_USER_TIMEOUT (the kernel gives up early). Durations are measured from the server socket " +
+			"samples and the server's log.",
+		Profile: "cisco-asa-lost-fin",
+		Sysctls: []Sysctl{
+			{Host: "server", Key: "net.ipv4.tcp_retries2", Value: "5",
+				Why: "a connection retransmitting to nobody is dropped after about 12.6 s (200 ms × (2^6−1)) instead of about 15 minutes (default 15)"},
+			{Host: "server", Key: "net.ipv4.tcp_orphan_retries", Value: "5",
+				Why: "a socket its application closed (orphaned) retransmits as long as one it still holds, instead of the default 8 (about 100 s)"},
+		},
+		Budget: 22 * time.Second,
+		Drive:  driveStuckSend,
+		Judge:  judgeStuckSend,
+	})
+}
+
+func driveStuckSend(c *Context) error {
+	for _, a := range stuckSendArms {
+		flags := append([]string{"--listen", Addr("server", a.port), "--keepalive-timeout", "0"}, a.flags...)
+		if _, err := c.Serve("server", a.serve, flags...); err != nil {
+			return err
+		}
+	}
+	for _, h := range []string{"client", "server"} {
+		if err := c.SegmentsOnly(h); err != nil {
+			return err
+		}
+	}
+	if err := c.Sample("server", sockdiag.Filter{}, 0); err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	for _, a := range stuckSendArms {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cancelDownload(c, fmt.Sprintf("client :%d", a.port), a.name, a.port, 16<<10)
+		}()
+	}
+	wg.Wait()
+	ports := make([]int, len(stuckSendArms))
+	for i, a := range stuckSendArms {
+		ports[i] = a.port
+	}
+	return waitServerSocketsGone(c, ports, 18*time.Second,
+		"the server's sockets to give up (tcp_retries2=5: about 13 s)")
+}
+
+func judgeStuckSend(e *Evidence) Verdict {
+	var v Verdict
+	var parts []string
+	var plain *teardown
+	for i, a := range stuckSendArms {
+		rs := e.Client(a.name)
+		if len(rs) == 0 || !rs[0].Local.IsValid() {
+			return Verdict{Outcome: report.Error, Reason: fmt.Sprintf("arm %q: its client never connected (%s)", a.name, firstErr(rs))}
+		}
+		t := analyzeTeardown(e, rs[0], a.serve)
+		if i == 0 {
+			plain = &t
+		}
+		label := fmt.Sprintf("[:%d]", a.port)
+		v.Timeline = append(v.Timeline, t.timeline(e, label)...)
+		v.Ladder = append(v.Ladder, t.ladderConn())
+		what := describeGiveUp(&t)
+		run := report.Run{Name: a.name, Change: a.change, Outcome: report.NotReproduced, Reason: what}
+		if t.stuck {
+			run.Outcome = report.Reproduced
+		}
+		v.Runs = append(v.Runs, run)
+		parts = append(parts, a.name+": "+what)
+	}
+	if plain.stuck {
+		v.Outcome = report.Reproduced
+		v.Reason = "the server kept a connection to a vanished client, retransmitting — " + strings.Join(parts, "; ")
+	} else {
+		v.Outcome = report.NotReproduced
+		v.Reason = "the server learnt at once that the client was gone — " + strings.Join(parts, "; ")
+	}
+	return v
+}
+
+// describeGiveUp says who gave up when, measured from the client's
+// disappearance (the device's RST, else the client's FIN).
+func describeGiveUp(t *teardown) string {
+	var b strings.Builder
+	if t.rst == nil {
+		b.WriteString("no teardown by the device (the client's FIN reached the server); ")
+	}
+	if t.logErr != nil {
+		fmt.Fprintf(&b, "the application gave up after %s (%s)", secs(t.logErrAfter), t.logText())
+	} else {
+		b.WriteString("the application never gave up")
+	}
+	switch {
+	case t.unsampled:
+		fmt.Fprintf(&b, "; its socket was gone by the first sample after the client was (%s)", ms(t.lived))
+	case !t.life.Seen:
+		b.WriteString("; its socket was never sampled")
+	case t.stillThere:
+		fmt.Fprintf(&b, "; its socket was still %s %s after the client was gone (sampling ended)", lastState(t.life), secs(t.lived))
+	default:
+		fmt.Fprintf(&b, "; the kernel removed its socket after %s", secs(t.lived))
+		if t.logErr != nil {
+			if after := orphanStates(t); after != "" {
+				fmt.Fprintf(&b, ", %s after the application let go (orphaned in %s)", secs(t.lived-t.logErrAfter), after)
+			}
+		}
+	}
+	if t.stuck {
+		fmt.Fprintf(&b, "; 1 s after the client was gone it was %s with %s unacknowledged%s", t.stuckState, bytesText(t.stuckUnacked), t.timerText())
+	}
+	return b.String()
+}
+
+// orphanStates lists the states the socket was seen in after the
+// application closed it, if it lived on noticeably (> 100 ms).
+func orphanStates(t *teardown) string {
+	if t.logErr == nil || t.life.Gone.IsZero() || t.life.Gone.Sub(t.logErr.At) < 100*time.Millisecond {
+		return ""
+	}
+	var names []string
+	for _, sp := range t.life.Spans {
+		if sp.To.After(t.logErr.At) {
+			n := sp.State.String()
+			if len(names) == 0 || names[len(names)-1] != n {
+				names = append(names, n)
+			}
+		}
+	}
+	return strings.Join(names, ", ")
+}

@@ -1,0 +1,249 @@
+package scenario
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/faultbox/faultbox/internal/lab"
+	"github.com/faultbox/faultbox/internal/packet"
+	"github.com/faultbox/faultbox/internal/report"
+	"github.com/faultbox/faultbox/internal/serve"
+	"github.com/faultbox/faultbox/internal/sockdiag"
+)
+
+// Evidence is everything a run collected, read back after teardown. Judge
+// decides from it alone.
+type Evidence struct {
+	Start time.Time // offset 0 of the run's timeline
+	// Capture holds every TCP and UDP packet of every port, as the device
+	// handled it (nil when there is none; CaptureErr says why).
+	Capture    *report.Capture
+	CaptureErr error
+	Sockets    map[string]*sockdiag.Series // by lab host, from Context.Sample
+	Clients    []ClientResult
+	Logs       map[string][]LogEvent // serve/proxy JSON logs by process name
+	Events     []lab.EventRecord     // the device's event log
+	Kernel     string
+}
+
+// LogEvent is one line of a serve (or proxy) JSON log with its time
+// parsed. Fields a proxy log has beyond serve's are in Raw.
+type LogEvent struct {
+	serve.Event
+	At  time.Time
+	Raw map[string]any
+}
+
+// At is the offset of t in the run's timeline.
+func (e *Evidence) At(t time.Time) time.Duration { return t.Sub(e.Start) }
+
+// Entry makes a timeline entry at t.
+func (e *Evidence) Entry(t time.Time, actor, format string, args ...any) report.Entry {
+	return report.Entry{At: t.Sub(e.Start), Actor: actor, Text: fmt.Sprintf(format, args...)}
+}
+
+// Client returns the results of the clients of arm ("" for all).
+func (e *Evidence) Client(arm string) []ClientResult {
+	var out []ClientResult
+	for _, r := range e.Clients {
+		if arm == "" || r.Arm == arm {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// Packets returns the captured packets of the connection between a and b
+// (either direction), in the order the device saw them.
+func (e *Evidence) Packets(a, b netip.AddrPort) []report.Packet {
+	if e.Capture == nil {
+		return nil
+	}
+	var out []report.Packet
+	for _, p := range e.Capture.Packets {
+		if (sameEnd(p.Src, a) && sameEnd(p.Dst, b)) || (sameEnd(p.Src, b) && sameEnd(p.Dst, a)) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func sameEnd(a, b netip.AddrPort) bool {
+	return a.Port() == b.Port() && a.Addr().Unmap() == b.Addr().Unmap()
+}
+
+// ConnLog returns the log events of process name for the connection whose
+// peer is peer (serve logs "peer" as the client's address).
+func (e *Evidence) ConnLog(name string, peer netip.AddrPort) []LogEvent {
+	var out []LogEvent
+	for _, ev := range e.Logs[name] {
+		if ap, err := netip.ParseAddrPort(ev.Peer); err == nil && sameEnd(ap, peer) {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// Span is a stretch of samples in which a socket kept one state.
+type Span struct {
+	State      sockdiag.State
+	From, To   time.Time // first and last sample in the state
+	MaxUnacked uint32    // segments in flight, not acknowledged
+	MaxSendQ   uint32    // bytes written and not acknowledged
+	MaxRetrans uint8
+	Timers     []sockdiag.Timer // timers seen pending, in order of appearance
+}
+
+// Life is one socket's history in the samples.
+type Life struct {
+	Seen        bool
+	First, Last time.Time // first and last sample showing it
+	// Gone is the first sampling instant after Last without the socket;
+	// zero when it was still there at the last sample.
+	Gone  time.Time
+	End   time.Time // the last sampling instant of the series
+	Spans []Span
+}
+
+// StateAt returns the socket's state at the last sample at or before t
+// (ok false before it was first seen or after it was gone).
+func (l Life) StateAt(t time.Time) (sockdiag.State, bool) {
+	var st sockdiag.State
+	ok := false
+	for _, s := range l.Spans {
+		if s.From.After(t) {
+			break
+		}
+		st, ok = s.State, true
+	}
+	if ok && !l.Gone.IsZero() && !t.Before(l.Gone) {
+		return 0, false
+	}
+	return st, ok
+}
+
+// Socket returns the life of host's socket with local end local and remote
+// end remote, from that host's samples.
+func (e *Evidence) Socket(host string, local, remote netip.AddrPort) Life {
+	var l Life
+	sr := e.Sockets[host]
+	if sr == nil || len(sr.Ticks) == 0 {
+		return l
+	}
+	l.End = sr.Start.Add(sr.Ticks[len(sr.Ticks)-1])
+	var lastT time.Duration
+	for _, s := range sr.Samples {
+		if !sameEnd(s.Key.Src, local) || !sameEnd(s.Key.Dst, remote) {
+			continue
+		}
+		at := sr.Start.Add(s.T)
+		if !l.Seen {
+			l.Seen, l.First = true, at
+		}
+		l.Last, lastT = at, s.T
+		if n := len(l.Spans); n == 0 || l.Spans[n-1].State != s.State {
+			l.Spans = append(l.Spans, Span{State: s.State, From: at})
+		}
+		sp := &l.Spans[len(l.Spans)-1]
+		sp.To = at
+		sp.MaxUnacked = max(sp.MaxUnacked, s.Unacked)
+		sp.MaxSendQ = max(sp.MaxSendQ, s.SendQ)
+		sp.MaxRetrans = max(sp.MaxRetrans, s.Retrans)
+		if s.Timer != sockdiag.TimerOff && !slices.Contains(sp.Timers, s.Timer) {
+			sp.Timers = append(sp.Timers, s.Timer)
+		}
+	}
+	if l.Seen {
+		for _, t := range sr.Ticks {
+			if t > lastT {
+				l.Gone = sr.Start.Add(t)
+				break
+			}
+		}
+	}
+	return l
+}
+
+// Count is the number of sockets in a state at one sampling instant.
+type Count struct {
+	At time.Time
+	N  int
+}
+
+// CountState returns, for every sampling instant of host, how many of its
+// sockets with local port port (0: any) were in state st.
+func (e *Evidence) CountState(host string, port uint16, st sockdiag.State) []Count {
+	sr := e.Sockets[host]
+	if sr == nil {
+		return nil
+	}
+	n := map[time.Duration]int{}
+	for _, s := range sr.Samples {
+		if s.State == st && (port == 0 || s.Key.Src.Port() == port) {
+			n[s.T]++
+		}
+	}
+	out := make([]Count, len(sr.Ticks))
+	for i, t := range sr.Ticks {
+		out[i] = Count{At: sr.Start.Add(t), N: n[t]}
+	}
+	return out
+}
+
+// Peak returns the largest count and when it was first reached.
+func Peak(cs []Count) Count {
+	var p Count
+	for _, c := range cs {
+		if c.N > p.N {
+			p = c
+		}
+	}
+	return p
+}
+
+// Flags renders TCP flags as tcpdump does ("S.", "F.", "R.", "P.").
+func Flags(f uint8) string {
+	s := ""
+	for _, x := range []struct {
+		bit uint8
+		c   string
+	}{{packet.SYN, "S"}, {packet.FIN, "F"}, {packet.RST, "R"}, {packet.PSH, "P"}} {
+		if f&x.bit != 0 {
+			s += x.c
+		}
+	}
+	if f&packet.ACK != 0 {
+		s += "."
+	}
+	if s == "" {
+		s = "none"
+	}
+	return s
+}
+
+// readLog reads a JSON-lines log; lines that do not parse are skipped.
+func readLog(path string) ([]LogEvent, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []LogEvent
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var ev LogEvent
+		if json.Unmarshal(sc.Bytes(), &ev.Event) != nil {
+			continue
+		}
+		json.Unmarshal(sc.Bytes(), &ev.Raw)
+		ev.At, _ = time.Parse(time.RFC3339Nano, ev.Time)
+		out = append(out, ev)
+	}
+	return out, sc.Err()
+}

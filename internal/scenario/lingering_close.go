@@ -1,0 +1,272 @@
+package scenario
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/netip"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/faultbox/faultbox/internal/packet"
+	"github.com/faultbox/faultbox/internal/report"
+	"github.com/faultbox/faultbox/internal/sockdiag"
+)
+
+// lingering-close: FIELD-FAILURES.md §2. A server answers a large POST
+// with an error before reading the body and closes at once; its kernel
+// answers the rest of the body with a RST, and the client, still sending,
+// fails without ever reading the answer. A lingering close (half-close,
+// drain, close) delivers it. The client is Python's http.client, which
+// sends the whole body before it reads the response.
+
+const (
+	lcAbruptPort = 8401
+	lcLingerPort = 8402
+	lcBody       = 16 << 20
+	lcArmAbrupt  = "abrupt close"
+	lcArmLinger  = "lingering close"
+)
+
+// lcClient is the client: one POST with a body of argv[3] bytes through
+// http.client, printing what happened as JSON. After a failure it looks
+// whether the answer had reached its kernel anyway.
+const lcClient = `import http.client, json, sys, time
+host, port, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+out = {"status": 0, "error": "", "unread": 0, "local": "", "remote": "", "body": ""}
+c = http.client.HTTPConnection(host, port, timeout=5)
+out["start"] = time.time()
+try:
+    c.connect()
+    out["local"] = "%s:%d" % c.sock.getsockname()[:2]
+    out["remote"] = "%s:%d" % c.sock.getpeername()[:2]
+    c.request("POST", "/upload", body=b"x" * size, headers={"Content-Type": "application/octet-stream"})
+    r = c.getresponse()
+    out["status"] = r.status
+    out["body"] = r.read().decode("utf-8", "replace")
+except Exception as e:
+    out["error"] = "%s: %s" % (type(e).__name__, e)
+    try:
+        c.sock.setblocking(False)
+        out["unread"] = len(c.sock.recv(1 << 20))
+    except Exception as e2:
+        out["unread_error"] = "%s: %s" % (type(e2).__name__, e2)
+out["end"] = time.time()
+print(json.dumps(out))
+`
+
+func init() {
+	Register(&Scenario{
+		Name:    "lingering-close",
+		Summary: "an early 401 to a large POST is lost to the server's RST without lingering close, delivered with it",
+		Description: "A server answers a POST it will not accept (401) before reading the 16 MiB body, then closes. With unread " +
+			"input its kernel answers the rest of the body with a RST; the client, still sending, fails on the send and never " +
+			"reads the answer: a failure with no reason (seeds/001, Apache's lingering close). Python's http.client is the " +
+			"client: it sends the whole body before reading. Port 8401 closes at once (serve --early-response); port 8402 " +
+			"half-closes and drains first (serve --early-response --linger), which delivers the 401. With the fault off " +
+			"both ports linger.",
+		Budget: 15 * time.Second,
+		Drive:  driveLingeringClose,
+		Judge:  judgeLingeringClose,
+	})
+}
+
+func driveLingeringClose(c *Context) error {
+	if _, err := exec.LookPath("python3"); err != nil {
+		return errors.New("lingering-close needs python3 (its client is http.client)")
+	}
+	abrupt := []string{"--listen", Addr("server", lcAbruptPort), "--early-response"}
+	if !c.Fault() {
+		abrupt = append(abrupt, "--linger", "--linger-time", "2s")
+	}
+	if _, err := c.Serve("server", "serve-abrupt", abrupt...); err != nil {
+		return err
+	}
+	if _, err := c.Serve("server", "serve-linger", "--listen", Addr("server", lcLingerPort), "--early-response", "--linger", "--linger-time", "2s"); err != nil {
+		return err
+	}
+	if err := c.Sample("server", sockdiag.Filter{}, 0); err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i, arm := range []struct {
+		name string
+		port int
+	}{{lcArmAbrupt, lcAbruptPort}, {lcArmLinger, lcLingerPort}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = postClient(c, arm.name, arm.port)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return c.Wait("a last socket sample", 100*time.Millisecond)
+}
+
+// postClient runs the Python client against port and records its result.
+func postClient(c *Context, arm string, port int) error {
+	name := fmt.Sprintf("http.client :%d", port)
+	c.Step(name, "POST /upload with a %d MiB body, sent in full before reading", lcBody>>20)
+	res, err := c.Exec("client", 10*time.Second, "python3", "-c", lcClient, AddrPort("server", port).Addr().String(), strconv.Itoa(port), strconv.Itoa(lcBody))
+	if err != nil {
+		return err
+	}
+	var out struct {
+		Status      int     `json:"status"`
+		Error       string  `json:"error"`
+		Unread      int64   `json:"unread"`
+		UnreadError string  `json:"unread_error"`
+		Local       string  `json:"local"`
+		Remote      string  `json:"remote"`
+		Body        string  `json:"body"`
+		Start       float64 `json:"start"`
+		End         float64 `json:"end"`
+	}
+	if err := json.Unmarshal([]byte(strings.TrimSpace(res.Stdout)), &out); err != nil {
+		return fmt.Errorf("%s: exit %d, output %q: %v (stderr: %s)", name, res.Code, res.Stdout, err, strings.TrimSpace(res.Stderr))
+	}
+	r := ClientResult{Name: name, Arm: arm, Start: unixTime(out.Start), End: unixTime(out.End), Status: out.Status, Bytes: int64(len(out.Body))}
+	r.Local, _ = netip.ParseAddrPort(out.Local)
+	r.Remote, _ = netip.ParseAddrPort(out.Remote)
+	if out.Error != "" {
+		r.Err = out.Error
+		switch {
+		case strings.HasPrefix(out.Error, "BrokenPipeError"):
+			r.Kind = KindPipe
+		case strings.HasPrefix(out.Error, "ConnectionResetError"):
+			r.Kind = KindReset
+		case strings.Contains(out.Error, "timed out"):
+			r.Kind = KindTimeout
+		default:
+			r.Kind = KindOther
+		}
+		switch {
+		case out.Unread > 0:
+			r.Detail = fmt.Sprintf("after the failure, %d bytes of the answer sat unread in the client's kernel", out.Unread)
+		case out.UnreadError != "":
+			r.Detail = "after the failure, reading gave " + out.UnreadError
+		}
+	} else {
+		r.Detail = "answer: " + strings.TrimSpace(out.Body)
+	}
+	c.Record(r)
+	return nil
+}
+
+func unixTime(f float64) time.Time {
+	sec, frac := math.Modf(f)
+	return time.Unix(int64(sec), int64(frac*1e9))
+}
+
+type lcArm struct {
+	r         ClientResult
+	rst       *report.Packet // the server's first RST on the connection
+	responded *LogEvent      // serve wrote the 401
+	closed    *LogEvent      // serve's close
+	linger    *LogEvent      // serve's lingering drain
+	delivered bool
+	lost      bool
+	text      string
+}
+
+func judgeLingeringClose(e *Evidence) Verdict {
+	var v Verdict
+	arms := map[string]*lcArm{}
+	for _, x := range []struct{ arm, serve string }{{lcArmAbrupt, "serve-abrupt"}, {lcArmLinger, "serve-linger"}} {
+		rs := e.Client(x.arm)
+		if len(rs) == 0 || !rs[0].Local.IsValid() {
+			return Verdict{Outcome: report.Error, Reason: fmt.Sprintf("%s: the client never connected (%s)", x.arm, firstErr(rs))}
+		}
+		a := &lcArm{r: rs[0]}
+		arms[x.arm] = a
+		for _, p := range e.Packets(a.r.Local, a.r.Remote) {
+			if sameEnd(p.Src, a.r.Remote) && !p.Injected && p.Flags&packet.RST != 0 {
+				a.rst = &p
+				break
+			}
+		}
+		for _, ev := range e.ConnLog(x.serve, a.r.Local) {
+			switch {
+			case ev.Event.Event == "response" && a.responded == nil:
+				a.responded = &ev
+			case ev.Event.Event == "linger":
+				a.linger = &ev
+			case ev.Event.Event == "close":
+				a.closed = &ev
+			}
+		}
+		a.delivered = a.r.Status == 401
+		a.lost = a.r.Status == 0 && a.r.Err != "" && a.responded != nil && a.rst != nil
+		a.text = describeLC(a)
+		label := "[" + x.arm + "]"
+		if a.responded != nil {
+			v.Timeline = append(v.Timeline, e.Entry(a.responded.At, "server", "%s serve answers %d before reading the body", label, a.responded.Status))
+		}
+		if a.linger != nil {
+			v.Timeline = append(v.Timeline, e.Entry(a.linger.At, "server", "%s lingering close drained %s of the body (%s)", label, bytesText(uint32(min(a.linger.Bytes, math.MaxUint32))), a.linger.Reason))
+		}
+		if a.closed != nil {
+			v.Timeline = append(v.Timeline, e.Entry(a.closed.At, "server", "%s serve closes (%s)", label, a.closed.Reason))
+		}
+		if a.rst != nil {
+			v.Timeline = append(v.Timeline, e.Entry(a.rst.When(), "server", "%s the server's kernel answers the body still arriving with a RST", label))
+		}
+		v.Timeline = append(v.Timeline, e.Entry(a.r.End, "client", "%s http.client: %s", label, resultText(a.r)))
+		v.Ladder = append(v.Ladder, report.Conn{A: a.r.Local, B: a.r.Remote})
+	}
+	ab, li := arms[lcArmAbrupt], arms[lcArmLinger]
+	v.Runs = []report.Run{
+		{Name: lcArmAbrupt, Change: fmt.Sprintf("port %d: serve --early-response (close at once)", lcAbruptPort), Outcome: outcomeIf(ab.lost), Reason: ab.text},
+		{Name: lcArmLinger, Change: fmt.Sprintf("port %d: serve --early-response --linger (half-close, drain, close)", lcLingerPort), Outcome: outcomeIf(li.lost), Reason: li.text},
+	}
+	if ab.lost && li.delivered {
+		v.Outcome = report.Reproduced
+		v.Reason = fmt.Sprintf("the 401 was lost without lingering close and delivered with it — %s: %s; %s: %s", lcArmAbrupt, ab.text, lcArmLinger, li.text)
+	} else {
+		v.Outcome = report.NotReproduced
+		v.Reason = fmt.Sprintf("no lost response with the abrupt close alone — %s: %s; %s: %s", lcArmAbrupt, ab.text, lcArmLinger, li.text)
+	}
+	return v
+}
+
+func outcomeIf(b bool) report.Outcome {
+	if b {
+		return report.Reproduced
+	}
+	return report.NotReproduced
+}
+
+func describeLC(a *lcArm) string {
+	var b strings.Builder
+	switch {
+	case a.delivered:
+		fmt.Fprintf(&b, "the client got the %d", a.r.Status)
+		if a.linger != nil {
+			fmt.Fprintf(&b, " (the server drained %s of the body first)", bytesText(uint32(min(a.linger.Bytes, math.MaxUint32))))
+		}
+	case a.r.Status == 0 && a.r.Err != "":
+		fmt.Fprintf(&b, "the client never saw the answer: %s", a.r.Err)
+		if a.r.Detail != "" {
+			fmt.Fprintf(&b, " (%s)", a.r.Detail)
+		}
+	default:
+		fmt.Fprintf(&b, "the client got status %d", a.r.Status)
+	}
+	if a.responded != nil {
+		b.WriteString("; serve had written its 401")
+	}
+	if a.rst != nil {
+		b.WriteString("; the server's kernel reset the connection")
+	} else {
+		b.WriteString("; no RST from the server")
+	}
+	return b.String()
+}
