@@ -1,0 +1,130 @@
+package scenario
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/faultbox/faultbox/internal/packet"
+	"github.com/faultbox/faultbox/internal/report"
+)
+
+func TestParseNetstat(t *testing.T) {
+	in := "TcpExt: SyncookiesSent TCPDeferAcceptDrop TSEcrRejected\n" +
+		"TcpExt: 0 19 20\n" +
+		"IpExt: InNoRoutes InTruncatedPkts\n" +
+		"IpExt: 3 4\n" +
+		"Broken: a b\n" +
+		"Broken: 1\n"
+	got := parseNetstat(in)
+	for k, want := range map[string]int64{"TcpExt.TCPDeferAcceptDrop": 19, "TcpExt.TSEcrRejected": 20, "IpExt.InTruncatedPkts": 4} {
+		if got[k] != want {
+			t.Errorf("%s = %d, want %d", k, got[k], want)
+		}
+	}
+	if _, ok := got["Broken.a"]; ok {
+		t.Error("a header and value line of different lengths was read")
+	}
+}
+
+// capBuilder makes a capture of one connection lb → server:80.
+type capBuilder struct {
+	t0       time.Time
+	lb, srv  netip.AddrPort
+	isn, sis uint32
+	pkts     []report.Packet
+}
+
+func (b *capBuilder) add(at time.Duration, fromLB bool, flags uint8, seq, ack uint32, n int, dropped bool) {
+	p := report.Packet{Proto: packet.ProtoTCP, In: b.t0.Add(at), Flags: flags, Len: n, Dropped: dropped}
+	if fromLB {
+		p.From, p.To, p.Src, p.Dst, p.Seq, p.Ack = "lb", "server", b.lb, b.srv, b.isn+seq, b.sis+ack
+	} else {
+		p.From, p.To, p.Src, p.Dst, p.Seq, p.Ack = "server", "lb", b.srv, b.lb, b.sis+seq, b.isn+ack
+	}
+	if dropped {
+		p.Note = "dropped by ack-drop"
+	}
+	b.pkts = append(b.pkts, p)
+}
+
+func TestTraceConnsDeferred(t *testing.T) {
+	const (
+		syn, ack, fin, rst, psh = packet.SYN, packet.ACK, packet.FIN, packet.RST, packet.PSH
+	)
+	s := time.Second
+	b := &capBuilder{t0: time.Unix(1000, 0), lb: netip.MustParseAddrPort("198.18.0.3:40000"),
+		srv: netip.MustParseAddrPort("198.18.0.2:80"), isn: 1000, sis: 5000}
+	b.add(0, true, syn, 0, 0, 0, false)
+	b.add(1*time.Millisecond, false, syn|ack, 0, 1, 0, false)
+	b.add(2*time.Millisecond, true, ack, 1, 1, 0, false) // swallowed by the deferral
+	b.add(15*s, true, ack, 0, 1, 0, false)               // keep-alive probe: seq ISN
+	b.add(15*s+time.Millisecond, false, ack, 1, 1, 0, false)
+	b.add(31500*time.Millisecond, false, syn|ack, 0, 1, 0, false) // the one retransmit
+	b.add(31501*time.Millisecond, true, ack, 1, 1, 0, false)
+	b.add(36500*time.Millisecond, false, fin|ack, 1, 1, 0, false) // the server's timeout
+	b.add(36501*time.Millisecond, true, ack, 1, 2, 0, false)
+	b.add(39*s, true, psh|ack, 1, 2, 90, false) // the DX's late request
+	b.add(39*s+time.Millisecond, false, rst, 2, 0, 0, false)
+	e := &Evidence{Start: b.t0, Capture: &report.Capture{Packets: b.pkts}}
+
+	h := traceConns(e, b.srv)[b.lb]
+	if h == nil {
+		t.Fatal("connection not traced")
+	}
+	if len(h.SYNACKs) != 2 || h.synackRetransmits() != 1 {
+		t.Errorf("SYN-ACKs %d, want 2", len(h.SYNACKs))
+	}
+	if len(h.ACKs) != 2 || len(h.Probes) != 1 || len(h.ACKsDropped) != 0 {
+		t.Errorf("handshake ACKs %d (want 2: the swallowed one and the one after the retransmit), probes %d (want 1), dropped %d",
+			len(h.ACKs), len(h.Probes), len(h.ACKsDropped))
+	}
+	if got := h.Data.Sub(b.t0); got != 39*s || h.DataSends != 1 {
+		t.Errorf("data at %v sent %d times", got, h.DataSends)
+	}
+	if !h.idleClose() || h.SrvFIN.Sub(b.t0) != 36500*time.Millisecond || h.SrvRST.IsZero() || !h.SrvData.IsZero() {
+		t.Errorf("server FIN %v RST %v data %v", h.SrvFIN.Sub(b.t0), h.SrvRST.Sub(b.t0), h.SrvData)
+	}
+	ae := &dxArmEvidence{Defer: 31}
+	if !ae.deferred(h) {
+		t.Error("not seen as deferred with TCP_DEFER_ACCEPT 31")
+	}
+	if ae.Defer = 1; ae.deferred(h) {
+		t.Error("a retransmit after 31.5 s taken as the end of a 1 s defer period")
+	}
+	ae.Defer = -1 // unknown
+	if !ae.deferred(h) {
+		t.Error("not seen as deferred with the defer value unknown")
+	}
+
+	// The same connection without deferral: no retransmit, served at once.
+	b.pkts = nil
+	b.add(0, true, syn, 0, 0, 0, false)
+	b.add(time.Millisecond, false, syn|ack, 0, 1, 0, false)
+	b.add(2*time.Millisecond, true, ack, 1, 1, 0, true) // lost on the link
+	b.add(3*time.Millisecond, true, psh|ack, 1, 1, 90, false)
+	b.add(4*time.Millisecond, false, psh|ack, 1, 91, 200, false)
+	e.Capture.Packets = b.pkts
+	h = traceConns(e, b.srv)[b.lb]
+	if len(h.ACKs) != 0 || len(h.ACKsDropped) != 1 || h.SrvData.IsZero() || (&dxArmEvidence{Defer: -1}).deferred(h) {
+		t.Errorf("plain connection: ACKs %d dropped %d served %v", len(h.ACKs), len(h.ACKsDropped), !h.SrvData.IsZero())
+	}
+}
+
+// A request the kernel refuses (TSecr) until the SYN-ACK retransmit is a
+// stall: sent several times, then served.
+func TestDXRequestStalled(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	h := &hsConn{Data: t0.Add(20 * time.Second), DataSends: 8, SrvData: t0.Add(33500 * time.Millisecond)}
+	q := dxRequest{Client: ClientResult{Status: 200}, Conn: h}
+	if d, ok := q.stalled(); !ok || d != 13500*time.Millisecond {
+		t.Errorf("stalled() = %v, %v; want 13.5s, true", d, ok)
+	}
+	if got := q.outcomeText(); got != "200 after a 13.5 s stall" {
+		t.Errorf("outcomeText() = %q", got)
+	}
+	q = dxRequest{Client: ClientResult{Err: "read response: EOF", Kind: KindEOF}, Conn: &hsConn{DataSends: 1}}
+	if _, ok := q.stalled(); ok || !q.failed() || !q.emptyReply() {
+		t.Errorf("empty reply: stalled %v failed %v empty %v", ok, q.failed(), q.emptyReply())
+	}
+}
