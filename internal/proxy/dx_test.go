@@ -84,6 +84,9 @@ func TestJuniperDX_MultiplexesClientsOntoThePool(t *testing.T) {
 		if st := status(t, done); st != 200 {
 			t.Fatalf("client %d: status %d", i, st)
 		}
+		// The line is written after the response has gone out: wait for
+		// it, so the next request's line comes after it.
+		tp.log.waitEntries(t, i+1)
 	}
 	es := tp.log.waitEntries(t, 3)
 	for i, e := range es {

@@ -246,6 +246,43 @@ func TestELB_AimHoldsTheRequestUntilTheBackendIdleTimeout(t *testing.T) {
 	}
 }
 
+// With check_before_reuse, an aimed request is checked at the aim point,
+// when it would go out, not before the hold: a connection the backend
+// closed during the hold is dropped and the request takes a new one.
+func TestELB_AimChecksBeforeReuseAtTheAimPoint(t *testing.T) {
+	clock := newFakeClock()
+	cfg := Defaults(ModeELB)
+	cfg.CheckBeforeReuse = true
+	cfg.Aim = &Aim{BackendIdle: time.Second, Offset: 5 * time.Millisecond}
+	tp := newELB(t, cfg, clock)
+	cl := tp.client(t)
+	done := cl.getAsync()
+	be := tp.d.next(t)
+	be.serveOne(t)
+	status(t, done)
+	eventually(t, "the connection back in the pool", func() bool { return tp.pools[0].idleCount() == 1 })
+
+	done = cl.getAsync()
+	clock.waitAsked(t, 1005*time.Millisecond) // held, after get's check passed
+	be.c.Close()                              // the backend's idle timeout, during the hold
+	clock.Advance(1005 * time.Millisecond)
+	tp.d.next(t).serveOne(t) // the request goes out on a new connection
+	if st := status(t, done); st != 200 {
+		t.Fatalf("status %d; want 200 on a new connection", st)
+	}
+	e := tp.log.waitEntries(t, 2)[1]
+	if e.Outcome != OutcomeOK || e.ReuseCount != 0 || e.Retries != 0 || !e.Aimed {
+		t.Errorf("logged %+v; want ok on a new connection after the hold, no retry", e)
+	}
+	var dropped bool
+	for _, ev := range tp.log.events(t) {
+		dropped = dropped || ev.Event == "close" && strings.HasPrefix(ev.Reason, "check_before_reuse")
+	}
+	if !dropped {
+		t.Errorf("no close event by check_before_reuse: %+v", tp.log.events(t))
+	}
+}
+
 func TestELB_StartFailsWhenABackendIsUnreachable(t *testing.T) {
 	d := newPipeDialer()
 	d.refuse = true

@@ -60,7 +60,7 @@ func (p *Proxy) handle(cc *client, req *message) bool {
 	defer p.log.write(e)
 	pl := p.pick()
 	e.Backend = pl.addr
-	for attempt := 0; ; attempt++ {
+	for {
 		c, err := pl.get(p.ctx)
 		if err != nil {
 			e.Error = err.Error()
@@ -70,10 +70,20 @@ func (p *Proxy) handle(cc *client, req *message) bool {
 			}
 			return p.fail(cc, e, kind, nil)
 		}
+		held := c.uses > 0 && p.cfg.Aim != nil
 		if !p.aim(c, e) {
 			pl.discard(c, "shutdown")
 			e.Outcome, e.Error = OutcomeReset, errPoolClosed.Error()
 			return false
+		}
+		if held && p.cfg.CheckBeforeReuse {
+			// get checked the connection before the hold; the request goes
+			// out now, so check it again: the backend may have closed it
+			// meanwhile (its FIN arrived). Not a retry: nothing was sent.
+			if ok, why := alive(c); !ok {
+				pl.discard(c, "check_before_reuse: "+why)
+				continue
+			}
 		}
 		kind, body, keep, err := p.exchange(cc, c, req, e)
 		if kind == failNone {
@@ -84,7 +94,7 @@ func (p *Proxy) handle(cc *client, req *message) bool {
 			return keep
 		}
 		e.Error = err.Error()
-		if kind == failNoResponse && attempt == 0 && p.cfg.RetryIdempotent && body == nil &&
+		if kind == failNoResponse && e.Retries == 0 && p.cfg.RetryIdempotent && body == nil &&
 			(req.method == "GET" || req.method == "HEAD") {
 			e.Retries++
 			continue

@@ -1,0 +1,246 @@
+package scenario
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/faultbox/faultbox/internal/packet"
+	"github.com/faultbox/faultbox/internal/proxy"
+	"github.com/faultbox/faultbox/internal/report"
+	"github.com/faultbox/faultbox/internal/sockdiag"
+)
+
+// Helpers shared by the scenarios of the Classic ELB report (seeds/003):
+// elb-keepalive-race and elb-early-response. Each arm is one `faultbox
+// proxy` in the lb host, on its own port, in front of its own port of one
+// `faultbox serve` in the server host; the proxy's access log is the LB's
+// view of every request.
+
+// elbNice runs the timing-critical processes (the server's idle timer,
+// the LB's aimed sends) ahead of whatever else keeps the machine busy:
+// under a load of 10-17 on 2 CPUs (measured) plain processes stalled for
+// 0.1-2 s, far more than the race window (niced ones still up to 0.6 s,
+// when the whole VM stalls).
+var elbNice = []string{"nice", "-n", "-10"}
+
+// elbStartServe starts `faultbox serve` at elbNice in the server host with
+// its log in Evidence.Logs["serve"] and waits until it listens on ports.
+func elbStartServe(c *Context, ports []int, flags ...string) error {
+	logPath := filepath.Join(c.Dir, "serve.jsonl")
+	argv := append(append(slices.Clone(elbNice), c.Exe, "serve", "--log", logPath), flags...)
+	for _, p := range ports {
+		argv = append(argv, "--listen", Addr("server", p))
+	}
+	if _, err := c.StartLogged("server", "serve", logPath, argv...); err != nil {
+		return err
+	}
+	return elbWaitListening(c, "server", ports)
+}
+
+// elbStartProxy writes an elb proxy profile whose proxy: section is
+// settings (YAML flow-mapping entries), starts `faultbox proxy` with it in
+// the lb host on port, in front of the server's same port, with its access
+// log read into Evidence.Logs[name]; prefix (elbNice or nothing) goes
+// before the command.
+func elbStartProxy(c *Context, name string, port int, description, settings string, prefix ...string) error {
+	profile := fmt.Sprintf("name: %s\ndescription: %q\nbehaviors: []\nproxy: {mode: elb, %s}\n", name, description, settings)
+	path, err := c.WriteFile(name+".yaml", []byte(profile))
+	if err != nil {
+		return err
+	}
+	logPath := filepath.Join(c.Dir, name+".jsonl")
+	argv := append(slices.Clone(prefix), c.Exe, "proxy", "--profile", path,
+		"--listen", Addr("lb", port), "--backend", Addr("server", port), "--log", logPath)
+	_, err = c.StartLogged("lb", name, logPath, argv...)
+	return err
+}
+
+// elbWaitListening waits until host listens on every port.
+func elbWaitListening(c *Context, host string, ports []int) error {
+	ok, err := c.WaitFor(host+" to listen", 5*time.Second, func() bool {
+		socks, err := c.Sockets(host, sockdiag.Filter{States: sockdiag.StateMask(sockdiag.Listen)})
+		if err != nil {
+			return false
+		}
+		for _, p := range ports {
+			if !slices.ContainsFunc(socks, func(s sockdiag.Socket) bool { return int(s.Src.Port()) == p }) {
+				return false
+			}
+		}
+		return true
+	})
+	if err == nil && !ok {
+		err = fmt.Errorf("%s did not listen on %v within 5s (see the *.err files in the report)", host, ports)
+	}
+	return err
+}
+
+// elbLive are the socket states worth sampling: TIME-WAIT sockets pile up
+// by the hundred in these runs and say nothing.
+var elbLive = sockdiag.StateMask(sockdiag.Established, sockdiag.SynSent, sockdiag.SynRecv, sockdiag.FinWait1,
+	sockdiag.FinWait2, sockdiag.CloseWait, sockdiag.LastAck, sockdiag.Closing)
+
+// elbLog is one proxy's access log: its request lines, and the local
+// address of each backend connection it opened (to find it in the capture).
+type elbLog struct {
+	reqs   []proxy.Entry
+	at     []time.Time // reqs[i].Time parsed
+	local  map[uint64]netip.AddrPort
+	closes []proxy.PoolEvent // the LB closing backend connections, with the reason
+}
+
+func readELBLog(e *Evidence, name string) elbLog {
+	l := elbLog{local: map[uint64]netip.AddrPort{}}
+	for _, ev := range e.Logs[name] {
+		b, err := json.Marshal(ev.Raw)
+		if err != nil {
+			continue
+		}
+		if _, isEvent := ev.Raw["event"]; isEvent {
+			var pe proxy.PoolEvent
+			if json.Unmarshal(b, &pe) != nil {
+				continue
+			}
+			switch pe.Event {
+			case "open":
+				if ap, err := netip.ParseAddrPort(pe.Local); err == nil {
+					l.local[pe.BackendConn] = unmapAP(ap)
+				}
+			case "close":
+				l.closes = append(l.closes, pe)
+			}
+			continue
+		}
+		var en proxy.Entry
+		if json.Unmarshal(b, &en) == nil {
+			l.reqs = append(l.reqs, en)
+			l.at = append(l.at, ev.At)
+		}
+	}
+	return l
+}
+
+// elbFailed reports whether the LB failed the request (anything but a
+// response relayed from the backend).
+func elbFailed(en proxy.Entry) bool { return en.Outcome != proxy.OutcomeOK }
+
+// elbCause names what the LB met on the backend connection, from the
+// error it logged.
+func elbCause(en proxy.Entry) string {
+	switch s := en.Error; {
+	case strings.Contains(s, "RST"), strings.Contains(s, "reset"):
+		return "RST"
+	case strings.Contains(s, "EPIPE"), strings.Contains(s, "broken pipe"):
+		return "EPIPE"
+	case strings.Contains(s, "EOF"):
+		return "EOF"
+	case s == "":
+		return "none"
+	}
+	return "other"
+}
+
+// elbCauses renders counts of causes as "12 RST, 1 EOF".
+func elbCauses(m map[string]int) string {
+	var parts []string
+	for _, k := range []string{"RST", "EPIPE", "EOF", "other", "none"} {
+		if m[k] > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", m[k], k))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// elbWire is what the capture shows of one backend connection's end: the
+// server's FIN, the last request the LB sent on it, and the RSTs.
+type elbWire struct {
+	lb, server netip.AddrPort
+	fin        *report.Packet // the server's FIN as the device got it
+	req        *report.Packet // the LB's last data segment
+	// crossed: req left the LB before the server's FIN reached it (the LB
+	// could not know); beforeFIN: it even reached the device before the
+	// FIN did (the server closed with it unread); reqAfter: it was sent
+	// after the FIN had reached the LB.
+	crossed, beforeFIN, reqAfter bool
+	rst                          *report.Packet // the server's first RST after req
+	lbRST                        *report.Packet // the LB's first RST
+}
+
+func elbAnalyzeWire(e *Evidence, lb, server netip.AddrPort) elbWire {
+	w := elbWire{lb: lb, server: server}
+	pkts := e.Packets(lb, server)
+	for i := range pkts {
+		p := &pkts[i]
+		fromServer := sameEnd(p.Src, server)
+		switch {
+		case fromServer && p.Flags&packet.FIN != 0 && w.fin == nil:
+			w.fin = p
+		case !fromServer && p.Len > 0 && p.Flags&packet.RST == 0:
+			w.req = p
+		}
+	}
+	for i := range pkts {
+		p := &pkts[i]
+		if p.Flags&packet.RST == 0 {
+			continue
+		}
+		switch {
+		case sameEnd(p.Src, server) && w.rst == nil && w.req != nil && !p.When().Before(w.req.When()):
+			w.rst = p
+		case sameEnd(p.Src, lb) && w.lbRST == nil:
+			w.lbRST = p
+		}
+	}
+	if w.fin != nil && w.req != nil {
+		w.crossed = w.fin.Out.IsZero() || w.req.When().Before(w.fin.Out)
+		w.beforeFIN = w.crossed && w.req.When().Before(w.fin.When())
+		w.reqAfter = !w.crossed
+	}
+	return w
+}
+
+// elbMS renders milliseconds as the access log gives them.
+func elbMS(v float64) string {
+	if v < 10 {
+		return fmt.Sprintf("%.2f ms", v)
+	}
+	return fmt.Sprintf("%.0f ms", v)
+}
+
+// elbShare renders "n/d (p %)".
+func elbShare(n, d int) string {
+	if d == 0 {
+		return "0/0"
+	}
+	return fmt.Sprintf("%d/%d (%.0f %%)", n, d, 100*float64(n)/float64(d))
+}
+
+// elbSampledBetween returns the state a socket was last sampled in between
+// a and b, if a sample fell in that stretch.
+func elbSampledBetween(l Life, a, b time.Time) (sockdiag.State, bool) {
+	var st sockdiag.State
+	ok := false
+	for _, sp := range l.Spans {
+		for _, t := range []time.Time{sp.From, sp.To} {
+			if !t.Before(a) && !t.After(b) {
+				st, ok = sp.State, true
+			}
+		}
+	}
+	return st, ok
+}
+
+// elbMedian is the median of vs (0 for none).
+func elbMedian(vs []float64) float64 {
+	if len(vs) == 0 {
+		return 0
+	}
+	s := slices.Clone(vs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
