@@ -69,10 +69,10 @@ type Counters struct {
 	Injected   uint64 `json:"injected"`
 	Modified   uint64 `json:"modified"`
 	NoRoute    uint64 `json:"no_route"`
-	Unreadable uint64 `json:"unreadable"` // IP header unreadable: dropped
-	Malformed  uint64 `json:"malformed"`  // transport unreadable: passed untouched
-	Split      uint64 `json:"split"`      // super-packets split for per-segment behaviors
-	WriteDrops uint64 `json:"write_drops"`
+	Unreadable uint64 `json:"unreadable"`  // IP header or offload unusable: dropped
+	Malformed  uint64 `json:"malformed"`   // transport unreadable: passed untouched
+	Split      uint64 `json:"split"`       // super-packets split for per-segment behaviors
+	WriteDrops uint64 `json:"write_drops"` // refused by the port on write; not in Out
 }
 
 // Engine forwards packets between ports by destination address.
@@ -240,6 +240,16 @@ func (e *Engine) process(w *worker, in *port, pkt *tun.Packet) {
 	if out == nil {
 		e.c.NoRoute += segs
 		e.captureIngress(w, pkt.Data(), "no route: dropped")
+		return
+	}
+	// A port without offloads takes only finished checksums. One whose
+	// offload descriptor does not fit the packet cannot be finished: it is
+	// dropped here as unreadable, not refused by the port on write, where it
+	// would take the rest of its batch with it.
+	if pkt.Offload.NeedsCsum && !pkt.Offload.IsGSO() && !out.dev.Offloads() && tun.Complete(pkt) != nil {
+		e.c.Malformed += segs
+		e.c.Unreadable += segs
+		e.captureIngress(w, pkt.Data(), "offload checksum not finishable: dropped")
 		return
 	}
 	// Super-packets keep the fast path unless a per-segment behavior matches
@@ -489,9 +499,15 @@ func (e *Engine) write(out *port, pkts []tun.Packet) {
 	if len(pkts) == 0 {
 		return
 	}
-	n, err := out.dev.Write(pkts)
-	if err != nil && !errors.Is(err, tun.ErrClosed) {
-		e.writeDrops.Add(uint64(len(pkts) - n))
+	for len(pkts) > 0 {
+		n, err := out.dev.Write(pkts)
+		if err == nil || errors.Is(err, tun.ErrClosed) || n >= len(pkts) {
+			return
+		}
+		// pkts[n] was refused; the rest of the batch still goes (Status
+		// takes it out of Out again).
+		e.writeDrops.Add(segmentCount(&pkts[n]))
+		pkts = pkts[n+1:]
 	}
 }
 

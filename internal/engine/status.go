@@ -43,6 +43,7 @@ func (e *Engine) Status() Status {
 		Events:    e.events.next,
 	}
 	st.Counters.WriteDrops = e.writeDrops.Load()
+	st.Counters.Out -= st.Counters.WriteDrops // counted out before the write failed
 	e.flows.Each(func(f *flow.Flow) bool {
 		st.FlowState[f.State.String()]++
 		return true

@@ -81,6 +81,7 @@ func RunDaemon(name string) error {
 	}
 	go d.serve()
 	d.log.Printf("ready: profile %s, seed %d", d.source, d.seed)
+	debugPanicAfter(d.log) // test-only: FAULTBOX_DEBUG_PANIC_AFTER
 	if path := os.Getenv("FAULTBOX_CPUPROFILE"); path != "" {
 		// For performance work: profile the device until teardown.
 		if f, err := os.Create(path); err == nil {
