@@ -28,7 +28,7 @@ deps:
 test: deps build
 	$(GO) vet ./...
 	$(MAKE) --no-print-directory unit
-	$(MAKE) --no-print-directory fuzz FUZZTIME=$(TEST_FUZZTIME) FUZZMINTIME=1s
+	$(MAKE) --no-print-directory fuzz FUZZTIME=$(TEST_FUZZTIME) FUZZMINTIME=0s
 	$(MAKE) --no-print-directory e2e
 
 unit:
@@ -63,12 +63,7 @@ bench: deps build
 # Every Fuzz* target, $(FUZZTIME) each (make test: $(TEST_FUZZTIME) each). A
 # finding fails the run and is written to the package's testdata/fuzz.
 fuzz:
-	@for pkg in $$($(GO) list ./... | grep -v '/e2e$$'); do \
-		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
-			echo "fuzz: $$pkg $$f ($(FUZZTIME))"; \
-			$(GO) test $$pkg -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINTIME); \
-		done; \
-	done
+	./scripts/fuzz.sh $(FUZZTIME) $(FUZZMINTIME)
 
 clean:
 	rm -rf bin
