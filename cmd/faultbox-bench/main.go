@@ -3,9 +3,12 @@
 // labs (passthrough, and a per-segment behavior on every TCP segment), and
 // prints one table of throughput (iperf3, 1 and 4 streams), retransmits,
 // 1-byte ping-pong round-trip time, small-UDP packets per second and the
-// device's CPU, each with its ratio to the veth pair.
+// device's CPU, each with its ratio to the veth pair. Then the accuracy
+// sections (accuracy.go, loss.go): delay error, rate against tbf, loss
+// against its model.
 //
 //	faultbox-bench [-faultbox bin/faultbox] [-t 5s] [-n 20000] [-udp 3s] [-only veth,passthrough,log]
+//	               [-accuracy delay,rate,loss]
 //
 // It needs root. Everything it creates (namespaces fbx-b-*, labs b-*, the
 // processes in them) is removed on exit, also after Ctrl-C.
@@ -87,6 +90,7 @@ func runMain() int {
 	rtts := flag.Int("n", 20000, "ping-pong round trips")
 	udpDur := flag.Duration("udp", 3*time.Second, "UDP sending time")
 	only := flag.String("only", "veth,passthrough,log,toxiproxy", "configurations to run, in order")
+	sections := flag.String("accuracy", "delay,rate,loss", "accuracy sections to run after the table (delay, rate, loss; empty: none)")
 	toxiproxy := flag.String("toxiproxy", "", "toxiproxy-server binary (go install github.com/Shopify/toxiproxy/v2/cmd/server); without it that row is skipped")
 	flag.Parse()
 
@@ -131,6 +135,9 @@ func runMain() int {
 	}
 	var configs []config
 	for _, n := range strings.Split(*only, ",") {
+		if strings.TrimSpace(n) == "" {
+			continue // -only "": the accuracy sections alone
+		}
 		c, ok := all[strings.TrimSpace(n)]
 		if !ok {
 			fmt.Fprintf(os.Stderr, "faultbox-bench: -only: unknown configuration %q (veth, passthrough, log, toxiproxy)\n", n)
@@ -183,13 +190,71 @@ func runMain() int {
 		fmt.Fprintln(os.Stderr, "faultbox-bench: interrupted; cleaning up")
 		return 130
 	}
-	printTable(results, *dur)
+	if len(results) > 0 {
+		printTable(results, *dur)
+	}
+	code := 0
 	for _, r := range results {
 		if r.err != nil {
-			return 1
+			code = 1
 		}
 	}
-	return 0
+	if err := runAccuracy(ctx, accuracy{faultbox: fbPath, self: self, tmp: tmp}, *sections); err != nil {
+		fmt.Fprintln(os.Stderr, "faultbox-bench:", err)
+		if ctx.Err() != nil {
+			return 130
+		}
+		code = 1
+	}
+	return code
+}
+
+// runAccuracy runs the accuracy sections named in list, in the order delay,
+// rate, loss, printing each as it ends.
+func runAccuracy(ctx context.Context, a accuracy, list string) error {
+	want := map[string]bool{}
+	for _, s := range strings.Split(list, ",") {
+		switch s = strings.TrimSpace(s); s {
+		case "":
+		case "delay", "rate", "loss":
+			want[s] = true
+		default:
+			return fmt.Errorf("-accuracy: unknown section %q (delay, rate, loss)", s)
+		}
+	}
+	var failed error
+	if want["delay"] {
+		fmt.Fprintln(os.Stderr, "== delay accuracy")
+		load := loadavg() + "; " + stallCheck(2*time.Second)
+		rows, err := a.delays(ctx)
+		printDelays(rows, load)
+		for _, r := range rows {
+			if r.err != nil && err == nil {
+				err = r.err
+			}
+		}
+		if err != nil {
+			failed = fmt.Errorf("delay accuracy: %w", err)
+		}
+	}
+	if want["rate"] && ctx.Err() == nil {
+		fmt.Fprintln(os.Stderr, "== rate accuracy")
+		load := loadavg() + "; " + stallCheck(2*time.Second)
+		rows, err := a.rates(ctx)
+		printRates(rows, load)
+		if err != nil && failed == nil {
+			failed = fmt.Errorf("rate accuracy: %w", err)
+		}
+	}
+	if want["loss"] && ctx.Err() == nil {
+		if err := printLoss(); err != nil && failed == nil {
+			failed = err
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return failed
 }
 
 type measurer struct {
