@@ -3,9 +3,9 @@ package tun
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/faultbox/faultbox/internal/netns"
 	"os"
 	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -107,31 +107,20 @@ func Open(o Options) (*Device, error) {
 	if o.TxQueueLen < 0 {
 		return nil, fmt.Errorf("tun: negative txqueuelen %d", o.TxQueueLen)
 	}
-	type result struct {
+	// Namespaces belong to OS threads: the device is created on a thread
+	// inside the namespace and stays there when the thread leaves.
+	var r struct {
 		fd       int
 		name     string
 		offloads bool
-		err      error
 	}
-	ch := make(chan result, 1)
-	// Namespaces belong to OS threads: do the work on a locked thread that
-	// enters the namespace, and go back (or let the thread die) afterwards.
-	go func() {
-		var r result
-		restored := true
-		r.err = inNetns(o.NetNS, func() error {
-			var err error
-			r.fd, r.name, r.offloads, err = create(o)
-			return err
-		}, &restored)
-		if restored {
-			runtime.UnlockOSThread()
-		} // else: the goroutine exits locked and the runtime ends the thread
-		ch <- r
-	}()
-	r := <-ch
-	if r.err != nil {
-		return nil, r.err
+	err := netns.Do(o.NetNS, func() error {
+		var err error
+		r.fd, r.name, r.offloads, err = create(o)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("tun %s: %w", o.Name, err)
 	}
 	// The fd is non-blocking, so os.NewFile registers it with the netpoller.
 	f := os.NewFile(uintptr(r.fd), "/dev/net/tun")
@@ -144,39 +133,6 @@ func Open(o Options) (*Device, error) {
 	d.readFn = d.readBatch
 	d.writeFn = d.writeBatch
 	return d, nil
-}
-
-// inNetns runs fn on a thread locked into namespace ns ("" = current). The
-// caller must have the goroutine to itself; inNetns locks the thread and
-// leaves *restored false if it could not return the thread to its original
-// namespace, in which case the caller must not unlock it.
-func inNetns(ns string, fn func() error, restored *bool) error {
-	runtime.LockOSThread()
-	if ns == "" {
-		return fn()
-	}
-	path := ns
-	if !strings.Contains(ns, "/") {
-		path = "/run/netns/" + ns
-	}
-	orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("tun: current namespace: %w", err)
-	}
-	defer unix.Close(orig)
-	target, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("tun: namespace %s: %w", ns, err)
-	}
-	defer unix.Close(target)
-	if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
-		return fmt.Errorf("tun: enter namespace %s: %w", ns, err)
-	}
-	err = fn()
-	if unix.Setns(orig, unix.CLONE_NEWNET) != nil {
-		*restored = false
-	}
-	return err
 }
 
 // create opens and configures the device in the current thread's namespace.

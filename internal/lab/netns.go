@@ -4,10 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/faultbox/faultbox/internal/netns"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -193,42 +193,8 @@ func removeNetns(ns string) ([]string, error) {
 	return removed, errors.Join(errs...)
 }
 
-// inNetns runs fn on an OS thread inside namespace ns, for creating sockets
-// there (a socket stays in the namespace it was made in). Other goroutines
-// fn starts do not run in ns. If the thread cannot go back to its own
-// namespace it is discarded.
-func inNetns(ns string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		restored, err := runIn(filepath.Join("/run/netns", ns), fn)
-		if restored {
-			runtime.UnlockOSThread()
-		} // else the goroutine ends locked and the runtime ends the thread
-		errc <- err
-	}()
-	return <-errc
-}
-
-func runIn(path string, fn func() error) (restored bool, err error) {
-	orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return true, fmt.Errorf("current namespace: %w", err)
-	}
-	defer unix.Close(orig)
-	target, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return true, fmt.Errorf("namespace %s: %w", path, err)
-	}
-	defer unix.Close(target)
-	if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
-		return true, fmt.Errorf("enter namespace %s: %w", path, err)
-	}
-	defer func() {
-		restored = unix.Setns(orig, unix.CLONE_NEWNET) == nil
-	}()
-	return true, fn()
-}
+// inNetns runs fn on an OS thread inside the lab namespace ns.
+func inNetns(ns string, fn func() error) error { return netns.Do(ns, fn) }
 
 // quietIPv6 stops the kernel's own IPv6 chatter (router solicitations) on
 // interfaces created later in ns, so the device's counters show only the

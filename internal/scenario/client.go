@@ -5,17 +5,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/faultbox/faultbox/internal/netns"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // ClientResult is what one client saw: evidence for Judge and a row of the
@@ -149,38 +147,5 @@ func (c *Context) closeConns() {
 	}
 }
 
-// inNetns runs fn on an OS thread inside the namespace at path, for
-// creating sockets there (a socket stays in the namespace it was made in).
-// If the thread cannot go back to its own namespace it is discarded.
-func inNetns(path string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		restored, err := runIn(path, fn)
-		if restored {
-			runtime.UnlockOSThread()
-		} // else the goroutine ends locked and the runtime ends the thread
-		errc <- err
-	}()
-	return <-errc
-}
-
-func runIn(path string, fn func() error) (restored bool, err error) {
-	orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return true, fmt.Errorf("current namespace: %w", err)
-	}
-	defer unix.Close(orig)
-	target, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return true, fmt.Errorf("namespace %s: %w", path, err)
-	}
-	defer unix.Close(target)
-	if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
-		return true, fmt.Errorf("enter namespace %s: %w", path, err)
-	}
-	defer func() {
-		restored = unix.Setns(orig, unix.CLONE_NEWNET) == nil
-	}()
-	return true, fn()
-}
+// inNetns runs fn on an OS thread inside the namespace at path.
+func inNetns(path string, fn func() error) error { return netns.Do(path, fn) }

@@ -4,8 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"runtime"
-	"strings"
+	"github.com/faultbox/faultbox/internal/netns"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -125,50 +124,13 @@ func familyName(fam uint8) string {
 	return fmt.Sprintf("family %d", fam)
 }
 
-// socketIn creates the netlink socket inside netns.
-func socketIn(netns string) (int, error) {
-	if netns == "" {
-		return newSocket()
-	}
-	path := netns
-	if !strings.Contains(netns, "/") {
-		path = "/run/netns/" + netns
-	}
-	type result struct {
-		fd  int
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		fd, restored, err := socketInPath(path)
-		if restored {
-			runtime.UnlockOSThread()
-		} // else the goroutine ends locked and the runtime ends the thread
-		ch <- result{fd, err}
-	}()
-	r := <-ch
-	return r.fd, r.err
-}
-
-// socketInPath runs on a locked thread: enter path, create, come back.
-func socketInPath(path string) (fd int, restored bool, err error) {
-	orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return -1, true, fmt.Errorf("sockdiag: current netns: %w", err)
-	}
-	defer unix.Close(orig)
-	target, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return -1, true, fmt.Errorf("sockdiag: netns %s: %w", path, err)
-	}
-	defer unix.Close(target)
-	if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
-		return -1, true, fmt.Errorf("sockdiag: enter netns %s: %w", path, err)
-	}
-	fd, err = newSocket()
-	restored = unix.Setns(orig, unix.CLONE_NEWNET) == nil
-	return fd, restored, err
+// socketIn creates the netlink socket inside namespace ns.
+func socketIn(ns string) (fd int, err error) {
+	err = netns.Do(ns, func() error {
+		fd, err = newSocket()
+		return err
+	})
+	return fd, err
 }
 
 func newSocket() (int, error) {

@@ -6,15 +6,12 @@ package testenv
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
+	"github.com/faultbox/faultbox/internal/netns"
 	"os"
 	"os/exec"
 	"regexp"
-	"runtime"
 	"strings"
 	"testing"
-
-	"golang.org/x/sys/unix"
 )
 
 // RequireNetAdmin skips the test unless it runs as root with /dev/net/tun
@@ -99,39 +96,4 @@ func IP(t testing.TB, ns string, args ...string) {
 // was created in, so it may be used from anywhere after fn returns. Other
 // goroutines fn starts do NOT run in ns. The thread is returned to its
 // original namespace afterwards, or discarded if that fails.
-func InNetns(ns string, fn func() error) error {
-	path := ns
-	if !strings.Contains(ns, "/") {
-		path = "/run/netns/" + ns
-	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		restored, err := runIn(path, fn)
-		if restored {
-			runtime.UnlockOSThread()
-		} // else the goroutine ends locked and the runtime ends the thread
-		errc <- err
-	}()
-	return <-errc
-}
-
-func runIn(path string, fn func() error) (restored bool, err error) {
-	orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return true, fmt.Errorf("testenv: current netns: %w", err)
-	}
-	defer unix.Close(orig)
-	target, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return true, fmt.Errorf("testenv: netns %s: %w", path, err)
-	}
-	defer unix.Close(target)
-	if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
-		return true, fmt.Errorf("testenv: enter netns %s: %w", path, err)
-	}
-	defer func() {
-		restored = unix.Setns(orig, unix.CLONE_NEWNET) == nil
-	}()
-	return true, fn()
-}
+func InNetns(ns string, fn func() error) error { return netns.Do(ns, fn) }
