@@ -81,6 +81,21 @@ func driveASAOffByOne(c *Context) error {
 	if _, err := c.Serve("server", "serve", flags...); err != nil {
 		return err
 	}
+	names := make([]string, len(asaOffByOneArms))
+	for i, a := range asaOffByOneArms {
+		names[i] = a.name
+	}
+	if err := cancelDownloads(c, names, armPorts(asaOffByOneArms)); err != nil {
+		return err
+	}
+	return waitServerSocketsGone(c, armPorts(asaOffByOneArms), 12*time.Second,
+		"the server's sockets to close (a stuck one ends at tcp_retries2, about 6 s)")
+}
+
+// cancelDownloads is the shared drive of the ASA scenarios: one capture
+// record per segment on both hosts, the server's sockets sampled, and one
+// cancelled download per arm (names[i] on ports[i]), all at once.
+func cancelDownloads(c *Context, names []string, ports []int) error {
 	for _, h := range []string{"client", "server"} {
 		if err := c.SegmentsOnly(h); err != nil {
 			return err
@@ -90,16 +105,15 @@ func driveASAOffByOne(c *Context) error {
 		return err
 	}
 	var wg sync.WaitGroup
-	for _, a := range asaOffByOneArms {
+	for i := range names {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cancelDownload(c, fmt.Sprintf("client :%d", a.port), a.name, a.port, 16<<10)
+			cancelDownload(c, fmt.Sprintf("client :%d", ports[i]), names[i], ports[i], 16<<10)
 		}()
 	}
 	wg.Wait()
-	return waitServerSocketsGone(c, armPorts(asaOffByOneArms), 12*time.Second,
-		"the server's sockets to close (a stuck one ends at tcp_retries2, about 6 s)")
+	return nil
 }
 
 func armPorts(arms []asaArm) []int {

@@ -3,11 +3,9 @@ package scenario
 import (
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/faultbox/faultbox/internal/report"
-	"github.com/faultbox/faultbox/internal/sockdiag"
 )
 
 // asa-stuck-send: FIELD-FAILURES.md §4, the cost. A server is writing a
@@ -61,26 +59,13 @@ func driveStuckSend(c *Context) error {
 			return err
 		}
 	}
-	for _, h := range []string{"client", "server"} {
-		if err := c.SegmentsOnly(h); err != nil {
-			return err
-		}
-	}
-	if err := c.Sample("server", sockdiag.Filter{}, 0); err != nil {
-		return err
-	}
-	var wg sync.WaitGroup
-	for _, a := range stuckSendArms {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cancelDownload(c, fmt.Sprintf("client :%d", a.port), a.name, a.port, 16<<10)
-		}()
-	}
-	wg.Wait()
+	names := make([]string, len(stuckSendArms))
 	ports := make([]int, len(stuckSendArms))
 	for i, a := range stuckSendArms {
-		ports[i] = a.port
+		names[i], ports[i] = a.name, a.port
+	}
+	if err := cancelDownloads(c, names, ports); err != nil {
+		return err
 	}
 	return waitServerSocketsGone(c, ports, 18*time.Second,
 		"the server's sockets to give up (tcp_retries2=5: about 13 s)")
