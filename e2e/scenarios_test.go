@@ -12,6 +12,7 @@ package e2e
 //	go test ./e2e/ -run Scenario -v -parallel 8
 
 import (
+	"bytes"
 	"encoding/json"
 	"image/png"
 	"os"
@@ -330,15 +331,12 @@ func TestScenario_FaultOffSaysNotReproduced(t *testing.T) {
 // ladder with the device's injected RSTs and a socket chart, and paints.
 func TestScenario_ReportRendersInChromium(t *testing.T) {
 	t.Parallel()
-	bin := chromiumBin(t)
+	bin := testenv.Chromium(t)
 	r := reproduceShared(t, "asa-off-by-one")
 	url := "file://" + filepath.Join(r.Dir, "report.html")
 
-	out := runCmd(90*time.Second, bin, chromiumArgs(t, "--dump-dom", url)...)
-	if out.Code != 0 {
-		t.Fatalf("chromium --dump-dom: %s", out)
-	}
-	doc, err := html.Parse(strings.NewReader(out.Stdout))
+	dom := testenv.RunChromium(t, bin, "--dump-dom", url)
+	doc, err := html.Parse(bytes.NewReader(dom))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -367,9 +365,7 @@ func TestScenario_ReportRendersInChromium(t *testing.T) {
 	}
 
 	shot := filepath.Join(t.TempDir(), "report.png")
-	if out := runCmd(90*time.Second, bin, chromiumArgs(t, "--screenshot="+shot, "--window-size=1400,2400", "--hide-scrollbars", url)...); out.Code != 0 {
-		t.Fatalf("chromium --screenshot: %s", out)
-	}
+	testenv.RunChromium(t, bin, "--screenshot="+shot, "--window-size=1400,2400", "--hide-scrollbars", url)
 	f, err := os.Open(shot)
 	if err != nil {
 		t.Fatal(err)
@@ -390,30 +386,6 @@ func TestScenario_ReportRendersInChromium(t *testing.T) {
 	if len(seen) < 16 {
 		t.Errorf("screenshot has %d distinct colours: blank or unstyled", len(seen))
 	}
-}
-
-// chromiumBin returns Debian's chromium, skipping without it (failing
-// when CI=true).
-func chromiumBin(t *testing.T) string {
-	t.Helper()
-	for _, p := range []string{"/usr/bin/chromium", "/usr/bin/chromium-browser"} {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("test needs chromium, which CI must provide")
-	}
-	t.Skip("test needs chromium")
-	return ""
-}
-
-// chromiumArgs are the flags of internal/report's browser test: headless,
-// no sandbox (root), nothing fetched, a profile of its own.
-func chromiumArgs(t *testing.T, args ...string) []string {
-	return append([]string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-		"--disable-component-update", "--disable-sync", "--no-first-run", "--disable-default-apps",
-		"--user-data-dir=" + t.TempDir()}, args...)
 }
 
 func nodeByID(n *html.Node, id string) *html.Node {

@@ -1,59 +1,18 @@
 package report
 
 import (
-	"bytes"
-	"context"
+	"github.com/faultbox/faultbox/internal/testenv"
 	"image"
 	"image/png"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
-	"time"
 
 	"golang.org/x/net/html"
 )
 
-// chromium returns Debian's chromium, skipping the test without it (failing
-// when CI=true: CI must render the report).
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, p := range []string{"/usr/bin/chromium", "/usr/bin/chromium-browser"} {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("test needs chromium (apt-get install chromium), which CI must provide")
-	}
-	t.Skip("test needs chromium")
-	return ""
-}
-
-// runChromium runs one headless chromium with its own profile directory,
-// bounded in time; on timeout its whole process group is killed.
-func runChromium(t *testing.T, bin string, args ...string) []byte {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	base := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-		"--disable-component-update", "--disable-sync", "--no-first-run", "--disable-default-apps",
-		"--user-data-dir=" + t.TempDir()}
-	cmd := exec.CommandContext(ctx, bin, append(base, args...)...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 5 * time.Second
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("chromium %v: %v\n%s", args, err, stderr.Bytes())
-	}
-	return stdout.Bytes()
-}
-
 func TestReport_RendersInChromium(t *testing.T) {
-	bin := chromium(t)
+	bin := testenv.Chromium(t)
 	dir, _ := writeASAReport(t)
 	page, err := filepath.Abs(filepath.Join(dir, HTMLFile))
 	if err != nil {
@@ -62,7 +21,7 @@ func TestReport_RendersInChromium(t *testing.T) {
 	url := "file://" + page
 
 	// The DOM as the browser built it.
-	doc := parseHTML(t, string(runChromium(t, bin, "--dump-dom", url)))
+	doc := parseHTML(t, string(testenv.RunChromium(t, bin, "--dump-dom", url)))
 	if byID(doc, "verdict") == nil {
 		t.Error("rendered page has no #verdict")
 	}
@@ -83,7 +42,7 @@ func TestReport_RendersInChromium(t *testing.T) {
 
 	// A screenshot: the page must paint, not come out blank.
 	shot := filepath.Join(dir, "report.png")
-	runChromium(t, bin, "--screenshot="+shot, "--window-size=1400,2000", "--hide-scrollbars", url)
+	testenv.RunChromium(t, bin, "--screenshot="+shot, "--window-size=1400,2000", "--hide-scrollbars", url)
 	f, err := os.Open(shot)
 	if err != nil {
 		t.Fatal(err)
