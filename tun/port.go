@@ -54,6 +54,11 @@ type Packet struct {
 // Data returns the IP packet.
 func (p *Packet) Data() []byte { return p.Buf[p.Off : p.Off+p.Len] }
 
+// valid reports whether the packet lies in its buffer with headroom before it.
+func (p *Packet) valid() bool {
+	return p.Off >= Headroom && p.Len > 0 && p.Off+p.Len <= len(p.Buf)
+}
+
 // Port is one TUN device (or an in-memory fake of one).
 type Port interface {
 	// Name is the interface name inside its namespace.
@@ -87,6 +92,9 @@ type PortStats struct {
 	WriteBytes   uint64 `json:"write_bytes"`
 	WriteDrops   uint64 `json:"write_drops"` // the kernel's queue was full
 	GSOPackets   uint64 `json:"gso_packets"` // super-packets read
+	// Runs of small UDP datagrams written as one super-packet (coalesce.go).
+	JoinedWrites  uint64 `json:"joined_writes,omitempty"`
+	JoinedPackets uint64 `json:"joined_packets,omitempty"`
 }
 
 // ErrClosed is returned by Read and Write after Close.

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -63,6 +64,7 @@ type Device struct {
 	name     string
 	mtu      int
 	offloads bool
+	uso      atomic.Bool // the kernel takes UDP super-packets: runs are joined (coalesce.go)
 	file     *os.File
 	rc       syscall.RawConn
 	closed   atomic.Bool
@@ -81,9 +83,12 @@ type Device struct {
 	wn      int
 	werr    error
 	writeFn func(uintptr) bool
+	iovs    [maxUDPRun]unix.Iovec
+	runHdrs [48]byte
 
 	readPackets, readBytes, readDrops, gsoPackets atomic.Uint64
 	writePackets, writeBytes, writeDrops          atomic.Uint64
+	joinedWrites, joinedPackets                   atomic.Uint64
 }
 
 var _ Port = (*Device)(nil)
@@ -110,13 +115,13 @@ func Open(o Options) (*Device, error) {
 	// Namespaces belong to OS threads: the device is created on a thread
 	// inside the namespace and stays there when the thread leaves.
 	var r struct {
-		fd       int
-		name     string
-		offloads bool
+		fd            int
+		name          string
+		offloads, uso bool
 	}
 	err := netns.Do(o.NetNS, func() error {
 		var err error
-		r.fd, r.name, r.offloads, err = create(o)
+		r.fd, r.name, r.offloads, r.uso, err = create(o)
 		return err
 	})
 	if err != nil {
@@ -130,17 +135,18 @@ func Open(o Options) (*Device, error) {
 		return nil, fmt.Errorf("tun %s: %w", r.name, err)
 	}
 	d := &Device{name: r.name, mtu: o.MTU, offloads: r.offloads, file: f, rc: rc, spin: o.PollSpin}
+	d.uso.Store(r.uso)
 	d.readFn = d.readBatch
 	d.writeFn = d.writeBatch
 	return d, nil
 }
 
 // create opens and configures the device in the current thread's namespace.
-func create(o Options) (fd int, name string, offloads bool, err error) {
+func create(o Options) (fd int, name string, offloads, uso bool, err error) {
 	if o.Offload {
 		fd, name, err = createFD(o.Name, true)
 		if err == nil {
-			if err = setOffloadFn(fd); err == nil {
+			if uso, err = setOffloadFn(fd); err == nil {
 				offloads = true
 			} else {
 				// Fall back to a plain device; the vnet header cannot be
@@ -152,14 +158,14 @@ func create(o Options) (fd int, name string, offloads bool, err error) {
 	if !offloads {
 		fd, name, err = createFD(o.Name, false)
 		if err != nil {
-			return -1, "", false, err
+			return -1, "", false, false, err
 		}
 	}
 	if err = configure(name, o.MTU, o.TxQueueLen); err != nil {
 		unix.Close(fd)
-		return -1, "", false, err
+		return -1, "", false, false, err
 	}
-	return fd, name, offloads, nil
+	return fd, name, offloads, uso, nil
 }
 
 func createFD(name string, vnet bool) (int, string, error) {
@@ -187,17 +193,18 @@ func createFD(name string, vnet bool) (int, string, error) {
 // setOffloadFn is replaced by tests to exercise the fallback.
 var setOffloadFn = setOffload
 
-func setOffload(fd int) error {
+// setOffload reports whether UDP segmentation was accepted too.
+func setOffload(fd int) (uso bool, err error) {
 	if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, vnetHdrLen); err != nil {
-		return fmt.Errorf("TUNSETVNETHDRSZ: %w", err)
+		return false, fmt.Errorf("TUNSETVNETHDRSZ: %w", err)
 	}
 	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, tunOffloads); err == nil {
-		return nil
+		return true, nil
 	}
 	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, tunOffloadsTCP); err != nil {
-		return fmt.Errorf("TUNSETOFFLOAD: %w", err)
+		return false, fmt.Errorf("TUNSETOFFLOAD: %w", err)
 	}
-	return nil
+	return false, nil
 }
 
 // configure sets MTU and txqueuelen and brings the interface up, through a
@@ -403,19 +410,29 @@ func (d *Device) writeBatch(fd uintptr) bool {
 	n := 0
 	for n < len(d.wpkts) {
 		p := &d.wpkts[n]
-		if p.Off < Headroom || p.Len <= 0 || p.Off+p.Len > len(p.Buf) {
+		if !p.valid() {
 			d.werr = fmt.Errorf("tun %s: write packet [%d:+%d] in buffer of %d: want offset >= %d", d.name, p.Off, p.Len, len(p.Buf), Headroom)
 			break
 		}
-		start := p.Off
-		if d.offloads {
-			start -= vnetHdrLen
-			putVnetHdr(p.Buf[start:p.Off], p.Offload)
-		} else if p.Offload.IsGSO() || p.Offload.NeedsCsum {
+		if !d.offloads && (p.Offload.IsGSO() || p.Offload.NeedsCsum) {
 			d.werr = fmt.Errorf("tun %s: %w", d.name, errNoOffload)
 			break
 		}
-		_, err := unix.Write(int(fd), p.Buf[start:p.Off+p.Len])
+		k := 1
+		if d.uso.Load() {
+			k = udpRun(d.wpkts[n:])
+		}
+		var err error
+		if k > 1 {
+			err = d.writeUDPRun(fd, d.wpkts[n:n+k])
+		} else {
+			start := p.Off
+			if d.offloads {
+				start -= vnetHdrLen
+				putVnetHdr(p.Buf[start:p.Off], p.Offload)
+			}
+			_, err = unix.Write(int(fd), p.Buf[start:p.Off+p.Len])
+		}
 		if err == unix.EINTR {
 			continue
 		}
@@ -423,17 +440,53 @@ func (d *Device) writeBatch(fd uintptr) bool {
 			d.writeDrops.Add(uint64(len(d.wpkts) - n))
 			break
 		}
+		if err != nil && k > 1 {
+			// The kernel refused the joined packet although it accepted
+			// USO at open: stop joining and write these one by one.
+			d.uso.Store(false)
+			continue
+		}
 		if err != nil {
 			d.werr = fmt.Errorf("tun %s: write: %w", d.name, err)
 			break
 		}
-		bytes += uint64(p.Len)
-		n++
+		for _, q := range d.wpkts[n : n+k] {
+			bytes += uint64(q.Len)
+		}
+		n += k
 	}
 	d.wn = n
 	d.writePackets.Add(uint64(n))
 	d.writeBytes.Add(bytes)
 	return true
+}
+
+// writeUDPRun writes a run of datagrams found by udpRun as one UDP
+// super-packet: one writev of the first packet (headers rewritten for the
+// run, then put back) and the other packets' payloads, nothing copied.
+func (d *Device) writeUDPRun(fd uintptr, run []Packet) error {
+	first := &run[0]
+	o, hdrLen := joinUDPRun(run, &d.runHdrs)
+	defer restoreUDPRun(first, &d.runHdrs, hdrLen)
+	start := first.Off - vnetHdrLen
+	putVnetHdr(first.Buf[start:first.Off], o)
+	setIovec(&d.iovs[0], first.Buf[start:first.Off+first.Len])
+	for i := 1; i < len(run); i++ {
+		setIovec(&d.iovs[i], run[i].Data()[hdrLen:])
+	}
+	_, _, errno := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&d.iovs[0])), uintptr(len(run)))
+	clear(d.iovs[:len(run)]) // keep no pointers into the caller's buffers
+	if errno != 0 {
+		return errno
+	}
+	d.joinedWrites.Add(1)
+	d.joinedPackets.Add(uint64(len(run)))
+	return nil
+}
+
+func setIovec(v *unix.Iovec, b []byte) {
+	v.Base = &b[0]
+	v.SetLen(len(b))
 }
 
 func putVnetHdr(h []byte, o Offload) {
@@ -459,13 +512,15 @@ func putVnetHdr(h []byte, o Offload) {
 // Stats returns the device's counters.
 func (d *Device) Stats() PortStats {
 	return PortStats{
-		ReadPackets:  d.readPackets.Load(),
-		ReadBytes:    d.readBytes.Load(),
-		ReadDrops:    d.readDrops.Load(),
-		WritePackets: d.writePackets.Load(),
-		WriteBytes:   d.writeBytes.Load(),
-		WriteDrops:   d.writeDrops.Load(),
-		GSOPackets:   d.gsoPackets.Load(),
+		ReadPackets:   d.readPackets.Load(),
+		ReadBytes:     d.readBytes.Load(),
+		ReadDrops:     d.readDrops.Load(),
+		WritePackets:  d.writePackets.Load(),
+		WriteBytes:    d.writeBytes.Load(),
+		WriteDrops:    d.writeDrops.Load(),
+		GSOPackets:    d.gsoPackets.Load(),
+		JoinedWrites:  d.joinedWrites.Load(),
+		JoinedPackets: d.joinedPackets.Load(),
 	}
 }
 
