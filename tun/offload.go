@@ -56,87 +56,215 @@ func split(p *Packet, out []Packet, partial bool) (int, error) {
 		}
 		return 1, nil
 	}
+	var sg segmenter
+	if err := sg.init(p); err != nil {
+		return 0, err
+	}
+	if sg.n > len(out) {
+		return 0, fmt.Errorf("%w: %d segments, %d buffers", ErrShortOut, sg.n, len(out))
+	}
+	for i := 0; i < sg.n; i++ {
+		if err := sg.copySegment(i, data[:sg.hdrLen], &out[i], partial); err != nil {
+			return i, err
+		}
+	}
+	return sg.n, nil
+}
+
+// segmenter is what the segments of one super-packet share.
+type segmenter struct {
+	data        []byte
+	h           packet.Parsed // the super-packet's headers
+	hdrLen, mss int
+	n           int    // segments
+	addrSum     uint16 // folded sum of the addresses, for pseudo-header sums
+}
+
+// init checks p's offload descriptor against its headers.
+func (sg *segmenter) init(p *Packet) error {
+	data, err := packetData(p)
+	if err != nil {
+		return err
+	}
+	o := p.Offload
 	if o.GSOSize == 0 {
-		return 0, fmt.Errorf("%w: gso_size 0", ErrBadOffload)
+		return fmt.Errorf("%w: gso_size 0", ErrBadOffload)
 	}
 	if int(o.HdrLen) > len(data) {
-		return 0, fmt.Errorf("%w: hdr_len %d beyond packet of %d bytes", ErrBadOffload, o.HdrLen, len(data))
+		return fmt.Errorf("%w: hdr_len %d beyond packet of %d bytes", ErrBadOffload, o.HdrLen, len(data))
 	}
-	var h packet.Parsed // on the stack: Decode does not allocate
+	h := &sg.h
 	h.Decode(data)
 	if h.Malformed != packet.OK || h.Fragment || !h.HasPorts {
-		return 0, fmt.Errorf("%w: headers unreadable (%v)", ErrBadOffload, h.Malformed)
+		return fmt.Errorf("%w: headers unreadable (%v)", ErrBadOffload, h.Malformed)
 	}
 	switch {
 	case o.GSOType == GSOTCPv4 && h.Version == 4 && h.Proto == packet.ProtoTCP:
 	case o.GSOType == GSOTCPv6 && h.Version == 6 && h.Proto == packet.ProtoTCP:
 	case o.GSOType == GSOUDPL4 && h.Proto == packet.ProtoUDP:
 	default:
-		return 0, fmt.Errorf("%w: gso type %d on IPv%d proto %d", ErrBadOffload, o.GSOType, h.Version, h.Proto)
+		return fmt.Errorf("%w: gso type %d on IPv%d proto %d", ErrBadOffload, o.GSOType, h.Version, h.Proto)
 	}
-	hdrLen := h.PayloadOff
-	mss := int(o.GSOSize)
-	if hdrLen+mss > 0xffff {
-		return 0, fmt.Errorf("%w: segment of %d bytes", ErrBadOffload, hdrLen+mss)
+	sg.data, sg.hdrLen, sg.mss = data, h.PayloadOff, int(o.GSOSize)
+	if h.Version == 4 {
+		sg.addrSum = ^packet.Checksum(data[12:20])
+	} else {
+		sg.addrSum = ^packet.Checksum(data[8:40])
 	}
-	payload := len(data) - hdrLen
-	n := (payload + mss - 1) / mss
-	if n == 0 {
-		n = 1 // a bare header: pass it on as one segment
+	if sg.hdrLen+sg.mss > 0xffff {
+		return fmt.Errorf("%w: segment of %d bytes", ErrBadOffload, sg.hdrLen+sg.mss)
 	}
-	if n > len(out) {
-		return 0, fmt.Errorf("%w: %d segments, %d buffers", ErrShortOut, n, len(out))
+	payload := len(data) - sg.hdrLen
+	sg.n = (payload + sg.mss - 1) / sg.mss
+	if sg.n == 0 {
+		sg.n = 1 // a bare header: pass it on as one segment
 	}
-	l4 := h.L4Off
-	for i := 0; i < n; i++ {
-		start := hdrLen + i*mss
-		end := min(start+mss, len(data))
-		segLen := hdrLen + end - start
-		q := &out[i]
-		if len(q.Buf) < Headroom+segLen {
-			return i, fmt.Errorf("%w: buffer %d holds %d bytes, segment needs %d", ErrShortOut, i, len(q.Buf), Headroom+segLen)
+	return nil
+}
+
+// payload returns where segment i's payload lies in the super-packet.
+func (sg *segmenter) payload(i int) (start, end int) {
+	start = sg.hdrLen + i*sg.mss
+	return start, min(start+sg.mss, len(sg.data))
+}
+
+// copySegment writes segment i into q as a packet of its own; hdr is the
+// super-packet's headers.
+func (sg *segmenter) copySegment(i int, hdr []byte, q *Packet, partial bool) error {
+	start, end := sg.payload(i)
+	segLen := sg.hdrLen + end - start
+	if len(q.Buf) < Headroom+segLen {
+		return fmt.Errorf("%w: buffer %d holds %d bytes, segment needs %d", ErrShortOut, i, len(q.Buf), Headroom+segLen)
+	}
+	s := q.Buf[Headroom : Headroom+segLen]
+	copy(s[sg.hdrLen:], sg.data[start:end])
+	q.Off, q.Len, q.Offload = Headroom, segLen, sg.header(i, hdr, s, partial)
+	return nil
+}
+
+// header writes segment i's headers at s[:hdrLen], whose payload follows
+// them, from the super-packet's headers hdr; it returns the segment's
+// offload state. A full split completes the transport checksum too; a
+// partial one leaves the pseudo-header sum for the kernel.
+func (sg *segmenter) header(i int, hdr, s []byte, partial bool) Offload {
+	h := &sg.h
+	l4, segLen := h.L4Off, len(s)
+	copy(s, hdr[:sg.hdrLen])
+	if h.Version == 4 {
+		binary.BigEndian.PutUint16(s[2:4], uint16(segLen))
+		binary.BigEndian.PutUint16(s[4:6], binary.BigEndian.Uint16(hdr[4:6])+uint16(i))
+	} else {
+		binary.BigEndian.PutUint16(s[4:6], uint16(segLen-40))
+	}
+	if h.Proto == packet.ProtoTCP {
+		binary.BigEndian.PutUint32(s[l4+4:], h.Seq+uint32(i*sg.mss))
+		flags := h.Flags
+		if i != sg.n-1 {
+			flags &^= packet.FIN | packet.PSH
 		}
-		s := q.Buf[Headroom : Headroom+segLen]
-		copy(s, data[:hdrLen])
-		copy(s[hdrLen:], data[start:end])
-		if h.Version == 4 {
-			binary.BigEndian.PutUint16(s[2:4], uint16(segLen))
-			binary.BigEndian.PutUint16(s[4:6], binary.BigEndian.Uint16(data[4:6])+uint16(i))
-		} else {
-			binary.BigEndian.PutUint16(s[4:6], uint16(segLen-40))
+		if i != 0 {
+			flags &^= packet.CWR
 		}
-		if h.Proto == packet.ProtoTCP {
-			binary.BigEndian.PutUint32(s[l4+4:], h.Seq+uint32(i*mss))
-			flags := h.Flags
-			if i != n-1 {
-				flags &^= packet.FIN | packet.PSH
-			}
-			if i != 0 {
-				flags &^= packet.CWR
-			}
-			s[l4+13] = flags
-		} else {
-			binary.BigEndian.PutUint16(s[l4+4:], uint16(segLen-l4))
-		}
-		q.Off, q.Len, q.Offload = Headroom, segLen, Offload{}
-		if partial {
-			csumOff := 16 // TCP
-			if h.Proto == packet.ProtoUDP {
-				csumOff = 6
-			}
-			if h.Version == 4 {
-				s[10], s[11] = 0, 0
-				binary.BigEndian.PutUint16(s[10:12], packet.Checksum(s[:l4]))
-			}
-			binary.BigEndian.PutUint16(s[l4+csumOff:], packet.PseudoHeaderSum(h.Src, h.Dst, h.Proto, segLen-l4))
-			q.Offload = Offload{NeedsCsum: true, CsumStart: uint16(l4), CsumOffset: uint16(csumOff)}
-			continue
-		}
+		s[l4+13] = flags
+	} else {
+		binary.BigEndian.PutUint16(s[l4+4:], uint16(segLen-l4))
+	}
+	if !partial {
 		var sh packet.Parsed
 		sh.Decode(s)
 		sh.FixChecksums()
+		return Offload{}
 	}
-	return n, nil
+	csumOff := 16 // TCP
+	if h.Proto == packet.ProtoUDP {
+		csumOff = 6
+	}
+	if h.Version == 4 {
+		s[10], s[11] = 0, 0
+		binary.BigEndian.PutUint16(s[10:12], packet.Checksum(s[:l4]))
+	}
+	sum := uint64(sg.addrSum) + uint64(h.Proto) + uint64(segLen-l4)
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	binary.BigEndian.PutUint16(s[l4+csumOff:], uint16(sum))
+	return Offload{NeedsCsum: true, CsumStart: uint16(l4), CsumOffset: uint16(csumOff)}
+}
+
+// maxHeaders bounds the headers SegmentViews handles: IPv4 and TCP with
+// all their options take 120; more is IPv6 with long extension headers,
+// left to Split.
+const maxHeaders = 256
+
+// SegmentViews lets a caller look at every segment of a super-packet, as
+// SplitPartial would make it, without copying payloads: segment i's headers
+// are written into the super-packet's own buffer just before its payload
+// (over the end of segment i-1's payload, saved aside) and put back by
+// Restore. When every segment passes untouched, the super-packet is
+// forwarded whole and nothing was copied. Only one view exists at a time.
+type SegmentViews struct {
+	p     *Packet
+	sg    segmenter
+	hdr   [maxHeaders]byte // the super-packet's own headers
+	saved [maxHeaders]byte // the bytes under the current view's headers
+	cur   int              // the segment viewed, -1 if none
+}
+
+// Start prepares views of p's segments and returns how many there are. p
+// must be a GSO super-packet; errors are Split's.
+func (v *SegmentViews) Start(p *Packet) (int, error) {
+	v.p, v.cur = nil, -1
+	if !p.Offload.IsGSO() {
+		return 0, fmt.Errorf("%w: not a super-packet", ErrBadOffload)
+	}
+	if err := v.sg.init(p); err != nil {
+		return 0, err
+	}
+	if v.sg.hdrLen > maxHeaders {
+		return 0, fmt.Errorf("%w: %d bytes of headers", ErrBadOffload, v.sg.hdrLen)
+	}
+	v.p = p
+	copy(v.hdr[:], v.sg.data[:v.sg.hdrLen])
+	return v.sg.n, nil
+}
+
+// MaxLen is the length of the longest segment, which Copy's buffers must
+// hold after Headroom.
+func (v *SegmentViews) MaxLen() int {
+	start, end := v.sg.payload(0)
+	return v.sg.hdrLen + end - start
+}
+
+// View returns segment i in place: a packet in the super-packet's buffer
+// whose bytes are those SplitPartial gives segment i, checksum partial. A
+// behavior may change them; header changes go with Restore, payload changes
+// stay in the super-packet.
+func (v *SegmentViews) View(i int) Packet {
+	v.Restore()
+	start, end := v.sg.payload(i)
+	at := start - v.sg.hdrLen
+	s := v.sg.data[at:end]
+	copy(v.saved[:v.sg.hdrLen], s)
+	v.cur = i
+	o := v.sg.header(i, v.hdr[:], s, true)
+	return Packet{Buf: v.p.Buf, Off: v.p.Off + at, Len: len(s), Offload: o}
+}
+
+// Restore puts back the bytes the current view's headers covered.
+func (v *SegmentViews) Restore() {
+	if v.cur < 0 {
+		return
+	}
+	start, _ := v.sg.payload(v.cur)
+	copy(v.sg.data[start-v.sg.hdrLen:start], v.saved[:v.sg.hdrLen])
+	v.cur = -1
+}
+
+// Copy writes segment i into q as its own packet, as SplitPartial would
+// (restoring the current view first).
+func (v *SegmentViews) Copy(i int, q *Packet) error {
+	v.Restore()
+	return v.sg.copySegment(i, v.hdr[:], q, true)
 }
 
 // Complete finishes the transport checksum of a packet whose Offload says

@@ -429,3 +429,86 @@ func TestSplitPartial_CompletesToTheSameSegmentsAsSplit(t *testing.T) {
 		}
 	}
 }
+
+// TestSegmentViews_AreSplitPartialInPlace: every view is byte for byte the
+// segment SplitPartial copies out, Copy gives the same, and once restored
+// the super-packet is as it was, whatever the MSS (smaller than the
+// headers too).
+func TestSegmentViews_AreSplitPartialInPlace(t *testing.T) {
+	for _, spec := range []superSpec{
+		{seq: 0xfffffff0, flags: packet.ACK | packet.PSH | packet.FIN | packet.CWR, opts: tsOpts, payload: 10000, mss: 1448, ipID: 0xfffe},
+		{v6: true, seq: 1, flags: packet.ACK, opts: tsOpts, payload: 65535 - 40 - 32, mss: 1428},
+		{udp: true, payload: 2100, mss: 1000},
+		{seq: 5, flags: packet.ACK, payload: 100, mss: 30}, // MSS below the header length
+		{seq: 5, flags: packet.ACK | packet.FIN, payload: 0, mss: 1000},
+	} {
+		sp := buildSuper(t, spec)
+		orig := append([]byte(nil), sp.Data()...)
+		segs := outBufs(64)
+		n, err := SplitPartial(&sp, segs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v SegmentViews
+		if m, err := v.Start(&sp); err != nil || m != n {
+			t.Fatalf("%+v: Start: %d segments (want %d), %v", spec, m, n, err)
+		}
+		for i := 0; i < n; i++ {
+			q := v.View(i)
+			if !bytes.Equal(q.Data(), segs[i].Data()) || q.Offload != segs[i].Offload {
+				t.Fatalf("%+v: view %d differs from SplitPartial's segment", spec, i)
+			}
+			if q.Off < Headroom {
+				t.Fatalf("view %d at offset %d", i, q.Off)
+			}
+			var c Packet
+			c.Buf = make([]byte, BufSize)
+			if err := v.Copy(i, &c); err != nil || !bytes.Equal(c.Data(), segs[i].Data()) || c.Offload != segs[i].Offload {
+				t.Fatalf("%+v: copy %d differs (%v)", spec, i, err)
+			}
+			if !bytes.Equal(sp.Data(), orig) {
+				t.Fatalf("%+v: super-packet not restored after segment %d", spec, i)
+			}
+		}
+		v.View(n - 1)
+		v.Restore()
+		if !bytes.Equal(sp.Data(), orig) {
+			t.Fatalf("%+v: super-packet not restored", spec)
+		}
+	}
+	var v SegmentViews
+	plain := buildSuper(t, superSpec{payload: 100, mss: 1000})
+	plain.Offload = Offload{}
+	if _, err := v.Start(&plain); !errors.Is(err, ErrBadOffload) {
+		t.Errorf("a plain packet: %v", err)
+	}
+}
+
+func BenchmarkSegmentViews(b *testing.B) {
+	p := buildSuper(b, superSpec{seq: 1, flags: packet.ACK | packet.PSH, opts: tsOpts, payload: 65535 - 20 - 32, mss: 1448})
+	var v SegmentViews
+	b.ReportAllocs()
+	b.SetBytes(int64(p.Len))
+	for b.Loop() {
+		n, err := v.Start(&p)
+		if err != nil || n != 46 {
+			b.Fatalf("n=%d err=%v", n, err)
+		}
+		for i := range n {
+			v.View(i)
+		}
+		v.Restore()
+	}
+}
+
+func BenchmarkSplitPartial(b *testing.B) {
+	p := buildSuper(b, superSpec{seq: 1, flags: packet.ACK | packet.PSH, opts: tsOpts, payload: 65535 - 20 - 32, mss: 1448})
+	out := outBufs(64)
+	b.ReportAllocs()
+	b.SetBytes(int64(p.Len))
+	for b.Loop() {
+		if n, err := SplitPartial(&p, out); err != nil || n != 46 {
+			b.Fatalf("n=%d err=%v", n, err)
+		}
+	}
+}

@@ -269,17 +269,26 @@ func (e *Engine) wantsSegments(w *worker, p *packet.Parsed) bool {
 	return e.chain.NeedsSegments(&w.pkt)
 }
 
-// split cuts a super-packet into segments so per-segment behaviors see
-// each one. When every segment passes untouched and on time (the common case
-// for inspecting behaviors such as log, or a loss that did not fire), the
-// original super-packet is forwarded instead: one write, not dozens.
+// split lets per-segment behaviors see each segment of a super-packet.
+// Toward a port with offloads the segments are looked at in place (views)
+// and, when every one passes untouched and on time (the common case for
+// inspecting behaviors such as log, or a loss that did not fire), the
+// super-packet is forwarded whole: one write, nothing copied. From the
+// first segment a behavior acts on, the segments are copied out and leave
+// one by one.
 func (e *Engine) split(w *worker, out *port, pkt *tun.Packet) {
 	e.c.Split++
-	splitter := tun.Split
+	n := 0
+	var err error
 	if out.dev.Offloads() {
-		splitter = tun.SplitPartial // the kernel finishes the checksums
+		n, err = w.views.Start(pkt)
+		if err == nil {
+			e.inspect(w, out, pkt, n)
+			return
+		}
+	} else {
+		n, err = tun.Split(pkt, w.segs)
 	}
-	n, err := splitter(pkt, w.segs)
 	if err != nil {
 		// The offload descriptor does not fit the packet, or it has more
 		// segments than a split holds. Like a packet whose transport is
@@ -294,35 +303,71 @@ func (e *Engine) split(w *worker, out *port, pkt *tun.Packet) {
 		}
 		return
 	}
+	for i := 0; i < n; i++ {
+		w.parsed.Decode(w.segs[i].Data())
+		w.verdicts[i] = e.judge(w, &w.segs[i], &w.parsed)
+	}
+	e.sendSegments(w, out, pkt, n)
+}
+
+// inspect judges the n segments of pkt through views (see split).
+func (e *Engine) inspect(w *worker, out *port, pkt *tun.Packet, n int) {
+	if n > len(w.segs) || tun.Headroom+w.views.MaxLen() > len(w.segs[0].Buf) {
+		// More or longer segments than a split holds: as split does with
+		// a descriptor it cannot use, pass it uninspected.
+		e.c.Malformed++
+		w.send(out, pkt, "offload not splittable: forwarded uninspected")
+		return
+	}
 	injected := e.c.Injected
-	untouched := true
 	for i := 0; i < n; i++ {
-		seg := &w.segs[i]
-		w.own(seg.Buf)
+		seg := w.views.View(i)
 		w.parsed.Decode(seg.Data())
-		w.verdicts[i] = e.judge(w, seg, &w.parsed)
-		v := &w.verdicts[i]
-		untouched = untouched && !v.drop && !v.modified && v.depart == w.now
-	}
-	if n > 0 && untouched && e.c.Injected == injected && out.dev.Offloads() {
-		e.c.Out += segmentCount(pkt)
-		if e.cfg.Capture != nil {
-			// The capture saw these segments come in one by one; record
-			// them leaving the same way so each pairs with its arrival.
-			for i := 0; i < n; i++ {
-				e.cfg.Capture.Record(Record{Port: out.id, Time: w.now, Data: w.segs[i].Data(), Egress: true})
-			}
+		v := e.judge(w, &seg, &w.parsed)
+		w.verdicts[i] = v
+		if !v.drop && !v.modified && v.depart == w.now && e.c.Injected == injected {
+			continue
 		}
-		w.out[out.id] = append(w.out[out.id], *pkt)
-	} else {
-		// In counted the segments the descriptor claims (its hdr_len may
-		// be a whole segment); these are the ones that leave.
-		e.c.In = e.c.In - segmentCount(pkt) + uint64(n)
+		// Segment i leaves on its own, as the behavior left it; so do
+		// the ones before it (untouched) and after it (judged as copies).
+		// It is copied before any other: Copy puts back its view.
+		q := &w.segs[i]
+		q.Off, q.Len, q.Offload = tun.Headroom, copy(q.Buf[tun.Headroom:], seg.Data()), seg.Offload
+		for j := 0; j < i; j++ {
+			w.views.Copy(j, &w.segs[j]) // cannot fail: the sizes were checked
+		}
+		for j := i + 1; j < n; j++ {
+			w.views.Copy(j, &w.segs[j])
+			w.parsed.Decode(w.segs[j].Data())
+			w.verdicts[j] = e.judge(w, &w.segs[j], &w.parsed)
+		}
+		w.views.Restore()
+		e.sendSegments(w, out, pkt, n)
+		return
+	}
+	w.views.Restore()
+	e.c.Out += segmentCount(pkt)
+	if e.cfg.Capture != nil {
+		// The capture saw these segments come in one by one; record
+		// them leaving the same way so each pairs with its arrival.
 		for i := 0; i < n; i++ {
-			e.dispatch(w, out, &w.segs[i], &w.verdicts[i])
+			seg := w.views.View(i)
+			e.cfg.Capture.Record(Record{Port: out.id, Time: w.now, Data: seg.Data(), Egress: true})
 		}
+		w.views.Restore()
 	}
+	w.out[out.id] = append(w.out[out.id], *pkt)
+}
+
+// sendSegments dispatches the n judged segments in w.segs that stand for
+// pkt, and gives the split slots fresh buffers.
+func (e *Engine) sendSegments(w *worker, out *port, pkt *tun.Packet, n int) {
+	// In counted the segments the descriptor claims (its hdr_len may be a
+	// whole segment); these are the ones that leave.
+	e.c.In = e.c.In - segmentCount(pkt) + uint64(n)
 	for i := 0; i < n; i++ {
+		w.own(w.segs[i].Buf)
+		e.dispatch(w, out, &w.segs[i], &w.verdicts[i])
 		w.segs[i].Buf = nil
 	}
 	w.refillSegs(n)

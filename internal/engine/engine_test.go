@@ -250,3 +250,67 @@ func TestEngine_SuperPacketWithOneSegmentDroppedLeavesAsSegments(t *testing.T) {
 		t.Fatalf("counters %+v", c)
 	}
 }
+
+// stampSeq writes a mark into the payload and the window of the segment
+// starting at seq.
+type stampSeq struct{ seq uint32 }
+
+func (d stampSeq) PerSegment() bool { return true }
+func (d stampSeq) Handle(p *behaviors.Packet) behaviors.Verdict {
+	if p.IsTCP() && p.Seq == d.seq {
+		p.Payload()[0] = 0xAB
+		p.Buf[p.L4Off+14] = 0x77
+		p.MarkModified()
+	}
+	return behaviors.Pass
+}
+
+// TestEngine_SuperPacketWithOneSegmentModified: segments are looked at in
+// place; once one is changed, it leaves as changed and every other one
+// leaves as SplitPartial would cut it, the earlier ones included.
+func TestEngine_SuperPacketWithOneSegmentModified(t *testing.T) {
+	l := newLab(t, Config{})
+	l.e.SetChain(behaviors.NewChain("t", 1, []*behaviors.Entry{{Type: "stamp", Behavior: stampSeq{seq: 1000 + 3*100}}}))
+	raw, off := superPacket(6, 100)
+	for i := 40; i < len(raw); i++ {
+		raw[i] = byte(i)
+	}
+	super := tun.Packet{Buf: make([]byte, tun.BufSize), Off: tun.Headroom, Len: len(raw), Offload: off}
+	copy(super.Buf[tun.Headroom:], raw)
+	want := make([]tun.Packet, 8)
+	for i := range want {
+		want[i].Buf = make([]byte, tun.BufSize)
+	}
+	n, err := tun.SplitPartial(&super, want)
+	if err != nil || n != 6 {
+		t.Fatal(n, err)
+	}
+	l.client.Send(raw, off)
+	for i := 0; i < n; i++ {
+		got, gotOff, ok := l.server.Recv(time.Second)
+		if !ok {
+			t.Fatalf("segment %d missing", i)
+		}
+		w := append([]byte(nil), want[i].Data()...)
+		if i == 3 {
+			var p packet.Parsed
+			p.Decode(w)
+			p.Payload()[0], w[p.L4Off+14] = 0xAB, 0x77
+			p.FixChecksums()
+			if gotOff.NeedsCsum {
+				t.Errorf("modified segment still partial: %+v", gotOff)
+			}
+		} else if gotOff != want[i].Offload {
+			t.Errorf("segment %d: offload %+v, want %+v", i, gotOff, want[i].Offload)
+		}
+		if string(got) != string(w) {
+			t.Fatalf("segment %d differs:\n got %x\nwant %x", i, got[:60], w[:60])
+		}
+	}
+	if _, _, ok := l.server.Recv(50 * time.Millisecond); ok {
+		t.Fatal("more than 6 packets")
+	}
+	if c := l.e.Status().Counters; c.In != 6 || c.Out != 6 || c.Modified != 1 {
+		t.Fatalf("counters %+v", c)
+	}
+}

@@ -16,6 +16,7 @@ type worker struct {
 	batch    []tun.Packet
 	segs     []tun.Packet // split output, buffers from the pool
 	verdicts []outcome    // per split segment
+	views    tun.SegmentViews
 	out      [][]tun.Packet
 	owned    [][]byte // pool buffers in flight, returned after the flush
 	parsed   packet.Parsed
