@@ -133,10 +133,14 @@ type labEnv struct {
 	pid            int
 }
 
-func newLab(ctx context.Context, faultbox, profile string) (*labEnv, error) {
+func newLab(ctx context.Context, faultbox, profile, cpus string) (*labEnv, error) {
 	e := &labEnv{faultbox: faultbox, name: "b-" + randHex()}
 	atExit.add(func() { exec.Command(faultbox, "lab", "down", "--name", e.name).Run() })
-	if _, err := run(ctx, 90*time.Second, faultbox, "lab", "up", "--name", e.name, "--profile", profile); err != nil {
+	args := []string{"lab", "up", "--name", e.name, "--profile", profile}
+	if cpus != "" {
+		args = append(args, "--cpus", cpus)
+	}
+	if _, err := run(ctx, 90*time.Second, faultbox, args...); err != nil {
 		return e, err
 	}
 	data, err := os.ReadFile(filepath.Join("/run/faultbox", e.name, "state.json"))

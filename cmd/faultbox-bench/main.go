@@ -55,6 +55,7 @@ type config struct {
 	name    string
 	kind    string // veth, lab, toxiproxy
 	profile string // lab profile
+	cpus    string // lab --cpus
 }
 
 // result is one configuration's measurements.
@@ -89,7 +90,7 @@ func runMain() int {
 	dur := flag.Duration("t", 5*time.Second, "iperf3 duration of each run")
 	rtts := flag.Int("n", 20000, "ping-pong round trips")
 	udpDur := flag.Duration("udp", 3*time.Second, "UDP sending time")
-	only := flag.String("only", "veth,passthrough,log,toxiproxy", "configurations to run, in order")
+	only := flag.String("only", "veth,passthrough,passthrough-cpu,log,log-cpu,toxiproxy", "configurations to run, in order")
 	sections := flag.String("accuracy", "delay,rate,loss", "accuracy sections to run after the table (delay, rate, loss; empty: none)")
 	toxiproxy := flag.String("toxiproxy", "", "toxiproxy-server binary (go install github.com/Shopify/toxiproxy/v2/cmd/server); without it that row is skipped")
 	flag.Parse()
@@ -127,11 +128,15 @@ func runMain() int {
 		fmt.Fprintln(os.Stderr, "faultbox-bench:", err)
 		return 1
 	}
+	// The device's own CPU in the --cpus rows: the last one.
+	ownCPU := strconv.Itoa(runtime.NumCPU() - 1)
 	all := map[string]config{
-		"veth":        {"veth (direct)", "veth", ""},
-		"passthrough": {"faultbox passthrough", "lab", "passthrough"},
-		"log":         {"faultbox log all TCP", "lab", logProfile},
-		"toxiproxy":   {"toxiproxy (TCP proxy)", "toxiproxy", ""},
+		"veth":            {"veth (direct)", "veth", "", ""},
+		"passthrough":     {"faultbox passthrough", "lab", "passthrough", ""},
+		"passthrough-cpu": {"  with --cpus " + ownCPU, "lab", "passthrough", ownCPU},
+		"log":             {"faultbox log all TCP", "lab", logProfile, ""},
+		"log-cpu":         {"  with --cpus " + ownCPU, "lab", logProfile, ownCPU},
+		"toxiproxy":       {"toxiproxy (TCP proxy)", "toxiproxy", "", ""},
 	}
 	var configs []config
 	for _, n := range strings.Split(*only, ",") {
@@ -140,7 +145,7 @@ func runMain() int {
 		}
 		c, ok := all[strings.TrimSpace(n)]
 		if !ok {
-			fmt.Fprintf(os.Stderr, "faultbox-bench: -only: unknown configuration %q (veth, passthrough, log, toxiproxy)\n", n)
+			fmt.Fprintf(os.Stderr, "faultbox-bench: -only: unknown configuration %q (veth, passthrough, passthrough-cpu, log, log-cpu, toxiproxy)\n", n)
 			return 2
 		}
 		if c.kind == "toxiproxy" {
@@ -169,7 +174,7 @@ func runMain() int {
 		case "veth":
 			e, r.err = newVeth(ctx)
 		case "lab":
-			e, r.err = newLab(ctx, fbPath, c.profile)
+			e, r.err = newLab(ctx, fbPath, c.profile, c.cpus)
 		case "toxiproxy":
 			e, r.err = newToxiproxy(ctx, *toxiproxy, iperfPort, ppPort)
 		}

@@ -343,6 +343,7 @@ func (d *daemon) status() *Status {
 		Hosts:         d.state.Hosts,
 		Source:        d.source,
 		MTU:           d.state.MTU,
+		CPUs:          d.state.CPUs,
 		Capture:       d.state.Capture,
 		Failure:       d.failure,
 	}

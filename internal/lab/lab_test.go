@@ -379,3 +379,17 @@ func TestIsInputError(t *testing.T) {
 		t.Error("in-use error does not match ErrInUse")
 	}
 }
+
+func TestParseCPUs(t *testing.T) {
+	for in, want := range map[string]string{"": "", "1": "1", " 3,1 ": "1,3", "2-4,3": "2,3,4", "0-0": "0"} {
+		got, err := ParseCPUs(in)
+		if err != nil || FormatCPUs(got) != want {
+			t.Errorf("ParseCPUs(%q) = %v, %v; want %s", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"x", "-1", "3-1", "1,", "1-", "5000"} {
+		if _, err := ParseCPUs(in); !IsInputError(err) {
+			t.Errorf("ParseCPUs(%q): %v, want an input error", in, err)
+		}
+	}
+}

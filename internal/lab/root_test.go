@@ -317,7 +317,14 @@ func dialIn(t *testing.T, ns, addr string) net.Conn {
 func TestLab_TwoLabsAtOnce(t *testing.T) {
 	a, b := newLab(t), newLab(t)
 	mustRun(t, "lab", "up", "--name", a)
-	mustRun(t, "lab", "up", "--name", b, "--hosts", "client,lb,server", "--profile", "block-port-81")
+	mustRun(t, "lab", "up", "--name", b, "--hosts", "client,lb,server", "--profile", "block-port-81", "--cpus", "0")
+	// The device of b runs on CPU 0 only, its Go runtime sized to it.
+	if allowed := procStatusField(t, readState(t, b).Daemon.PID, "Cpus_allowed_list"); allowed != "0" {
+		t.Errorf("lab %s --cpus 0: device allowed on CPUs %q", b, allowed)
+	}
+	if s := labStatus(t, b); len(s.CPUs) != 1 || s.CPUs[0] != 0 {
+		t.Errorf("lab %s --cpus 0: status says cpus %v", b, s.CPUs)
+	}
 	serveHTTP(t, Namespace(a, "server"), "[2001:db8::2]:80")
 	serveHTTP(t, Namespace(b, "server"), "[2001:db8::2]:80")
 	serveHTTP(t, Namespace(b, "lb"), "198.18.0.3:80")
@@ -341,6 +348,21 @@ func TestLab_TwoLabsAtOnce(t *testing.T) {
 	if r := curl(t, b, "client", "http://server/"); r.code != 0 {
 		t.Errorf("lab %s after removing %s: exit %d %s", b, a, r.code, r.stderr)
 	}
+}
+
+// procStatusField returns a field of /proc/PID/status.
+func procStatusField(t *testing.T, pid int, field string) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && k == field {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatalf("no %s in /proc/%d/status", field, pid)
+	return ""
 }
 
 // startInLab starts a long-running command inside a lab host through the
@@ -450,6 +472,8 @@ func TestLab_Errors(t *testing.T) {
 		{[]string{"lab", "up", "--name", name, "--profile", "no-such-profile"}, "no-such-profile"},
 		{[]string{"lab", "up", "--name", name, "--mtu", "1000"}, "mtu 1000"},
 		{[]string{"lab", "up", "--name", name, "--capture", "/nonexistent-dir/x.pcapng"}, "does not exist"},
+		{[]string{"lab", "up", "--name", name, "--cpus", "one"}, "cpus"},
+		{[]string{"lab", "up", "--name", name, "--cpus", "1000"}, "CPU 1000 is not one"},
 		{[]string{"lab", "status", "--name", name}, "is not up"},
 		{[]string{"lab", "exec", "--name", name, "client", "--", "true"}, "is not up"},
 		{[]string{"lab", "apply", "--name", name, "passthrough"}, "is not up"},

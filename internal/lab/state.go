@@ -22,6 +22,7 @@ type State struct {
 	Seed    uint64 `json:"seed"`
 	Capture string `json:"capture,omitempty"` // absolute path
 	MTU     int    `json:"mtu"`
+	CPUs    []int  `json:"cpus,omitempty"` // the device's; none: any
 
 	// The daemon, identified by pid and start time so that a reused pid is
 	// never signalled; 0 until it was started.

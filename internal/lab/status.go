@@ -25,6 +25,7 @@ type Status struct {
 	Hosts          []Host    `json:"hosts"`
 	Source         string    `json:"profile_source"` // built-in name or file
 	MTU            int       `json:"mtu"`
+	CPUs           []int     `json:"cpus,omitempty"`
 	Capture        string    `json:"capture,omitempty"`
 	CapturePackets uint64    `json:"capture_packets,omitempty"`
 	Failure        string    `json:"failure,omitempty"` // a port failed for good
@@ -69,7 +70,11 @@ func GetStatus(lab string) (*Status, error) {
 func WriteStatus(w io.Writer, st *Status) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	up := time.Duration(st.UptimeSeconds * float64(time.Second)).Round(time.Second)
-	fmt.Fprintf(tw, "lab\t%s (device pid %d, up %s, mtu %d)\n", st.Lab, st.PID, up, st.MTU)
+	cpus := ""
+	if len(st.CPUs) > 0 {
+		cpus = ", cpus " + FormatCPUs(st.CPUs)
+	}
+	fmt.Fprintf(tw, "lab\t%s (device pid %d, up %s, mtu %d%s)\n", st.Lab, st.PID, up, st.MTU, cpus)
 	fmt.Fprintf(tw, "profile\t%s (seed %d, from %s)\n", st.Profile, st.Seed, st.Source)
 	if st.Capture != "" {
 		fmt.Fprintf(tw, "capture\t%s (%d packets)\n", st.Capture, st.CapturePackets)
