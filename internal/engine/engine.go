@@ -306,7 +306,9 @@ func (e *Engine) split(w *worker, out *port, pkt *tun.Packet) {
 	for i := 0; i < n; i++ {
 		w.parsed.Decode(w.segs[i].Data())
 		w.verdicts[i] = e.judge(w, &w.segs[i], &w.parsed)
+		w.superFlow, w.superSide = w.tracked, w.trackedSide
 	}
+	w.superFlow = nil
 	e.sendSegments(w, out, pkt, n)
 }
 
@@ -325,6 +327,7 @@ func (e *Engine) inspect(w *worker, out *port, pkt *tun.Packet, n int) {
 		w.parsed.Decode(seg.Data())
 		v := e.judge(w, &seg, &w.parsed)
 		w.verdicts[i] = v
+		w.superFlow, w.superSide = w.tracked, w.trackedSide
 		if !v.drop && !v.modified && v.depart == w.now && e.c.Injected == injected {
 			continue
 		}
@@ -342,10 +345,12 @@ func (e *Engine) inspect(w *worker, out *port, pkt *tun.Packet, n int) {
 			w.verdicts[j] = e.judge(w, &w.segs[j], &w.parsed)
 		}
 		w.views.Restore()
+		w.superFlow = nil
 		e.sendSegments(w, out, pkt, n)
 		return
 	}
 	w.views.Restore()
+	w.superFlow = nil
 	e.c.Out += segmentCount(pkt)
 	if e.cfg.Capture != nil {
 		// The capture saw these segments come in one by one; record
@@ -391,7 +396,15 @@ type outcome struct {
 // judge tracks the packet's flow and runs the chain on it. Modified packets
 // get their checksums fixed here, while their decoded view is still valid.
 func (e *Engine) judge(w *worker, pkt *tun.Packet, p *packet.Parsed) outcome {
-	f, from := e.flows.Track(p, w.now)
+	var f *flow.Flow
+	var from flow.Side
+	if w.superFlow != nil {
+		f, from = w.superFlow, w.superSide
+		e.flows.TrackAgain(f, from, p, w.now)
+	} else {
+		f, from = e.flows.Track(p, w.now)
+		w.tracked, w.trackedSide = f, from
+	}
 	if f == nil {
 		from = guessSide(p)
 	}

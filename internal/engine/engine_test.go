@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/faultbox/faultbox/behaviors"
+	"github.com/faultbox/faultbox/internal/flow"
 	"github.com/faultbox/faultbox/internal/packet"
 	"github.com/faultbox/faultbox/tun"
 )
@@ -312,5 +313,47 @@ func TestEngine_SuperPacketWithOneSegmentModified(t *testing.T) {
 	}
 	if c := l.e.Status().Counters; c.In != 6 || c.Out != 6 || c.Modified != 1 {
 		t.Fatalf("counters %+v", c)
+	}
+}
+
+// TestEngine_InspectedSuperPacketTracksItsFlowAsItsSegmentsWould: the later
+// segments of a super-packet reuse its flow without a lookup; the flow ends
+// up as if each segment had come on its own.
+func TestEngine_InspectedSuperPacketTracksItsFlowAsItsSegmentsWould(t *testing.T) {
+	raw, off := superPacket(10, 1000)
+	super := tun.Packet{Buf: make([]byte, tun.BufSize), Off: tun.Headroom, Len: len(raw), Offload: off}
+	copy(super.Buf[tun.Headroom:], raw)
+	segs := make([]tun.Packet, 10)
+	for i := range segs {
+		segs[i].Buf = make([]byte, tun.BufSize)
+	}
+	if n, err := tun.Split(&super, segs); err != nil || n != 10 {
+		t.Fatal(n, err)
+	}
+	ends := func(send func(l *lab)) [2]flow.Endpoint {
+		l := newLab(t, Config{})
+		m, _ := behaviors.MatchSpec{Protocol: "tcp"}.Compile(nil)
+		l.e.SetChain(behaviors.NewChain("t", 1, []*behaviors.Entry{{Type: "log", Match: m, Behavior: &behaviors.Log{Every: 1}}}))
+		send(l)
+		for range 10 {
+			if _, _, ok := l.server.Recv(200 * time.Millisecond); !ok {
+				break
+			}
+		}
+		var got [2]flow.Endpoint
+		l.e.mu.Lock()
+		defer l.e.mu.Unlock()
+		l.e.flows.Each(func(f *flow.Flow) bool { got = f.Ends; return true })
+		got[0].LastSeen, got[1].LastSeen = 0, 0 // clock readings
+		return got
+	}
+	whole := ends(func(l *lab) { l.client.Send(raw, off) })
+	single := ends(func(l *lab) {
+		for i := range segs {
+			l.client.Send(segs[i].Data(), tun.Offload{})
+		}
+	})
+	if whole != single || whole[flow.Client].NextSeq == 0 {
+		t.Errorf("flow after the super-packet %+v\nafter its segments one by one %+v", whole, single)
 	}
 }

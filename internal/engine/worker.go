@@ -2,6 +2,7 @@ package engine
 
 import (
 	"github.com/faultbox/faultbox/behaviors"
+	"github.com/faultbox/faultbox/internal/flow"
 	"github.com/faultbox/faultbox/internal/packet"
 	"github.com/faultbox/faultbox/tun"
 )
@@ -17,12 +18,16 @@ type worker struct {
 	segs     []tun.Packet // split output, buffers from the pool
 	verdicts []outcome    // per split segment
 	views    tun.SegmentViews
-	out      [][]tun.Packet
-	owned    [][]byte // pool buffers in flight, returned after the flush
-	parsed   packet.Parsed
-	pkt      behaviors.Packet
-	scratch  [2048]byte
-	capture  []byte // copy of the packet before behaviors, when capturing
+	// The flow Track gave the last packet judged, and, while the segments
+	// of one super-packet are judged, the flow they all share.
+	tracked, superFlow     *flow.Flow
+	trackedSide, superSide flow.Side
+	out                    [][]tun.Packet
+	owned                  [][]byte // pool buffers in flight, returned after the flush
+	parsed                 packet.Parsed
+	pkt                    behaviors.Packet
+	scratch                [2048]byte
+	capture                []byte // copy of the packet before behaviors, when capturing
 }
 
 // maxSegments bounds one super-packet's split: 64 KiB over the smallest

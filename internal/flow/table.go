@@ -155,6 +155,13 @@ func (t *Table) Track(p *packet.Parsed, now int64) (*Flow, Side) {
 	return f, s
 }
 
+// TrackAgain records p, another segment of the super-packet whose first
+// segment Track just gave f and side: the same flow, so no lookup. Nothing
+// may have been tracked or expired in between.
+func (t *Table) TrackAgain(f *Flow, side Side, p *packet.Parsed, now int64) {
+	f.update(p, side, now)
+}
+
 func (t *Table) insert(pos uint64, k Key, p *packet.Parsed, fromLo bool, now int64) *Flow {
 	if len(t.free) == 0 && len(t.slab) == cap(t.slab) {
 		t.remove(t.tail)
