@@ -28,7 +28,7 @@ type MemPort struct {
 	sendDrops                          atomic.Uint64
 }
 
-var _ Port = (*MemPort)(nil)
+var _ Poller = (*MemPort)(nil)
 
 // NewMemPort returns an open MemPort. offloads says what Offloads reports:
 // with false, Write refuses GSO and NeedsCsum packets as a real plain TUN
@@ -90,7 +90,15 @@ func (m *MemPort) Offloads() bool { return m.offloads }
 
 // Read returns the packets Sent so far, up to len(pkts), blocking until there
 // is at least one. It returns ErrClosed once the port is closed.
-func (m *MemPort) Read(pkts []Packet) (int, error) {
+func (m *MemPort) Read(pkts []Packet) (int, error) { return m.read(pkts, false) }
+
+// TryRead is Read that returns 0 packets at once when none waits.
+func (m *MemPort) TryRead(pkts []Packet) (int, error) { return m.read(pkts, true) }
+
+// WaitFD is -1: a MemPort has no file descriptor to wait on.
+func (m *MemPort) WaitFD() int { return -1 }
+
+func (m *MemPort) read(pkts []Packet, try bool) (int, error) {
 	if len(pkts) == 0 {
 		return 0, nil
 	}
@@ -107,6 +115,9 @@ func (m *MemPort) Read(pkts []Packet) (int, error) {
 		}
 		if err != nil {
 			return 0, fmt.Errorf("memport %s: %w", m.name, err)
+		}
+		if try {
+			return 0, nil
 		}
 		select {
 		case <-m.in.ready:

@@ -197,3 +197,19 @@ func TestMemPort_NoAllocsPerPacketWhenWarm(t *testing.T) {
 		t.Errorf("%v allocations per batch of %d", a, len(w))
 	}
 }
+
+func TestMemPort_TryRead(t *testing.T) {
+	m := NewMemPort("m", 1500, true)
+	pkts := []Packet{{Buf: make([]byte, BufSize)}}
+	if n, err := m.TryRead(pkts); n != 0 || err != nil || m.WaitFD() != -1 {
+		t.Fatalf("empty: %d %v fd %d", n, err, m.WaitFD())
+	}
+	m.Send([]byte{0x45, 1, 2}, Offload{})
+	if n, err := m.TryRead(pkts); n != 1 || err != nil || pkts[0].Len != 3 {
+		t.Fatalf("after Send: %d %v len %d", n, err, pkts[0].Len)
+	}
+	m.Close()
+	if _, err := m.TryRead(pkts); err != ErrClosed {
+		t.Fatalf("after Close: %v", err)
+	}
+}

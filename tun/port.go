@@ -99,3 +99,14 @@ type PortStats struct {
 
 // ErrClosed is returned by Read and Write after Close.
 var ErrClosed = errors.New("tun: port closed")
+
+// Poller is a Port that can also be polled, for a caller that spins over
+// several ports instead of blocking in each (the engine's busy-poll mode).
+type Poller interface {
+	Port
+	// TryRead is Read that returns 0 packets at once when none waits.
+	TryRead(pkts []Packet) (int, error)
+	// WaitFD is a file descriptor that polls readable when packets wait,
+	// or -1 if there is none (then the caller checks again after a while).
+	WaitFD() int
+}

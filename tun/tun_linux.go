@@ -5,11 +5,9 @@ import (
 	"fmt"
 	"github.com/faultbox/faultbox/internal/netns"
 	"os"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -34,14 +32,6 @@ type Options struct {
 	// instead of MTU segments. If the kernel refuses, the device is opened
 	// without it and Offloads reports false.
 	Offload bool
-	// PollSpin, when positive, keeps retrying a non-blocking read for up to
-	// this long before parking in the netpoller: it trades a busy CPU for the
-	// wake-up latency of the poller. 0 parks at once. It only pays with idle
-	// CPUs to spare (GOMAXPROCS above the number of spinning ports): while a
-	// reader spins, goroutines waiting in the netpoller wake late. Measured
-	// with in-process UDP echo through two spinning ports on 2 CPUs: p50
-	// round trip 8µs without spin, 60-108µs with 50µs of spin.
-	PollSpin time.Duration
 }
 
 // vnetHdrLen is sizeof(struct virtio_net_hdr): flags u8, gso_type u8,
@@ -68,7 +58,7 @@ type Device struct {
 	file     *os.File
 	rc       syscall.RawConn
 	closed   atomic.Bool
-	spin     time.Duration
+	fd       int // for WaitFD; the file owns it
 
 	// Per-call state of Read and Write, kept here so that the closures handed
 	// to the netpoller are built once in Open rather than on every call.
@@ -76,6 +66,7 @@ type Device struct {
 	rpkts  []Packet
 	rn     int
 	rerr   error
+	rtry   bool // TryRead: never park
 	readFn func(uintptr) bool
 
 	wmu     sync.Mutex
@@ -91,7 +82,7 @@ type Device struct {
 	joinedWrites, joinedPackets                   atomic.Uint64
 }
 
-var _ Port = (*Device)(nil)
+var _ Poller = (*Device)(nil)
 
 // Open creates the TUN device described by o inside its namespace, sets its
 // MTU and transmit queue and brings it up. Addresses and routes are the
@@ -134,7 +125,7 @@ func Open(o Options) (*Device, error) {
 		f.Close()
 		return nil, fmt.Errorf("tun %s: %w", r.name, err)
 	}
-	d := &Device{name: r.name, mtu: o.MTU, offloads: r.offloads, file: f, rc: rc, spin: o.PollSpin}
+	d := &Device{name: r.name, mtu: o.MTU, offloads: r.offloads, file: f, rc: rc, fd: r.fd}
 	d.uso.Store(r.uso)
 	d.readFn = d.readBatch
 	d.writeFn = d.writeBatch
@@ -249,7 +240,17 @@ func (d *Device) Offloads() bool { return d.offloads }
 // Read blocks until at least one packet is readable, then reads without
 // blocking until pkts is full or nothing is left. It returns ErrClosed once
 // the device is closed.
-func (d *Device) Read(pkts []Packet) (int, error) {
+func (d *Device) Read(pkts []Packet) (int, error) { return d.read(pkts, false) }
+
+// TryRead is Read that returns 0 packets at once when none is waiting, for
+// a caller that polls (see Poller).
+func (d *Device) TryRead(pkts []Packet) (int, error) { return d.read(pkts, true) }
+
+// WaitFD is the device's file descriptor, readable when packets wait. It is
+// valid until Close.
+func (d *Device) WaitFD() int { return d.fd }
+
+func (d *Device) read(pkts []Packet, try bool) (int, error) {
 	if len(pkts) == 0 {
 		return 0, nil
 	}
@@ -260,7 +261,7 @@ func (d *Device) Read(pkts []Packet) (int, error) {
 	}
 	d.rmu.Lock()
 	defer d.rmu.Unlock()
-	d.rpkts, d.rn, d.rerr = pkts, 0, nil
+	d.rpkts, d.rn, d.rerr, d.rtry = pkts, 0, nil, try
 	err := d.rc.Read(d.readFn)
 	n := d.rn
 	d.rpkts = nil
@@ -279,7 +280,6 @@ func (d *Device) Read(pkts []Packet) (int, error) {
 // readBatch is the netpoller callback of Read: it returns false to park
 // until the fd is readable, true when it has packets or an error.
 func (d *Device) readBatch(fd uintptr) bool {
-	var deadline time.Time
 	var bytes, gso uint64
 	n := d.rn
 	for n < len(d.rpkts) {
@@ -295,20 +295,8 @@ func (d *Device) readBatch(fd uintptr) bool {
 			continue
 		}
 		if err == unix.EAGAIN {
-			if n > 0 {
+			if n > 0 || d.rtry {
 				break
-			}
-			if d.spin > 0 { // busy-poll before parking
-				now := time.Now()
-				if deadline.IsZero() {
-					deadline = now.Add(d.spin)
-				}
-				if now.Before(deadline) {
-					// Yield between tries: a spinner that kept its P would
-					// starve the goroutines that produce the next packet.
-					runtime.Gosched()
-					continue
-				}
 			}
 			return false
 		}

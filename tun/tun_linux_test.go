@@ -18,6 +18,7 @@ import (
 
 	"github.com/faultbox/faultbox/internal/packet"
 	"github.com/faultbox/faultbox/internal/testenv"
+	"golang.org/x/sys/unix"
 )
 
 // openIn opens fbx0 in a fresh namespace, gives it addr (v4) and addr6 with
@@ -410,56 +411,92 @@ func TestDevice_ReadDrainsABatch_Linux(t *testing.T) {
 
 func TestDevice_CloseUnblocksRead_Linux(t *testing.T) {
 	testenv.RequireNetAdmin(t)
-	for _, spin := range []time.Duration{0, time.Millisecond} {
-		ns := testenv.NewNetns(t, "tunx")
-		d, err := Open(Options{Name: "fbx0", NetNS: ns, PollSpin: spin})
-		if err != nil {
-			t.Fatal(err)
-		}
-		errc := make(chan error, 1)
-		go func() {
-			pkts := bufs(4)
-			for range 1000 { // strays (IPv6 MLD, RS) may arrive first
-				if _, err := d.Read(pkts); err != nil {
-					errc <- err
-					return
-				}
+	ns := testenv.NewNetns(t, "tunx")
+	d, err := Open(Options{Name: "fbx0", NetNS: ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		pkts := bufs(4)
+		for range 1000 { // strays (IPv6 MLD, RS) may arrive first
+			if _, err := d.Read(pkts); err != nil {
+				errc <- err
+				return
 			}
-			errc <- errors.New("1000 reads without an error")
-		}()
-		time.Sleep(20 * time.Millisecond)
-		d.Close()
-		select {
-		case err := <-errc:
-			if err != ErrClosed {
-				t.Errorf("spin=%v: Read after Close returned %v", spin, err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatalf("spin=%v: Read still blocked 5s after Close", spin)
 		}
-		if _, err := d.Write(bufs(1)); err != ErrClosed {
-			t.Errorf("Write after Close: %v", err)
+		errc <- errors.New("1000 reads without an error")
+	}()
+	time.Sleep(20 * time.Millisecond)
+	d.Close()
+	select {
+	case err := <-errc:
+		if err != ErrClosed {
+			t.Errorf("Read after Close returned %v", err)
 		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Read still blocked 5s after Close")
+	}
+	if _, err := d.Write(bufs(1)); err != ErrClosed {
+		t.Errorf("Write after Close: %v", err)
 	}
 }
 
-func TestDevice_PollSpinStillWakesForPackets_Linux(t *testing.T) {
+// TestDevice_TryReadNeverBlocks: TryRead returns 0 at once on an empty
+// device, the packets once they came, and ErrClosed after Close; WaitFD
+// polls readable while packets wait.
+func TestDevice_TryReadNeverBlocks_Linux(t *testing.T) {
 	testenv.RequireNetAdmin(t)
-	d, ns := openIn(t, "tuns", Options{PollSpin: 200 * time.Microsecond}, "198.18.0.1", "")
-	got := make(chan int, 1)
-	go func() {
-		_, ours := readUDP(t, d, bufs(16), 1, 50)
-		got <- ours
-	}()
-	time.Sleep(20 * time.Millisecond) // past the spin: parked in the poller
-	sendUDP(t, ns, "198.18.0.9:9", 1)
-	select {
-	case ours := <-got:
-		if ours != 1 {
-			t.Errorf("read %d of our datagrams", ours)
+	d, ns := openIn(t, "tunt", Options{Offload: true}, "198.18.0.1", "")
+	pkts := bufs(16)
+	for { // drain what the kernel sent on bringing the link up
+		n, err := d.TryRead(pkts)
+		if err != nil {
+			t.Fatal(err)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Read with PollSpin never returned")
+		if n == 0 {
+			break
+		}
+	}
+	start := time.Now()
+	if n, err := d.TryRead(pkts); n != 0 || err != nil {
+		t.Fatalf("empty device: %d, %v", n, err)
+	}
+	if el := time.Since(start); el > 100*time.Millisecond {
+		t.Errorf("TryRead of an empty device took %v", el)
+	}
+	readable := func() bool {
+		fds := []unix.PollFd{{Fd: int32(d.WaitFD()), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, 0)
+		return err == nil && n == 1
+	}
+	if readable() {
+		t.Error("WaitFD readable with nothing waiting")
+	}
+	sendUDP(t, ns, "198.18.0.9:9", 3)
+	if !readable() {
+		t.Error("WaitFD not readable with packets waiting")
+	}
+	ours := 0
+	for r := 0; r < 20 && ours < 3; r++ {
+		n, err := d.TryRead(pkts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range n {
+			var p packet.Parsed
+			p.Decode(pkts[i].Data())
+			if p.Proto == packet.ProtoUDP && p.DstPort == 9 {
+				ours++
+			}
+		}
+	}
+	if ours != 3 {
+		t.Errorf("TryRead got %d of 3 datagrams", ours)
+	}
+	d.Close()
+	if _, err := d.TryRead(pkts); !errors.Is(err, ErrClosed) {
+		t.Errorf("TryRead after Close: %v", err)
 	}
 }
 

@@ -110,7 +110,7 @@ type delayRow struct {
 // delays measures 0 (passthrough), 1, 10 and 100 ms at 1k and 10k
 // datagrams/s in one lab.
 func (a accuracy) delays(ctx context.Context) ([]delayRow, error) {
-	e, err := newLab(ctx, a.faultbox, "passthrough", "")
+	e, err := newLab(ctx, a.faultbox, "passthrough")
 	if e != nil {
 		defer e.Close()
 	}
@@ -233,7 +233,7 @@ type shaper struct {
 
 func (a accuracy) rates(ctx context.Context) ([]rateRow, error) {
 	var rows []rateRow
-	lab, err := newLab(ctx, a.faultbox, "passthrough", "")
+	lab, err := newLab(ctx, a.faultbox, "passthrough")
 	if lab != nil {
 		defer lab.Close()
 	}

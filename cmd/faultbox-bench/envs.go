@@ -133,13 +133,10 @@ type labEnv struct {
 	pid            int
 }
 
-func newLab(ctx context.Context, faultbox, profile, cpus string) (*labEnv, error) {
+func newLab(ctx context.Context, faultbox, profile string, more ...string) (*labEnv, error) {
 	e := &labEnv{faultbox: faultbox, name: "b-" + randHex()}
 	atExit.add(func() { exec.Command(faultbox, "lab", "down", "--name", e.name).Run() })
-	args := []string{"lab", "up", "--name", e.name, "--profile", profile}
-	if cpus != "" {
-		args = append(args, "--cpus", cpus)
-	}
+	args := append([]string{"lab", "up", "--name", e.name, "--profile", profile}, more...)
 	if _, err := run(ctx, 90*time.Second, faultbox, args...); err != nil {
 		return e, err
 	}

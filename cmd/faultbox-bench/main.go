@@ -55,7 +55,7 @@ type config struct {
 	name    string
 	kind    string // veth, lab, toxiproxy
 	profile string // lab profile
-	cpus    string // lab --cpus
+	labArgs []string // more lab up flags
 }
 
 // result is one configuration's measurements.
@@ -128,15 +128,17 @@ func runMain() int {
 		fmt.Fprintln(os.Stderr, "faultbox-bench:", err)
 		return 1
 	}
-	// The device's own CPU in the --cpus rows: the last one.
-	ownCPU := strconv.Itoa(runtime.NumCPU() - 1)
+	// The -cpu rows give the device a CPU of its own (the last one) and
+	// let it busy-poll there.
+	ownCPU := []string{"--cpus", strconv.Itoa(runtime.NumCPU() - 1), "--busy-poll", "1ms"}
+	ownName := "  " + strings.Join(ownCPU, " ")
 	all := map[string]config{
-		"veth":            {"veth (direct)", "veth", "", ""},
-		"passthrough":     {"faultbox passthrough", "lab", "passthrough", ""},
-		"passthrough-cpu": {"  with --cpus " + ownCPU, "lab", "passthrough", ownCPU},
-		"log":             {"faultbox log all TCP", "lab", logProfile, ""},
-		"log-cpu":         {"  with --cpus " + ownCPU, "lab", logProfile, ownCPU},
-		"toxiproxy":       {"toxiproxy (TCP proxy)", "toxiproxy", "", ""},
+		"veth":            {"veth (direct)", "veth", "", nil},
+		"passthrough":     {"faultbox passthrough", "lab", "passthrough", nil},
+		"passthrough-cpu": {ownName, "lab", "passthrough", ownCPU},
+		"log":             {"faultbox log all TCP", "lab", logProfile, nil},
+		"log-cpu":         {ownName, "lab", logProfile, ownCPU},
+		"toxiproxy":       {"toxiproxy (TCP proxy)", "toxiproxy", "", nil},
 	}
 	var configs []config
 	for _, n := range strings.Split(*only, ",") {
@@ -174,7 +176,7 @@ func runMain() int {
 		case "veth":
 			e, r.err = newVeth(ctx)
 		case "lab":
-			e, r.err = newLab(ctx, fbPath, c.profile, c.cpus)
+			e, r.err = newLab(ctx, fbPath, c.profile, c.labArgs...)
 		case "toxiproxy":
 			e, r.err = newToxiproxy(ctx, *toxiproxy, iperfPort, ppPort)
 		}

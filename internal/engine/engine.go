@@ -20,6 +20,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/faultbox/faultbox/behaviors"
 	"github.com/faultbox/faultbox/internal/flow"
@@ -39,6 +40,11 @@ type Config struct {
 	Clock     func() int64  // default Monotonic
 	NewTimer  func() (Timer, error)
 	OnFailure func(error) // called once if a port fails for good
+	// BusyPoll, when positive, runs the packet path on one goroutine that
+	// polls every port and delay line and sleeps only after BusyPoll
+	// without work (poll.go): for a device with a CPU of its own. Ports
+	// must then be tun.Pollers.
+	BusyPoll time.Duration
 }
 
 // Capture receives every packet as seen on a port: on ingress as read, on
@@ -93,6 +99,11 @@ type Engine struct {
 	closed     bool
 	wg         sync.WaitGroup
 	failOnce   sync.Once
+
+	// Busy-poll mode (poll.go).
+	pollWake int // eventfd that ends a sleep; -1 when not polling
+	pollStop atomic.Bool
+	pollWG   sync.WaitGroup
 }
 
 type port struct {
@@ -120,14 +131,18 @@ func New(cfg Config) *Engine {
 	}
 	if cfg.NewTimer == nil {
 		cfg.NewTimer = newTimerfd
+		if cfg.BusyPoll > 0 {
+			cfg.NewTimer = newNopTimer
+		}
 	}
 	return &Engine{
-		cfg:    cfg,
-		clock:  cfg.Clock,
-		flows:  flow.NewTable(cfg.MaxFlows, cfg.Timeouts),
-		chain:  behaviors.NewChain("passthrough", 0, nil),
-		pool:   newPool(),
-		events: eventRing{buf: make([]Event, cfg.EventLog)},
+		cfg:      cfg,
+		clock:    cfg.Clock,
+		flows:    flow.NewTable(cfg.MaxFlows, cfg.Timeouts),
+		chain:    behaviors.NewChain("passthrough", 0, nil),
+		pool:     newPool(),
+		events:   eventRing{buf: make([]Event, cfg.EventLog)},
+		pollWake: -1,
 	}
 }
 
@@ -138,6 +153,9 @@ func (e *Engine) AddPort(name string, dev tun.Port, addrs []netip.Prefix) error 
 	defer e.mu.Unlock()
 	if e.started {
 		return errors.New("engine: AddPort after Start")
+	}
+	if _, ok := dev.(tun.Poller); e.cfg.BusyPoll > 0 && !ok {
+		return fmt.Errorf("engine: port %s cannot be busy-polled", name)
 	}
 	t, err := e.cfg.NewTimer()
 	if err != nil {
@@ -155,11 +173,18 @@ func (e *Engine) SetChain(c *behaviors.Chain) {
 	e.mu.Unlock()
 }
 
-// Start runs one reader and one delay-line writer per port.
+// Start runs one reader and one delay-line writer per port, or in busy-poll
+// mode one goroutine for all.
 func (e *Engine) Start() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.started = true
+	if e.cfg.BusyPoll > 0 {
+		if err := e.startPoll(); err != nil {
+			e.fail(err)
+		}
+		return
+	}
 	for _, p := range e.ports {
 		e.wg.Add(2)
 		go e.readLoop(p)
@@ -177,6 +202,7 @@ func (e *Engine) Close() error {
 	e.closed = true
 	ports := e.ports
 	e.mu.Unlock()
+	e.stopPoll()
 	var first error
 	for _, p := range ports {
 		if err := p.dev.Close(); err != nil && first == nil {
@@ -210,15 +236,21 @@ func (e *Engine) readLoop(in *port) {
 			e.fail(fmt.Errorf("read %s: %w", in.name, err))
 			return
 		}
-		e.mu.Lock()
-		w.recycle()
-		w.now = e.clock()
-		for i := 0; i < n; i++ {
-			e.process(w, in, &w.batch[i])
-		}
-		e.flows.Expire(w.now, 8)
-		w.flush() // releases the engine lock
+		e.handle(w, in, n)
 	}
+}
+
+// handle processes the n packets in w's batch, read from port in, and
+// writes what leaves now.
+func (e *Engine) handle(w *worker, in *port, n int) {
+	e.mu.Lock()
+	w.recycle()
+	w.now = e.clock()
+	for i := 0; i < n; i++ {
+		e.process(w, in, &w.batch[i])
+	}
+	e.flows.Expire(w.now, 8)
+	w.flush() // releases the engine lock
 }
 
 // process takes one packet as read from port in.
@@ -508,31 +540,38 @@ func (e *Engine) delayLoop(out *port) {
 		if err := out.line.timer.Wait(); err != nil {
 			return
 		}
-		e.mu.Lock()
-		for _, s := range due {
-			e.pool.put(s.pkt.Buf)
-		}
-		now := e.clock()
-		var err error
-		due, err = out.line.popDue(now, due[:0])
-		if err != nil {
-			e.fail(err)
-		}
-		e.queued -= len(due)
-		for i := range due {
-			e.egress(out, now, &due[i].pkt, due[i].note, due[i].delay)
-		}
-		out.wmu.Lock()
-		e.mu.Unlock()
-		for start := 0; start < len(due); start += BatchSize {
-			batch = batch[:0]
-			for i := start; i < len(due) && i < start+BatchSize; i++ {
-				batch = append(batch, due[i].pkt)
-			}
-			e.write(out, batch)
-		}
-		out.wmu.Unlock()
+		due = e.release(out, due, batch)
 	}
+}
+
+// release writes the packets of out's delay line that are due. due holds
+// the previous release's packets, whose buffers go back to the pool now
+// that they are written; it returns this release's.
+func (e *Engine) release(out *port, due []scheduled, batch []tun.Packet) []scheduled {
+	e.mu.Lock()
+	for _, s := range due {
+		e.pool.put(s.pkt.Buf)
+	}
+	now := e.clock()
+	due, err := out.line.popDue(now, due[:0])
+	if err != nil {
+		e.fail(err)
+	}
+	e.queued -= len(due)
+	for i := range due {
+		e.egress(out, now, &due[i].pkt, due[i].note, due[i].delay)
+	}
+	out.wmu.Lock()
+	e.mu.Unlock()
+	for start := 0; start < len(due); start += BatchSize {
+		batch = batch[:0]
+		for i := start; i < len(due) && i < start+BatchSize; i++ {
+			batch = append(batch, due[i].pkt)
+		}
+		e.write(out, batch)
+	}
+	out.wmu.Unlock()
+	return due
 }
 
 // egress counts and captures a packet about to be written to out.

@@ -53,8 +53,16 @@ func chainOf(t *testing.T, typ string, b behaviors.Behavior, m behaviors.MatchSp
 	return behaviors.NewChain("test", 7, []*behaviors.Entry{{Type: typ, Match: cm, Behavior: b}})
 }
 
-func TestEngine_ForwardsByDestinationBothVersions(t *testing.T) {
-	l := newLab(t, Config{})
+// eachMode runs a test with per-port readers and in busy-poll mode.
+func eachMode(t *testing.T, test func(t *testing.T, cfg Config)) {
+	t.Run("readers", func(t *testing.T) { test(t, Config{}) })
+	t.Run("busy-poll", func(t *testing.T) { test(t, Config{BusyPoll: time.Millisecond}) })
+}
+
+func TestEngine_ForwardsByDestinationBothVersions(t *testing.T) { eachMode(t, forwardsByDestination) }
+
+func forwardsByDestination(t *testing.T, cfg Config) {
+	l := newLab(t, cfg)
 	for _, c := range []struct{ src, dst netip.Addr }{{clientAddr, serverAddr}, {client6, server6}} {
 		syn := tcpSeg(c.src, c.dst, 40000, 80, 1, 0, packet.SYN, nil)
 		l.client.Send(syn, tun.Offload{})
@@ -120,7 +128,11 @@ func (h holdFor) Handle(p *behaviors.Packet) behaviors.Verdict {
 }
 
 func TestEngine_DelayLineReleasesOnTimeAndInOrder(t *testing.T) {
-	l := newLab(t, Config{})
+	eachMode(t, delayLineReleasesOnTimeAndInOrder)
+}
+
+func delayLineReleasesOnTimeAndInOrder(t *testing.T, cfg Config) {
+	l := newLab(t, cfg)
 	l.e.SetChain(behaviors.NewChain("t", 1, []*behaviors.Entry{{Type: "hold", Behavior: holdFor{20 * time.Millisecond}}}))
 	start := time.Now()
 	const n = 50
@@ -160,7 +172,11 @@ func (rstOnSyn) Handle(p *behaviors.Packet) behaviors.Verdict {
 }
 
 func TestEngine_InjectedPacketsHaveValidChecksums(t *testing.T) {
-	l := newLab(t, Config{})
+	eachMode(t, injectedPacketsHaveValidChecksums)
+}
+
+func injectedPacketsHaveValidChecksums(t *testing.T, cfg Config) {
+	l := newLab(t, cfg)
 	l.e.SetChain(behaviors.NewChain("t", 1, []*behaviors.Entry{{Type: "rst", Behavior: rstOnSyn{}}}))
 	for _, c := range []struct{ src, dst netip.Addr }{{clientAddr, serverAddr}, {client6, server6}} {
 		l.client.Send(tcpSeg(c.src, c.dst, 40000, 80, 99, 0, packet.SYN, nil), tun.Offload{})
@@ -216,7 +232,11 @@ func TestEngine_SuperPacketInspectedPerSegmentLeavesWhole(t *testing.T) {
 }
 
 func TestEngine_SuperPacketWithOneSegmentDroppedLeavesAsSegments(t *testing.T) {
-	l := newLab(t, Config{})
+	eachMode(t, superPacketWithOneSegmentDropped)
+}
+
+func superPacketWithOneSegmentDropped(t *testing.T, cfg Config) {
+	l := newLab(t, cfg)
 	l.e.SetChain(behaviors.NewChain("t", 1, []*behaviors.Entry{{Type: "dropseq", Behavior: dropSeq{seq: 1000 + 2*1000}}}))
 	raw, off := superPacket(5, 1000)
 	l.client.Send(raw, off)
@@ -357,3 +377,32 @@ func TestEngine_InspectedSuperPacketTracksItsFlowAsItsSegmentsWould(t *testing.T
 		t.Errorf("flow after the super-packet %+v\nafter its segments one by one %+v", whole, single)
 	}
 }
+
+// TestEngine_BusyPollCloseIsPrompt: Close ends the polling goroutine, also
+// while it sleeps, and only then closes the ports.
+func TestEngine_BusyPollCloseIsPrompt(t *testing.T) {
+	e := New(Config{BusyPoll: time.Millisecond})
+	c, s := tun.NewMemPort("client", 1500, true), tun.NewMemPort("server", 1500, true)
+	must(t, e.AddPort("client", c, []netip.Prefix{netip.PrefixFrom(clientAddr, 32)}))
+	must(t, e.AddPort("server", s, []netip.Prefix{netip.PrefixFrom(serverAddr, 32)}))
+	e.Start()
+	time.Sleep(20 * time.Millisecond) // past the polling: asleep
+	start := time.Now()
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if el := time.Since(start); el > 500*time.Millisecond {
+		t.Errorf("Close took %v", el)
+	}
+	if e.pollWake != -1 {
+		t.Error("eventfd not closed")
+	}
+	// A port that cannot be polled is refused up front.
+	e2 := New(Config{BusyPoll: time.Millisecond})
+	if err := e2.AddPort("x", plainPort{c}, nil); err == nil {
+		t.Error("a port without TryRead accepted for busy-poll")
+	}
+}
+
+// plainPort hides a MemPort's Poller methods.
+type plainPort struct{ tun.Port }

@@ -202,26 +202,7 @@ func (l *fuzzLab) batch(in int, pkts [][]byte, offs []tun.Offload) {
 func (l *fuzzLab) release() {
 	e := l.e
 	for _, out := range e.ports {
-		e.mu.Lock()
-		now := e.clock()
-		due, err := out.line.popDue(now, nil)
-		if err != nil {
-			l.t.Fatal(err)
-		}
-		e.queued -= len(due)
-		for i := range due {
-			e.egress(out, now, &due[i].pkt, due[i].note, due[i].delay)
-		}
-		out.wmu.Lock()
-		e.mu.Unlock()
-		for start := 0; start < len(due); start += BatchSize {
-			batch := make([]tun.Packet, 0, BatchSize)
-			for i := start; i < len(due) && i < start+BatchSize; i++ {
-				batch = append(batch, due[i].pkt)
-			}
-			e.write(out, batch)
-		}
-		out.wmu.Unlock()
+		due := e.release(out, nil, make([]tun.Packet, 0, BatchSize))
 		e.mu.Lock()
 		for _, s := range due {
 			e.pool.put(s.pkt.Buf)

@@ -78,3 +78,11 @@ func (d *delayLine) popDue(now int64, out []scheduled) ([]scheduled, error) {
 }
 
 func (d *delayLine) len() int { return len(d.h) }
+
+// next is the departure time of the first packet waiting, 0 if none.
+func (d *delayLine) next() int64 {
+	if len(d.h) == 0 {
+		return 0
+	}
+	return d.h[0].depart
+}

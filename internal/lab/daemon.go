@@ -134,6 +134,7 @@ func (d *daemon) setup() error {
 		d.capture = w
 		cfg.Capture = w // only when non-nil: a nil *Writer in the interface is not "no capture"
 	}
+	cfg.BusyPoll = st.BusyPoll
 	d.eng = engine.New(cfg)
 	for _, h := range st.Hosts {
 		if err := quietIPv6(h.Namespace); err != nil {
@@ -344,6 +345,7 @@ func (d *daemon) status() *Status {
 		Source:        d.source,
 		MTU:           d.state.MTU,
 		CPUs:          d.state.CPUs,
+		BusyPoll:      d.state.BusyPoll.String(),
 		Capture:       d.state.Capture,
 		Failure:       d.failure,
 	}

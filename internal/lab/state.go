@@ -23,6 +23,9 @@ type State struct {
 	Capture string `json:"capture,omitempty"` // absolute path
 	MTU     int    `json:"mtu"`
 	CPUs    []int  `json:"cpus,omitempty"` // the device's; none: any
+	// BusyPoll: how long the device polls after its last packet before it
+	// sleeps; 0: it sleeps at once (engine.Config.BusyPoll).
+	BusyPoll time.Duration `json:"busy_poll_ns,omitempty"`
 
 	// The daemon, identified by pid and start time so that a reused pid is
 	// never signalled; 0 until it was started.

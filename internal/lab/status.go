@@ -26,6 +26,7 @@ type Status struct {
 	Source         string    `json:"profile_source"` // built-in name or file
 	MTU            int       `json:"mtu"`
 	CPUs           []int     `json:"cpus,omitempty"`
+	BusyPoll       string    `json:"busy_poll,omitempty"`
 	Capture        string    `json:"capture,omitempty"`
 	CapturePackets uint64    `json:"capture_packets,omitempty"`
 	Failure        string    `json:"failure,omitempty"` // a port failed for good
@@ -73,6 +74,9 @@ func WriteStatus(w io.Writer, st *Status) error {
 	cpus := ""
 	if len(st.CPUs) > 0 {
 		cpus = ", cpus " + FormatCPUs(st.CPUs)
+	}
+	if st.BusyPoll != "" && st.BusyPoll != "0s" {
+		cpus += ", busy-poll " + st.BusyPoll
 	}
 	fmt.Fprintf(tw, "lab\t%s (device pid %d, up %s, mtu %d%s)\n", st.Lab, st.PID, up, st.MTU, cpus)
 	fmt.Fprintf(tw, "profile\t%s (seed %d, from %s)\n", st.Profile, st.Seed, st.Source)
