@@ -53,8 +53,8 @@ behaviors:
 
 type config struct {
 	name    string
-	kind    string // veth, lab, toxiproxy
-	profile string // lab profile
+	kind    string   // veth, lab, toxiproxy
+	profile string   // lab profile
 	labArgs []string // more lab up flags
 }
 
