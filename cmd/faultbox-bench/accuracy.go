@@ -100,7 +100,8 @@ func udpRun(ctx context.Context, e env, self string, pps, n, size int, skip time
 }
 
 type delayRow struct {
-	delay time.Duration
+	device string // how the device ran
+	delay  time.Duration
 	pps   int
 	sent  OWDSent
 	got   OWDResult
@@ -108,9 +109,9 @@ type delayRow struct {
 }
 
 // delays measures 0 (passthrough), 1, 10 and 100 ms at 1k and 10k
-// datagrams/s in one lab.
-func (a accuracy) delays(ctx context.Context) ([]delayRow, error) {
-	e, err := newLab(ctx, a.faultbox, "passthrough")
+// datagrams/s in one lab, started with labArgs.
+func (a accuracy) delays(ctx context.Context, device string, labArgs ...string) ([]delayRow, error) {
+	e, err := newLab(ctx, a.faultbox, "passthrough", labArgs...)
 	if e != nil {
 		defer e.Close()
 	}
@@ -133,9 +134,9 @@ func (a accuracy) delays(ctx context.Context) ([]delayRow, error) {
 			if pps > 1000 {
 				n = 2 * pps
 			}
-			r := delayRow{delay: d, pps: pps}
+			r := delayRow{device: device, delay: d, pps: pps}
 			r.sent, r.got, r.err = udpRun(ctx, e, a.self, pps, n, 64, 0)
-			fmt.Fprintf(os.Stderr, "   delay %v at %d/s: %d of %d received, one-way p50 %v p99 %v max %v\n", d, pps,
+			fmt.Fprintf(os.Stderr, "   %s: delay %v at %d/s: %d of %d received, one-way p50 %v p99 %v max %v\n", device, d, pps,
 				r.got.N, r.sent.Sent, time.Duration(r.got.P50NS), time.Duration(r.got.P99NS), time.Duration(r.got.MaxNS))
 			if r.err != nil {
 				fmt.Fprintf(os.Stderr, "   %v\n", r.err)
@@ -152,7 +153,7 @@ func (a accuracy) delays(ctx context.Context) ([]delayRow, error) {
 func printDelays(rows []delayRow, load string) {
 	fmt.Printf("\nDelay accuracy: one-way delay of 64-byte UDP datagrams (paced), measured minus configured, us\nload average %s\n\n", load)
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "delay\tpackets/s\treceived\terror min\tp50\tp99\tp99.9\tmax\tp99 <= 200us\tp99 at the app\t")
+	fmt.Fprintln(tw, "device\tdelay\tpackets/s\treceived\terror min\tp50\tp99\tp99.9\tmax\tp99 <= 200us\tp99 at the app\t")
 	us := func(ns int64, d time.Duration) string { return fmt.Sprintf("%.1f", float64(ns-int64(d))/1e3) }
 	for _, r := range rows {
 		name := r.delay.String()
@@ -160,22 +161,23 @@ func printDelays(rows []delayRow, load string) {
 			name = "0 (passthrough)"
 		}
 		if r.err != nil {
-			fmt.Fprintf(tw, "%s\t%d\tfailed: %s\t\t\t\t\t\t\t\n", name, r.pps, oneLine(r.err))
+			fmt.Fprintf(tw, "%s\t%s\t%d\tfailed: %s\t\t\t\t\t\t\t\n", r.device, name, r.pps, oneLine(r.err))
 			continue
 		}
 		ok := "yes"
 		if r.got.P99NS-int64(r.delay) > 200e3 {
 			ok = "NO"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d/%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", name, r.pps, r.got.N, r.sent.Sent,
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d/%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.device, name, r.pps, r.got.N, r.sent.Sent,
 			us(r.got.MinNS, r.delay), us(r.got.P50NS, r.delay), us(r.got.P99NS, r.delay),
 			us(r.got.P999NS, r.delay), us(r.got.MaxNS, r.delay), ok, us(r.got.AppP99NS, r.delay))
 	}
 	tw.Flush()
 	fmt.Println("\nOne-way delay: the receiving kernel's timestamp (SO_TIMESTAMPNS, converted to CLOCK_MONOTONIC) minus the")
 	fmt.Println("sender's CLOCK_MONOTONIC stamp in the payload, taken just before send(). It covers the sender's send(),")
-	fmt.Println("its TUN, the device's read, its delay line (timerfd), its write; the passthrough row is that path")
-	fmt.Println("without a delay line. 'p99 at the app' adds the receiving process's wake-up (stamped when recv returns).")
+	fmt.Println("its TUN, the device's read, its delay line (a timerfd; with busy-poll the device watches the clock on a")
+	fmt.Println("CPU of its own), its write; the passthrough rows are that path without a delay line. 'p99 at the app'")
+	fmt.Println("adds the receiving process's wake-up (stamped when recv returns).")
 }
 
 // rateCase is one configured rate and the UDP datagram (IP bytes) that

@@ -72,6 +72,10 @@ type result struct {
 	gbits      float64 // Gbit received over those runs
 }
 
+// ownCPU are the lab up flags of the rows where the device has a CPU of its
+// own (the last one) and busy-polls there.
+var ownCPU = []string{"--cpus", strconv.Itoa(runtime.NumCPU() - 1), "--busy-poll", "1ms"}
+
 func main() {
 	if len(os.Args) > 1 {
 		if probe, ok := probes[os.Args[1]]; ok {
@@ -130,7 +134,6 @@ func runMain() int {
 	}
 	// The -cpu rows give the device a CPU of its own (the last one) and
 	// let it busy-poll there.
-	ownCPU := []string{"--cpus", strconv.Itoa(runtime.NumCPU() - 1), "--busy-poll", "1ms"}
 	ownName := "  " + strings.Join(ownCPU, " ")
 	all := map[string]config{
 		"veth":            {"veth (direct)", "veth", "", nil},
@@ -233,7 +236,12 @@ func runAccuracy(ctx context.Context, a accuracy, list string) error {
 	if want["delay"] {
 		fmt.Fprintln(os.Stderr, "== delay accuracy")
 		load := loadavg() + "; " + stallCheck(2*time.Second)
-		rows, err := a.delays(ctx)
+		rows, err := a.delays(ctx, "default")
+		if err == nil {
+			var more []delayRow
+			more, err = a.delays(ctx, "busy-poll", ownCPU...)
+			rows = append(rows, more...)
+		}
 		printDelays(rows, load)
 		for _, r := range rows {
 			if r.err != nil && err == nil {
