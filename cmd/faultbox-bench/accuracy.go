@@ -102,10 +102,10 @@ func udpRun(ctx context.Context, e env, self string, pps, n, size int, skip time
 type delayRow struct {
 	device string // how the device ran
 	delay  time.Duration
-	pps   int
-	sent  OWDSent
-	got   OWDResult
-	err   error
+	pps    int
+	sent   OWDSent
+	got    OWDResult
+	err    error
 }
 
 // delays measures 0 (passthrough), 1, 10 and 100 ms at 1k and 10k
