@@ -277,6 +277,25 @@ func (l *lab) start(host, line string) *proc {
 	return nil
 }
 
+// waitOutput waits until the process printed a line starting with prefix
+// and returns it.
+func (p *proc) waitOutput(t *testing.T, prefix string, timeout time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		data, _ := os.ReadFile(p.log)
+		for _, line := range strings.Split(string(data), "\n") {
+			if strings.HasPrefix(line, prefix) {
+				return strings.TrimSpace(line)
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q line after %v; output: %s", prefix, timeout, data)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // waitListen waits until a socket listens on port (proto "t" tcp, "u" udp)
 // inside host, asking the host's kernel, not the network.
 func (l *lab) waitListen(host, proto string, port int) {

@@ -63,3 +63,73 @@ func TestNonTCP_UDPAndICMPPassThrough(t *testing.T) {
 		t.Errorf("device dropped %v packets by behavior, want 0", d)
 	}
 }
+
+// udpBurstRecv counts datagrams on port 9001 (both families) until none came
+// for 2 s, checking each one's content and order (see udpBurstSend), and
+// prints "received N bad B" once the client sent all of argv[1].
+const udpBurstRecv = `import socket, sys, hashlib
+want = int(sys.argv[1])
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+s.bind(("::", 9001))
+n = bad = 0
+s.settimeout(30)
+while n < want:
+    try:
+        d = s.recv(65535)
+    except socket.timeout:
+        break
+    s.settimeout(2)
+    seq = int.from_bytes(d[:4], "big")
+    body = hashlib.sha256(d[:4]).digest() * 8
+    if seq != n or d[4:] != body[:len(d) - 4]:
+        bad += 1
+    n += 1
+print("received", n, "bad", bad, flush=True)
+`
+
+// udpBurstSend sends argv[2] datagrams to argv[1]:9001 in bursts of 50:
+// a 4-byte sequence number, then 60-200 bytes derived from it (a burst's
+// datagrams have one size but the last; bursts differ).
+const udpBurstSend = `import socket, sys, hashlib, time
+fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_DGRAM)
+s.connect((sys.argv[1], 9001))
+total = int(sys.argv[2])
+for start in range(0, total, 50):
+    size = 60 + (start // 50) * 7 % 141
+    for seq in range(start, min(start + 50, total)):
+        n = size if seq % 50 != 49 else size // 2
+        head = seq.to_bytes(4, "big")
+        s.send(head + (hashlib.sha256(head).digest() * 8)[:n])
+    time.sleep(0.002)
+`
+
+// TestUDP_BurstsArriveIntactAndInOrder: bursts of small datagrams of one
+// flow, which the device writes as UDP super-packets, reach the server's
+// socket each intact and in order, over IPv4 and IPv6, with the device
+// running either way.
+func TestUDP_BurstsArriveIntactAndInOrder(t *testing.T) {
+	for _, mode := range deviceModes() {
+		t.Run(mode.name, func(t *testing.T) {
+			l := startLab(t, append([]string{"--profile", "passthrough"}, mode.args...)...)
+			const n = 20000
+			for _, dst := range []string{"198.18.0.2", serverV6} {
+				recv := l.start("server", fmt.Sprintf("python3 -c '%s' %d", udpBurstRecv, n))
+				l.waitListen("server", "u", 9001)
+				l.mustExec(60*time.Second, "client", "python3", "-c", udpBurstSend, dst, fmt.Sprint(n))
+				got := recv.waitOutput(t, "received", 40*time.Second)
+				if want := fmt.Sprintf("received %d bad 0", n); got != want {
+					t.Errorf("to %s: %q, want %q", dst, got, want)
+				}
+			}
+			st := l.status()
+			if j := numbers(st, "joined_packets"); len(j) == 0 {
+				t.Errorf("no datagrams were written joined (no joined_packets in the status)")
+			} else {
+				t.Logf("%v of %d datagrams written as parts of UDP super-packets, in %v writes", j, 2*n, numbers(st, "joined_writes"))
+			}
+		})
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +17,28 @@ import (
 // byte-identical and the device counted no drops, by behaviors or by full
 // TUN queues; its ports carried at least the bodies.
 func TestTransfer_50MBIdenticalOverIPv4AndIPv6_NoDrops(t *testing.T) {
-	l := startLab(t, "--profile", "passthrough")
+	for _, mode := range deviceModes() {
+		t.Run(mode.name, func(t *testing.T) { transfer50MB(t, mode.args) })
+	}
+}
+
+// deviceModes are the ways a device runs: as it chooses, and busy-polling
+// on a CPU of its own (the last one).
+func deviceModes() []struct {
+	name string
+	args []string
+} {
+	return []struct {
+		name string
+		args []string
+	}{
+		{"default", nil},
+		{"busy-poll", []string{"--cpus", strconv.Itoa(runtime.NumCPU() - 1), "--busy-poll", "1ms"}},
+	}
+}
+
+func transfer50MB(t *testing.T, args []string) {
+	l := startLab(t, append([]string{"--profile", "passthrough"}, args...)...)
 	const size = 50 << 20
 	srv := t.TempDir()
 	want := randomFile(t, srv, "blob", size)
