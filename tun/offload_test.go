@@ -353,16 +353,40 @@ func TestSplit_RandomInputNeverPanics(t *testing.T) {
 	}
 }
 
+// BenchmarkSplit: a 64 KB super-packet cut into complete segments, into
+// partial ones, and looked at in place (SegmentViews).
 func BenchmarkSplit(b *testing.B) {
 	p := buildSuper(b, superSpec{seq: 1, flags: packet.ACK | packet.PSH, opts: tsOpts, payload: 65535 - 20 - 32, mss: 1448})
 	out := outBufs(64)
-	b.ReportAllocs()
-	b.SetBytes(int64(p.Len))
-	for b.Loop() {
-		if n, err := Split(&p, out); err != nil || n != 46 {
-			b.Fatalf("n=%d err=%v", n, err)
-		}
+	for _, split := range []struct {
+		name string
+		fn   func(*Packet, []Packet) (int, error)
+	}{{"full", Split}, {"partial", SplitPartial}} {
+		b.Run(split.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(p.Len))
+			for b.Loop() {
+				if n, err := split.fn(&p, out); err != nil || n != 46 {
+					b.Fatalf("n=%d err=%v", n, err)
+				}
+			}
+		})
 	}
+	b.Run("views", func(b *testing.B) {
+		var v SegmentViews
+		b.ReportAllocs()
+		b.SetBytes(int64(p.Len))
+		for b.Loop() {
+			n, err := v.Start(&p)
+			if err != nil || n != 46 {
+				b.Fatalf("n=%d err=%v", n, err)
+			}
+			for i := range n {
+				v.View(i)
+			}
+			v.Restore()
+		}
+	})
 }
 
 // FuzzSplit: any bytes with any offload descriptor give segments or an
@@ -481,34 +505,5 @@ func TestSegmentViews_AreSplitPartialInPlace(t *testing.T) {
 	plain.Offload = Offload{}
 	if _, err := v.Start(&plain); !errors.Is(err, ErrBadOffload) {
 		t.Errorf("a plain packet: %v", err)
-	}
-}
-
-func BenchmarkSegmentViews(b *testing.B) {
-	p := buildSuper(b, superSpec{seq: 1, flags: packet.ACK | packet.PSH, opts: tsOpts, payload: 65535 - 20 - 32, mss: 1448})
-	var v SegmentViews
-	b.ReportAllocs()
-	b.SetBytes(int64(p.Len))
-	for b.Loop() {
-		n, err := v.Start(&p)
-		if err != nil || n != 46 {
-			b.Fatalf("n=%d err=%v", n, err)
-		}
-		for i := range n {
-			v.View(i)
-		}
-		v.Restore()
-	}
-}
-
-func BenchmarkSplitPartial(b *testing.B) {
-	p := buildSuper(b, superSpec{seq: 1, flags: packet.ACK | packet.PSH, opts: tsOpts, payload: 65535 - 20 - 32, mss: 1448})
-	out := outBufs(64)
-	b.ReportAllocs()
-	b.SetBytes(int64(p.Len))
-	for b.Loop() {
-		if n, err := SplitPartial(&p, out); err != nil || n != 46 {
-			b.Fatalf("n=%d err=%v", n, err)
-		}
 	}
 }

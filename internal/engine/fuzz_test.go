@@ -186,14 +186,7 @@ func (l *fuzzLab) batch(in int, pkts [][]byte, offs []tun.Offload) {
 			l.t.Fatal(err)
 		}
 		pkts = pkts[n:]
-		e.mu.Lock()
-		w.recycle()
-		w.now = e.clock()
-		for i := 0; i < n; i++ {
-			e.process(w, port, &w.batch[i])
-		}
-		e.flows.Expire(w.now, 8)
-		w.flush()
+		e.handle(w, port, n)
 	}
 	l.receive()
 }
