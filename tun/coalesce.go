@@ -18,8 +18,10 @@ import (
 // The run is only formed when the result is byte-for-byte what was read:
 // same headers but for the lengths, IPv4 IDs that count up one by one (the
 // kernel numbers the segments that way), equal payloads but a shorter last
-// one, and checksums still left to the kernel (NeedsCsum), so a checksum a
-// behavior broke on purpose is never recomputed.
+// one, and checksums as the sending kernel left them (a right IPv4 header
+// checksum, the UDP one still to be finished: NeedsCsum with the
+// pseudo-header sum for its own length), so a checksum a behavior broke on
+// purpose is never recomputed.
 
 // maxUDPRun bounds one run: UDP_MAX_SEGMENTS of older kernels.
 const maxUDPRun = 64
@@ -53,7 +55,7 @@ func udpHdrOff(p *Packet) (l4, payload int, ok bool) {
 // joins the first).
 func udpRun(pkts []Packet) int {
 	l4, size, ok := udpHdrOff(&pkts[0])
-	if !ok || size == 0 || len(pkts) < 2 {
+	if !ok || size == 0 || len(pkts) < 2 || !checksumsAsSent(pkts[0].Data(), l4) {
 		return 1
 	}
 	first := pkts[0].Data()
@@ -65,7 +67,7 @@ func udpRun(pkts []Packet) int {
 			break
 		}
 		d := pkts[n].Data()
-		if !sameUDPFlowHeaders(first, d, l4) {
+		if !sameUDPFlowHeaders(first, d, l4) || !checksumsAsSent(d, l4) {
 			break
 		}
 		if l4 == 20 && binary.BigEndian.Uint16(d[4:6]) != binary.BigEndian.Uint16(first[4:6])+uint16(n) {
@@ -110,17 +112,34 @@ func joinUDPRun(pkts []Packet, hdrs *[48]byte) (Offload, int) {
 	} else {
 		binary.BigEndian.PutUint16(d[4:6], uint16(udpLen))
 	}
+	csum := partialFor(d, l4, udpLen)
 	binary.BigEndian.PutUint16(d[l4+4:], uint16(udpLen))
-	// The field holds the folded pseudo-header sum for the first datagram's
-	// length; swap that length for the run's (one's-complement arithmetic).
-	old := uint64(binary.BigEndian.Uint16(d[l4+6:]))
-	sum := old + uint64(udpLen) + uint64(0xffff-(len(d)-l4))
+	binary.BigEndian.PutUint16(d[l4+6:], csum)
+	return Offload{GSOType: GSOUDPL4, NeedsCsum: true, HdrLen: uint16(l4 + 8), GSOSize: uint16(size),
+		CsumStart: uint16(l4), CsumOffset: 6}, l4 + 8
+}
+
+// partialFor is the partial checksum a UDP packet d carries for a UDP
+// length of udpLen: the folded pseudo-header sum, which the kernel
+// completes with the bytes from the UDP header on.
+func partialFor(d []byte, l4, udpLen int) uint16 {
+	addrs := d[12:20]
+	if l4 == 40 {
+		addrs = d[8:40]
+	}
+	sum := uint64(^packet.Checksum(addrs)) + packet.ProtoUDP + uint64(udpLen)
 	for sum > 0xffff {
 		sum = sum>>16 + sum&0xffff
 	}
-	binary.BigEndian.PutUint16(d[l4+6:], uint16(sum))
-	return Offload{GSOType: GSOUDPL4, NeedsCsum: true, HdrLen: uint16(l4 + 8), GSOSize: uint16(size),
-		CsumStart: uint16(l4), CsumOffset: 6}, l4 + 8
+	return uint16(sum)
+}
+
+// checksumsAsSent reports whether d's checksums are those its sender's
+// kernel wrote: the IPv4 header checksum right, and the UDP field the
+// partial checksum for d's own length. Segmenting the run rewrites both.
+func checksumsAsSent(d []byte, l4 int) bool {
+	return (l4 != 20 || packet.Checksum(d[:20]) == 0) &&
+		binary.BigEndian.Uint16(d[l4+6:]) == partialFor(d, l4, len(d)-l4)
 }
 
 // restoreUDPRun undoes joinUDPRun on the first packet.

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"testing"
+
+	"github.com/faultbox/faultbox/internal/packet"
 )
 
 // datagrams cuts a UDP super-packet into the datagrams a kernel with
@@ -73,6 +75,8 @@ func TestUDPRun_Bounds(t *testing.T) {
 		{"whole", func([]Packet) {}, 10},
 		{"IPv4 ID gap", func(dg []Packet) { binary.BigEndian.PutUint16(dg[4].Data()[4:], 999) }, 4},
 		{"other TTL", func(dg []Packet) { dg[3].Data()[8] = 1 }, 3},
+		{"bad IPv4 header checksum", func(dg []Packet) { dg[3].Data()[11]++ }, 3},
+		{"bad partial UDP checksum", func(dg []Packet) { dg[6].Data()[27]++ }, 6},
 		{"other TOS", func(dg []Packet) { dg[5].Data()[1] = 0x10 }, 5},
 		{"other source port", func(dg []Packet) { dg[6].Data()[21]++ }, 6},
 		{"fragment", func(dg []Packet) { dg[2].Data()[6] |= 0x20 }, 2},
@@ -110,5 +114,65 @@ func growUDP(p *Packet, delta int) {
 	p.Len += delta
 	d := p.Buf[p.Off : p.Off+p.Len]
 	binary.BigEndian.PutUint16(d[2:], uint16(len(d)))
+	d[10], d[11] = 0, 0
+	binary.BigEndian.PutUint16(d[10:], packet.Checksum(d[:20]))
 	binary.BigEndian.PutUint16(d[24:], uint16(len(d)-20))
+	binary.BigEndian.PutUint16(d[26:], partialFor(d, 20, len(d)-20))
+}
+
+// FuzzUDPRun: whatever the datagrams, a run is at least the first and at
+// most all of them, and what the kernel cuts the joined super-packet into
+// (SplitPartial models it) is, byte for byte, the datagrams of the run;
+// restoring gives the first one back.
+func FuzzUDPRun(f *testing.F) {
+	f.Add([]byte{}, uint8(5), uint8(3), false)
+	f.Add([]byte{1, 2, 3, 4, 5, 6, 7, 8, 9}, uint8(63), uint8(10), true)
+	f.Fuzz(func(t *testing.T, mutate []byte, count, size uint8, v6 bool) {
+		n := int(count%70) + 1
+		payload := n*(int(size)+1) - int(size)/2 // a shorter last one
+		s := superSpec{v6: v6, udp: true, payload: payload, mss: uint16(size) + 1, ipID: uint16(len(mutate)) * 977}
+		super := buildSuper(t, s)
+		all := outBufs(72)
+		k, err := SplitPartial(&super, all)
+		if err != nil {
+			return
+		}
+		dg := all[:k]
+		// Pairs of (datagram, offset, value) from mutate change bytes.
+		for i := 0; i+2 < len(mutate); i += 3 {
+			d := dg[int(mutate[i])%k].Data()
+			d[int(mutate[i+1])%len(d)] = mutate[i+2]
+		}
+		orig := make([][]byte, k)
+		for i := range dg {
+			orig[i] = append([]byte(nil), dg[i].Data()...)
+		}
+		r := udpRun(dg)
+		if r < 1 || r > k {
+			t.Fatalf("run of %d from %d datagrams", r, k)
+		}
+		if r == 1 {
+			return
+		}
+		var hdrs [48]byte
+		o, hdrLen := joinUDPRun(dg[:r], &hdrs)
+		j := joined(dg[:r], hdrLen)
+		buf := make([]byte, Headroom+len(j))
+		copy(buf[Headroom:], j)
+		jp := Packet{Buf: buf, Off: Headroom, Len: len(j), Offload: o}
+		segs := outBufs(maxUDPRun)
+		m, err := SplitPartial(&jp, segs)
+		if err != nil || m != r {
+			t.Fatalf("the joined packet cuts into %d segments (%v), want %d", m, err, r)
+		}
+		for i := range m {
+			if !bytes.Equal(segs[i].Data(), orig[i]) || segs[i].Offload != dg[i].Offload {
+				t.Fatalf("segment %d of the joined packet differs from datagram %d:\n got %x\nwant %x", i, i, segs[i].Data(), orig[i])
+			}
+		}
+		restoreUDPRun(&dg[0], &hdrs, hdrLen)
+		if !bytes.Equal(dg[0].Data(), orig[0]) {
+			t.Fatal("first datagram not restored")
+		}
+	})
 }

@@ -391,16 +391,35 @@ func BenchmarkSplit(b *testing.B) {
 
 // FuzzSplit: any bytes with any offload descriptor give segments or an
 // error, never a panic; segments of a successful split are valid packets.
+// SegmentViews agree with SplitPartial on every segment, and leave the
+// super-packet as it was.
 func FuzzSplit(f *testing.F) {
 	p := buildSuper(f, superSpec{seq: 1, flags: packet.ACK | packet.FIN, opts: tsOpts, payload: 3000, mss: 1000})
 	f.Add(p.Data(), GSOTCPv4, true, uint16(52), uint16(1000), uint16(20), uint16(16))
 	p = buildSuper(f, superSpec{v6: true, udp: true, payload: 2000, mss: 700})
 	f.Add(p.Data(), GSOUDPL4, true, uint16(48), uint16(700), uint16(40), uint16(6))
-	out := outBufs(70)
+	out, part := outBufs(70), outBufs(70)
+	var views SegmentViews
 	f.Fuzz(func(t *testing.T, data []byte, gso uint8, csum bool, hdrLen, gsoSize, csumStart, csumOff uint16) {
 		buf := make([]byte, Headroom+len(data))
 		copy(buf[Headroom:], data)
 		p := Packet{Buf: buf, Off: Headroom, Len: len(data), Offload: Offload{GSOType: gso, NeedsCsum: csum, HdrLen: hdrLen, GSOSize: gsoSize, CsumStart: csumStart, CsumOffset: csumOff}}
+		if m, err := SplitPartial(&p, part); err == nil && p.Offload.IsGSO() {
+			nv, err := views.Start(&p)
+			if err != nil || nv != m {
+				t.Fatalf("views: %d segments, %v; SplitPartial %d", nv, err, m)
+			}
+			for i := range m {
+				v := views.View(i)
+				if !bytes.Equal(v.Data(), part[i].Data()) || v.Offload != part[i].Offload {
+					t.Fatalf("view %d of %d differs from SplitPartial's segment", i, m)
+				}
+			}
+			views.Restore()
+			if !bytes.Equal(p.Data(), data) {
+				t.Fatal("views left the super-packet changed")
+			}
+		}
 		n, err := Split(&p, out)
 		if err != nil || !p.Offload.IsGSO() {
 			return
