@@ -85,7 +85,7 @@ profile's, else random; it is printed and shown by lab status.`,
 	cmd.Flags().Uint64Var(&seed, "seed", 0, "seed of every random decision (default: the profile's, else random)")
 	cmd.Flags().StringVar(&o.Capture, "capture", "", "write every packet of every port to this pcapng file")
 	cmd.Flags().IntVar(&o.MTU, "mtu", 1500, "MTU of every host's interface")
-	cmd.Flags().StringVar(&cpus, "cpus", "", "run the device on these CPUs only, e.g. 1 or 2-3 (default: any); a CPU of its own gives it 20-25% more throughput")
+	cmd.Flags().StringVar(&cpus, "cpus", "", "run the device on these CPUs only, e.g. 1 or 2-3 (default: any); a CPU of its own spares it migrations")
 	cmd.Flags().DurationVar(&o.BusyPoll, "busy-poll", 0, "with --cpus: keep polling this long (e.g. 1ms) after the last packet before sleeping; lower latency, one CPU kept busy")
 	return cmd
 }

@@ -31,8 +31,8 @@ type Options struct {
 	Capture string   // pcapng file to write, if any
 	MTU     int      // 1500
 	// CPUs the device runs on (ParseCPUs); none: any. One CPU of its own
-	// spares it migrations and cache misses: measured on 2 CPUs, 20-25 %
-	// more TCP throughput and small-UDP packets per second.
+	// spares it migrations and cache misses: measured on 2 CPUs, 10-25 %
+	// more TCP throughput (more with BusyPoll).
 	CPUs []int
 	// BusyPoll keeps the device polling this long after its last packet
 	// before it sleeps (engine.Config.BusyPoll); it needs CPUs, as it
