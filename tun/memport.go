@@ -135,7 +135,7 @@ func (m *MemPort) Write(pkts []Packet) (n int, err error) {
 	// Validate first so that the batch goes into the queue under one lock.
 	for i := range pkts {
 		p := &pkts[i]
-		if p.Off < Headroom || p.Len <= 0 || p.Off+p.Len > len(p.Buf) {
+		if !p.valid() {
 			pkts = pkts[:i]
 			err = fmt.Errorf("memport %s: write packet [%d:+%d] in buffer of %d: want offset >= %d", m.name, p.Off, p.Len, len(p.Buf), Headroom)
 			break

@@ -354,7 +354,7 @@ func parseVnetHdr(p *Packet) bool {
 	if o.IsGSO() {
 		// The kernel's hdr_len is the linear part of its buffer, which can be
 		// more than the headers; give callers the real IP+transport length.
-		data := p.Buf[p.Off : p.Off+p.Len]
+		data := p.Data()
 		cs := int(o.CsumStart)
 		switch {
 		case o.GSOType == GSOUDPL4 && cs+8 <= len(data):

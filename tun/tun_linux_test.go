@@ -448,6 +448,11 @@ func TestDevice_CloseUnblocksRead_Linux(t *testing.T) {
 func TestDevice_TryReadNeverBlocks_Linux(t *testing.T) {
 	testenv.RequireNetAdmin(t)
 	d, ns := openIn(t, "tunt", Options{Offload: true}, "198.18.0.1", "")
+	// No IPv6 on the link: its router solicitations would make the device
+	// readable at any moment.
+	if out, err := exec.Command("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.fbx0.disable_ipv6=1").CombinedOutput(); err != nil {
+		t.Fatalf("disable IPv6 in %s: %v: %s", ns, err, out)
+	}
 	pkts := bufs(16)
 	for { // drain what the kernel sent on bringing the link up
 		n, err := d.TryRead(pkts)

@@ -335,12 +335,11 @@ func (e *Engine) split(w *worker, out *port, pkt *tun.Packet) {
 		}
 		return
 	}
+	var same sameFlow
 	for i := 0; i < n; i++ {
 		w.parsed.Decode(w.segs[i].Data())
-		w.verdicts[i] = e.judge(w, &w.segs[i], &w.parsed)
-		w.superFlow, w.superSide = w.tracked, w.trackedSide
+		w.verdicts[i] = e.judge(w, &w.segs[i], &w.parsed, &same)
 	}
-	w.superFlow = nil
 	e.sendSegments(w, out, pkt, n)
 }
 
@@ -354,12 +353,12 @@ func (e *Engine) inspect(w *worker, out *port, pkt *tun.Packet, n int) {
 		return
 	}
 	injected := e.c.Injected
+	var same sameFlow
 	for i := 0; i < n; i++ {
 		seg := w.views.View(i)
 		w.parsed.Decode(seg.Data())
-		v := e.judge(w, &seg, &w.parsed)
+		v := e.judge(w, &seg, &w.parsed, &same)
 		w.verdicts[i] = v
-		w.superFlow, w.superSide = w.tracked, w.trackedSide
 		if !v.drop && !v.modified && v.depart == w.now && e.c.Injected == injected {
 			continue
 		}
@@ -374,15 +373,13 @@ func (e *Engine) inspect(w *worker, out *port, pkt *tun.Packet, n int) {
 		for j := i + 1; j < n; j++ {
 			w.views.Copy(j, &w.segs[j])
 			w.parsed.Decode(w.segs[j].Data())
-			w.verdicts[j] = e.judge(w, &w.segs[j], &w.parsed)
+			w.verdicts[j] = e.judge(w, &w.segs[j], &w.parsed, &same)
 		}
 		w.views.Restore()
-		w.superFlow = nil
 		e.sendSegments(w, out, pkt, n)
 		return
 	}
 	w.views.Restore()
-	w.superFlow = nil
 	e.c.Out += segmentCount(pkt)
 	if e.cfg.Capture != nil {
 		// The capture saw these segments come in one by one; record
@@ -413,7 +410,7 @@ func (e *Engine) sendSegments(w *worker, out *port, pkt *tun.Packet, n int) {
 // forward takes one packet the ordinary way: judge it, then send it now,
 // later, or not at all.
 func (e *Engine) forward(w *worker, out *port, pkt *tun.Packet, p *packet.Parsed) {
-	v := e.judge(w, pkt, p)
+	v := e.judge(w, pkt, p, nil)
 	e.dispatch(w, out, pkt, &v)
 }
 
@@ -425,17 +422,28 @@ type outcome struct {
 	note     string
 }
 
+// sameFlow carries the flow of a super-packet's first segment to the
+// others, which share it: they are tracked without a lookup.
+type sameFlow struct {
+	f    *flow.Flow
+	side flow.Side
+}
+
 // judge tracks the packet's flow and runs the chain on it. Modified packets
 // get their checksums fixed here, while their decoded view is still valid.
-func (e *Engine) judge(w *worker, pkt *tun.Packet, p *packet.Parsed) outcome {
+// same, if not nil, is the flow of the super-packet p is a segment of,
+// filled in by its first segment.
+func (e *Engine) judge(w *worker, pkt *tun.Packet, p *packet.Parsed, same *sameFlow) outcome {
 	var f *flow.Flow
 	var from flow.Side
-	if w.superFlow != nil {
-		f, from = w.superFlow, w.superSide
+	if same != nil && same.f != nil {
+		f, from = same.f, same.side
 		e.flows.TrackAgain(f, from, p, w.now)
 	} else {
 		f, from = e.flows.Track(p, w.now)
-		w.tracked, w.trackedSide = f, from
+		if same != nil {
+			same.f, same.side = f, from
+		}
 	}
 	if f == nil {
 		from = guessSide(p)
@@ -446,7 +454,8 @@ func (e *Engine) judge(w *worker, pkt *tun.Packet, p *packet.Parsed) outcome {
 	var original []byte
 	if e.cfg.Capture != nil {
 		// Capture the packet as it arrived, annotated with the verdict.
-		original = append(w.capture[:0], pkt.Data()...)
+		w.capture = append(w.capture[:0], pkt.Data()...)
+		original = w.capture
 	}
 	if e.chain.Run(bp, w, w.scratch[:]) == behaviors.Drop {
 		e.c.Dropped += segs

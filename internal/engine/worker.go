@@ -2,7 +2,6 @@ package engine
 
 import (
 	"github.com/faultbox/faultbox/behaviors"
-	"github.com/faultbox/faultbox/internal/flow"
 	"github.com/faultbox/faultbox/internal/packet"
 	"github.com/faultbox/faultbox/tun"
 )
@@ -18,16 +17,12 @@ type worker struct {
 	segs     []tun.Packet // split output, buffers from the pool
 	verdicts []outcome    // per split segment
 	views    tun.SegmentViews
-	// The flow Track gave the last packet judged, and, while the segments
-	// of one super-packet are judged, the flow they all share.
-	tracked, superFlow     *flow.Flow
-	trackedSide, superSide flow.Side
-	out                    [][]tun.Packet
-	owned                  [][]byte // pool buffers in flight, returned after the flush
-	parsed                 packet.Parsed
-	pkt                    behaviors.Packet
-	scratch                [2048]byte
-	capture                []byte // copy of the packet before behaviors, when capturing
+	out      [][]tun.Packet
+	owned    [][]byte // pool buffers in flight, returned after the flush
+	parsed   packet.Parsed
+	pkt      behaviors.Packet
+	scratch  [2048]byte
+	capture  []byte // copy of the packet before behaviors, when capturing
 }
 
 // maxSegments bounds one super-packet's split: 64 KiB over the smallest
