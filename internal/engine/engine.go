@@ -94,7 +94,6 @@ type Engine struct {
 	events     eventRing
 	c          Counters
 	writeDrops atomic.Uint64 // counted outside the engine lock
-	queued     int           // packets in delay lines
 	started    bool
 	closed     bool
 	wg         sync.WaitGroup
@@ -497,7 +496,6 @@ func (e *Engine) delay(w *worker, out *port, pkt *tun.Packet, depart int64, note
 	copy(buf[tun.Headroom:], pkt.Data())
 	s := scheduled{depart: depart, note: note, delay: depart - w.now,
 		pkt: tun.Packet{Buf: buf, Off: tun.Headroom, Len: pkt.Len, Offload: pkt.Offload}}
-	e.queued++
 	if err := out.line.push(s); err != nil {
 		e.fail(fmt.Errorf("arm timer of %s: %w", out.name, err))
 	}
@@ -529,7 +527,6 @@ func (w *worker) Inject(data []byte, depart int64, note string) {
 		w.send(out, &pkt, note)
 		return
 	}
-	e.queued++
 	if err := out.line.push(scheduled{depart: depart, pkt: pkt, note: note, delay: depart - w.now}); err != nil {
 		e.fail(err)
 	}
@@ -566,7 +563,6 @@ func (e *Engine) release(out *port, due []scheduled, batch []tun.Packet) []sched
 	if err != nil {
 		e.fail(err)
 	}
-	e.queued -= len(due)
 	for i := range due {
 		e.egress(out, now, &due[i].pkt, due[i].note, due[i].delay)
 	}

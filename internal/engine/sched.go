@@ -77,8 +77,6 @@ func (d *delayLine) popDue(now int64, out []scheduled) ([]scheduled, error) {
 	return out, nil
 }
 
-func (d *delayLine) len() int { return len(d.h) }
-
 // next is the departure time of the first packet waiting, 0 if none.
 func (d *delayLine) next() int64 {
 	if len(d.h) == 0 {

@@ -11,7 +11,7 @@ type Status struct {
 	Profile   string                  `json:"profile"`
 	Seed      uint64                  `json:"seed"`
 	Counters  Counters                `json:"counters"`
-	Queued    int                     `json:"queued"`
+	Queued    int                     `json:"queued"` // segments in delay lines
 	Flows     flow.Counters           `json:"flows"`
 	FlowState map[string]int          `json:"flow_states"`
 	Ports     []PortStatus            `json:"ports"`
@@ -36,11 +36,15 @@ func (e *Engine) Status() Status {
 		Profile:   e.chain.Profile,
 		Seed:      e.chain.Seed,
 		Counters:  e.c,
-		Queued:    e.queued,
 		Flows:     e.flows.Counters(),
 		FlowState: map[string]int{},
 		Behaviors: e.chain.Status(),
 		Events:    e.events.next,
+	}
+	for _, p := range e.ports {
+		for i := range p.line.h {
+			st.Queued += int(segmentCount(&p.line.h[i].pkt))
+		}
 	}
 	st.Counters.WriteDrops = e.writeDrops.Load()
 	st.Counters.Out -= st.Counters.WriteDrops // counted out before the write failed
