@@ -19,7 +19,9 @@ import (
 	"testing"
 	"time"
 
+	fblab "github.com/faultbox/faultbox/internal/lab"
 	"github.com/faultbox/faultbox/internal/testenv"
+	"golang.org/x/sys/unix"
 )
 
 var (
@@ -158,6 +160,43 @@ func (l *lab) flood(args ...string) floodResult {
 	return r
 }
 
+// download is a curl download of a random file from the server host at
+// 1 MiB/s, running in the background while a test floods the device.
+type download struct {
+	curl *proc
+	out  string // where curl writes it
+	want string // its SHA-256
+	size int64
+}
+
+// startDownload brings up a passthrough lab and starts a download of 64 MiB
+// (~64 s: longer than a flood) from the server's deep-queued file server,
+// returning once 1 MiB has arrived.
+func startDownload(t *testing.T) (*lab, download) {
+	t.Helper()
+	l := startLab(t, "--profile", "passthrough")
+	faultboxBench(t)
+	dir := t.TempDir()
+	d := download{out: filepath.Join(t.TempDir(), "blob"), size: 64 << 20}
+	d.want = randomFile(t, dir, "blob", d.size)
+	l.fileServer(dir, 80)
+	d.curl = l.start("client", fmt.Sprintf("curl -4 -sS --fail --limit-rate 1M --max-time 280 -o %s http://server/blob", d.out))
+	waitSize(t, d.out, 1<<20, 30*time.Second)
+	return l, d
+}
+
+// finish waits for the download to end and checks it arrived whole.
+func (d download) finish(t *testing.T) {
+	t.Helper()
+	if !d.curl.WaitGone(4 * time.Minute) {
+		t.Fatalf("download not finished 4 min after it began")
+	}
+	if got, n := fileHash(t, d.out); got != d.want || n != d.size {
+		log, _ := os.ReadFile(d.curl.log)
+		t.Fatalf("download: %d bytes sha256 %s, want %d bytes %s; curl: %s", n, got, d.size, d.want, log)
+	}
+}
+
 // TestHardening_SYNFlood1MTuplesMemoryBoundedLegitTransferCompletes: 1 M
 // SYNs from distinct spoofed tuples (198.19.0.0/16, to a closed port of the
 // server, whose RSTs the device has no route for) go through a passthrough
@@ -167,24 +206,17 @@ func (l *lab) flood(args ...string) floodResult {
 // keeps moving during the flood, stays tracked, and arrives whole.
 func TestHardening_SYNFlood1MTuplesMemoryBoundedLegitTransferCompletes(t *testing.T) {
 	t.Parallel()
-	l := startLab(t, "--profile", "passthrough")
-	faultboxBench(t)
-	dir := t.TempDir()
-	const size = 64 << 20 // ~64 s at 1 MiB/s: longer than the flood
-	want := randomFile(t, dir, "blob", size)
-	l.fileServer(dir, 80)
-	out := filepath.Join(t.TempDir(), "blob")
-	curl := l.start("client", fmt.Sprintf("curl -4 -sS --fail --limit-rate 1M --max-time 280 -o %s http://server/blob", out))
 	start := time.Now()
-	waitSize(t, out, 1<<20, 30*time.Second)
+	l, dl := startDownload(t)
+	out := dl.out
 
-	pid := l.daemonPID()
+	pid := l.daemon().PID
 	rss0, st0, got0 := vmRSS(t, pid), l.deviceStatus(), size0(out)
 	r1 := l.flood("syn-flood", "-dst", serverV4, "-dport", "9", "-first", "0", "-n", "400000")
 	rss1, st1 := vmRSS(t, pid), l.deviceStatus()
 	r2 := l.flood("syn-flood", "-dst", serverV4, "-dport", "9", "-first", "400000", "-n", "600000")
 	rss2, st2, got2 := vmRSS(t, pid), l.deviceStatus(), size0(out)
-	curlAlive := alive(curl.pid)
+	curlAlive := dl.curl.Alive()
 
 	t.Logf("flood: 400k SYNs in %.1fs (%d resent after TUN queue drops), 600k in %.1fs (%d resent)", r1.Seconds, r1.Resent, r2.Seconds, r2.Resent)
 	t.Logf("device VmRSS: %d KiB before, %d KiB after 400k tuples (%d flows, %d evicted), %d KiB after 1M",
@@ -227,14 +259,8 @@ func TestHardening_SYNFlood1MTuplesMemoryBoundedLegitTransferCompletes(t *testin
 	if err := st2.accounts(); err != nil {
 		t.Errorf("counters: %v", err)
 	}
-	if err := waitGone(curl.pid, 4*time.Minute); err != nil {
-		t.Fatalf("download not finished 4 min after it began")
-	}
-	if got, n := fileHash(t, out); got != want || n != size {
-		log, _ := os.ReadFile(curl.log)
-		t.Fatalf("download: %d bytes sha256 %s, want %d bytes %s; curl: %s", n, got, size, want, log)
-	}
-	t.Logf("download: %d MiB at 1 MiB/s in %v, identical", size>>20, time.Since(start).Round(time.Second))
+	dl.finish(t)
+	t.Logf("download: %d MiB at 1 MiB/s in %v, identical", dl.size>>20, time.Since(start).Round(time.Second))
 }
 
 // TestHardening_OutOfWindowFloodLeavesFlowAlive: 100 k segments claiming to
@@ -244,15 +270,8 @@ func TestHardening_SYNFlood1MTuplesMemoryBoundedLegitTransferCompletes(t *testin
 // the download arrives whole.
 func TestHardening_OutOfWindowFloodLeavesFlowAlive(t *testing.T) {
 	t.Parallel()
-	l := startLab(t, "--profile", "passthrough")
-	faultboxBench(t)
-	dir := t.TempDir()
-	const size = 64 << 20 // ~64 s at 1 MiB/s: longer than the flood
-	want := randomFile(t, dir, "blob", size)
-	l.fileServer(dir, 80)
-	out := filepath.Join(t.TempDir(), "blob")
-	curl := l.start("client", fmt.Sprintf("curl -4 -sS --fail --limit-rate 1M --max-time 280 -o %s http://server/blob", out))
-	waitSize(t, out, 1<<20, 30*time.Second)
+	l, dl := startDownload(t)
+	out := dl.out
 	ss := l.mustExec(10*time.Second, "client", "ss", "-Htn", "state", "established", "dport", "=", ":80")
 	f := strings.Fields(ss)
 	if len(f) < 3 || !strings.HasPrefix(f[2], clientV4+":") {
@@ -260,11 +279,11 @@ func TestHardening_OutOfWindowFloodLeavesFlowAlive(t *testing.T) {
 	}
 	local := f[2]
 
-	pid := l.daemonPID()
+	pid := l.daemon().PID
 	rss0, st0, got0 := vmRSS(t, pid), l.deviceStatus(), size0(out)
 	r := l.flood("oow-flood", "-src", local, "-dst", serverV4+":80", "-n", "100000")
 	rss1, st1, got1 := vmRSS(t, pid), l.deviceStatus(), size0(out)
-	curlAlive := alive(curl.pid)
+	curlAlive := dl.curl.Alive()
 	t.Logf("flood: 100k out-of-window segments on %s in %.1fs (%d resent after TUN queue drops)", local, r.Seconds, r.Resent)
 	t.Logf("device VmRSS: %d KiB before, %d KiB after; flows created %d, active %d, states %v; download moved %d KiB meanwhile",
 		rss0, rss1, st1.Flows.Created-st0.Flows.Created, st1.Flows.Active, st1.FlowStates, (got1-got0)>>10)
@@ -287,13 +306,7 @@ func TestHardening_OutOfWindowFloodLeavesFlowAlive(t *testing.T) {
 	if err := st1.accounts(); err != nil {
 		t.Errorf("counters: %v", err)
 	}
-	if err := waitGone(curl.pid, 4*time.Minute); err != nil {
-		t.Fatalf("download not finished")
-	}
-	if got, n := fileHash(t, out); got != want || n != size {
-		log, _ := os.ReadFile(curl.log)
-		t.Fatalf("download: %d bytes sha256 %s, want %d bytes %s; curl: %s", n, got, size, want, log)
-	}
+	dl.finish(t)
 }
 
 // TestHardening_PassthroughLosesNothing: in passthrough, 1 GiB over IPv4
@@ -381,18 +394,18 @@ func TestHardening_SIGINTAndSIGTERMCleanUpWithin2s(t *testing.T) {
 			t.Parallel()
 			l := startLab(t, "--profile", "passthrough")
 			sleeper := l.start("client", "sleep 300")
-			daemon := l.daemonPID()
+			daemon := l.daemon()
 			start := time.Now()
-			if err := syscall.Kill(daemon, sig); err != nil {
-				t.Fatalf("%v to daemon %d: %v", sig, daemon, err)
+			if err := daemon.Signal(sig); err != nil {
+				t.Fatalf("%v to daemon %d: %v", sig, daemon.PID, err)
 			}
-			if err := waitGone(daemon, 2*time.Second); err != nil {
-				t.Errorf("daemon %d still running 2s after %v", daemon, sig)
-				waitGone(daemon, 10*time.Second)
+			if !daemon.WaitGone(2 * time.Second) {
+				t.Errorf("daemon %d still running 2s after %v", daemon.PID, sig)
+				daemon.WaitGone(10 * time.Second)
 			}
 			el := time.Since(start)
-			if err := waitGone(sleeper.pid, time.Second); err != nil {
-				t.Errorf("process %d in the client host survived the daemon's teardown", sleeper.pid)
+			if !sleeper.WaitGone(time.Second) {
+				t.Errorf("process %d in the client host survived the daemon's teardown", sleeper.PID)
 			}
 			assertNoTrace(t, l.name)
 			t.Logf("%v: lab removed and daemon gone in %v", sig, el.Round(time.Millisecond))
@@ -490,7 +503,7 @@ func netnsUsers(ino uint64) []int {
 			continue
 		}
 		var st syscall.Stat_t
-		if syscall.Stat("/proc/"+e.Name()+"/ns/net", &st) == nil && st.Ino == ino && alive(pid) {
+		if syscall.Stat("/proc/"+e.Name()+"/ns/net", &st) == nil && st.Ino == ino && running(pid) {
 			pids = append(pids, pid)
 		}
 	}
@@ -528,30 +541,23 @@ func TestHardening_DownAllAfterCrash(t *testing.T) {
 			}
 			sleeperDone := make(chan error, 1)
 			go func() { sleeperDone <- sleeper.Wait() }()
-			var spid int
+			var sp fblab.Proc
 			t.Cleanup(func() {
-				if spid > 0 && alive(spid) {
-					syscall.Kill(spid, syscall.SIGKILL) // ours, by pid
-				}
+				sp.Signal(unix.SIGKILL) // ours, by pid and start time
 				sleeper.Process.Kill()
 				<-sleeperDone
 			})
-			for deadline := time.Now().Add(10 * time.Second); spid == 0 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			for deadline := time.Now().Add(10 * time.Second); sp.PID == 0 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 				if b, err := os.ReadFile(pidFile); err == nil {
-					spid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+					if pid, _ := strconv.Atoi(strings.TrimSpace(string(b))); pid > 0 {
+						sp = procOf(pid)
+					}
 				}
 			}
-			if spid == 0 {
+			if sp.PID == 0 {
 				t.Fatal("no process started in the client host")
 			}
-			var state struct {
-				Daemon struct {
-					PID int `json:"pid"`
-				} `json:"daemon"`
-				Hosts []struct {
-					Namespace string `json:"namespace"`
-				} `json:"hosts"`
-			}
+			var state fblab.State
 			r := iso.run(10*time.Second, "cat", "/run/faultbox/"+name+"/state.json")
 			if err := json.Unmarshal([]byte(r.Stdout), &state); err != nil || state.Daemon.PID <= 0 || len(state.Hosts) != 3 {
 				t.Fatalf("state.json: %v: %s", err, r)
@@ -561,14 +567,14 @@ func TestHardening_DownAllAfterCrash(t *testing.T) {
 				inodes[h.Namespace] = iso.netnsInode(h.Namespace)
 			}
 
-			daemon := state.Daemon.PID
+			daemon := state.Daemon
 			if how == "sigkill" {
-				if err := syscall.Kill(daemon, syscall.SIGKILL); err != nil {
+				if err := daemon.Signal(unix.SIGKILL); err != nil {
 					t.Fatal(err)
 				}
 			}
-			if err := waitGone(daemon, 15*time.Second); err != nil {
-				t.Fatalf("daemon %d (%s) still running", daemon, how)
+			if !daemon.WaitGone(15 * time.Second) {
+				t.Fatalf("daemon %d (%s) still running", daemon.PID, how)
 			}
 			if how == "panic" {
 				log := iso.run(10*time.Second, "cat", "/run/faultbox/"+name+"/daemon.log").Stdout
@@ -580,7 +586,7 @@ func TestHardening_DownAllAfterCrash(t *testing.T) {
 			if list := iso.run(10*time.Second, "ip", "netns", "list").Stdout; !strings.Contains(list, "fbx-"+name+"-client") {
 				t.Fatalf("after the crash no namespace of the lab is left (%q): the daemon cleaned up after all?", list)
 			}
-			if !alive(spid) {
+			if !sp.Alive() {
 				t.Fatalf("the process in the client host died with the daemon")
 			}
 
@@ -589,8 +595,8 @@ func TestHardening_DownAllAfterCrash(t *testing.T) {
 				t.Fatalf("lab down --all: %s", r)
 			}
 			t.Logf("lab down --all after %s: %s", how, strings.Join(strings.Fields(r.Stdout), " "))
-			if err := waitGone(spid, 5*time.Second); err != nil {
-				t.Errorf("process %d in the client host survived lab down --all", spid)
+			if !sp.WaitGone(5 * time.Second) {
+				t.Errorf("process %d in the client host survived lab down --all", sp.PID)
 			}
 			if list := iso.run(10*time.Second, "ip", "netns", "list").Stdout; strings.Contains(list, "fbx-"+name) {
 				t.Errorf("namespaces left: %s", list)
@@ -689,7 +695,7 @@ func TestHardening_ControlSocketIsUnixOnly0600(t *testing.T) {
 		t.Errorf("control socket %s: %v, want a unix socket of mode 0600 (%v)", sock, modeOf(fi), err)
 	}
 
-	pid := l.daemonPID()
+	pid := l.daemon().PID
 	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	if err != nil {
 		t.Fatal(err)
@@ -720,6 +726,14 @@ func TestHardening_ControlSocketIsUnixOnly0600(t *testing.T) {
 			tables[host+" "+name] = l.exec(10*time.Second, host, "cat", "/proc/net/"+name).Stdout
 		}
 	}
+	// The check must be able to see the tables: an unreadable one is empty.
+	for _, where := range []string{"root", "client", "server"} {
+		for _, name := range []string{"tcp", "tcp6", "udp", "udp6"} {
+			if tables[where+" "+name] == "" {
+				t.Errorf("%s /proc/net/%s: unreadable", where, name)
+			}
+		}
+	}
 	for where, table := range tables {
 		for _, line := range strings.Split(table, "\n")[1:] {
 			if f := strings.Fields(line); len(f) >= 10 && socks[f[9]] {
@@ -727,7 +741,9 @@ func TestHardening_ControlSocketIsUnixOnly0600(t *testing.T) {
 			}
 		}
 	}
-	if out, err := exec.Command("ss", "-Htulpn").Output(); err == nil && strings.Contains(string(out), fmt.Sprintf("pid=%d,", pid)) {
+	if out, err := exec.Command("ss", "-Htulpn").Output(); err != nil {
+		t.Errorf("ss -Htulpn: %v", err)
+	} else if strings.Contains(string(out), fmt.Sprintf("pid=%d,", pid)) {
 		t.Errorf("ss shows the daemon listening:\n%s", out)
 	}
 	t.Logf("daemon pid %d: %d sockets, all unix; %s mode %v in %s mode 0700", pid, len(socks), filepath.Base(sock), modeOf(fi), dir)

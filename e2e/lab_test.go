@@ -12,7 +12,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -20,11 +19,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	fblab "github.com/faultbox/faultbox/internal/lab"
 	"github.com/faultbox/faultbox/internal/testenv"
+	"golang.org/x/sys/unix"
 )
 
 // Lab host addresses, the same in every lab (DESIGN.md).
@@ -199,30 +199,24 @@ func (l *lab) counter(st any, key string) float64 {
 	return sum
 }
 
-// daemonPID reads the device daemon's pid from the lab's state file.
-func (l *lab) daemonPID() int {
+// daemon is the lab's device daemon, as its state file names it (pid and
+// start time).
+func (l *lab) daemon() fblab.Proc {
 	l.t.Helper()
-	path := filepath.Join("/run/faultbox", l.name, "state.json")
-	data, err := os.ReadFile(path)
+	st, err := fblab.ReadState(l.name)
 	if err != nil {
-		l.t.Fatalf("daemon pid: %v", err)
+		l.t.Fatalf("lab %s state: %v", l.name, err)
 	}
-	var st struct {
-		Daemon struct {
-			PID int `json:"pid"`
-		} `json:"daemon"`
+	if st.Daemon.PID <= 0 {
+		l.t.Fatalf("lab %s state names no daemon: %+v", l.name, st.Daemon)
 	}
-	if err := json.Unmarshal(data, &st); err != nil || st.Daemon.PID <= 0 {
-		l.t.Fatalf("daemon pid in %s: %v (%s)", path, err, data)
-	}
-	return st.Daemon.PID
+	return st.Daemon
 }
 
 // proc is a process started in a lab host in the background.
 type proc struct {
-	pid   int    // the process in the host (written by itself)
-	start string // its start time, so a reused pid is never signalled
-	log   string // its stdout and stderr
+	fblab.Proc        // the process in the host (its pid written by itself)
+	log        string // its stdout and stderr
 }
 
 // start runs shell command line in host in the background (`sh -c`), and
@@ -247,9 +241,7 @@ func (l *lab) start(host, line string) *proc {
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	l.t.Cleanup(func() {
-		if p.pid > 0 && startTime(p.pid) == p.start {
-			syscall.Kill(p.pid, syscall.SIGKILL) // ours, by pid
-		}
+		p.Signal(unix.SIGKILL) // ours, by pid and start time
 		cmd.Process.Kill()
 		select {
 		case <-done:
@@ -261,7 +253,7 @@ func (l *lab) start(host, line string) *proc {
 	for time.Now().Before(deadline) {
 		if data, err := os.ReadFile(pidFile); err == nil {
 			if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && pid > 0 {
-				p.pid, p.start = pid, startTime(pid)
+				p.Proc = procOf(pid)
 				return p
 			}
 		}
@@ -356,45 +348,19 @@ func fileHash(t *testing.T, path string) (string, int64) {
 	return hex.EncodeToString(h.Sum(nil)), n
 }
 
-// startTime returns field 22 of /proc/PID/stat (start time since boot), or
-// "" if pid does not exist: with the pid it names one process for good.
-func startTime(pid int) string {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+// procOf names the running process pid by pid and start time; a pid
+// already gone gets start time 0, which names no process: it is not alive
+// and is never signalled.
+func procOf(pid int) fblab.Proc {
+	p, err := fblab.ProcOf(pid)
 	if err != nil {
-		return ""
+		return fblab.Proc{PID: pid}
 	}
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return ""
-	}
-	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 20 {
-		return ""
-	}
-	return f[19] // fields after the command start at 3 (state)
+	return p
 }
 
-// alive reports whether pid is a live (not zombie) process.
-func alive(pid int) bool {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(data, ')')
-	return i < 0 || i+2 >= len(data) || data[i+2] != 'Z'
-}
-
-// waitGone waits up to d for pid to exit.
-func waitGone(pid int, d time.Duration) error {
-	deadline := time.Now().Add(d)
-	for alive(pid) {
-		if time.Now().After(deadline) {
-			return errors.New("still running")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return nil
-}
+// running reports whether pid is a live (not zombie) process.
+func running(pid int) bool { return procOf(pid).Alive() }
 
 func sha256Hex(b []byte) string {
 	h := sha256.Sum256(b)

@@ -7,11 +7,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/faultbox/faultbox/internal/testenv"
+	"golang.org/x/sys/unix"
 )
 
 // TestDown_AfterSIGKILLLeavesNothing: the device daemon dies by SIGKILL
@@ -21,22 +21,22 @@ import (
 func TestDown_AfterSIGKILLLeavesNothing(t *testing.T) {
 	l := startLab(t, "--profile", "passthrough")
 	sleeper := l.start("client", "sleep 300")
-	daemon := l.daemonPID()
-	if !alive(daemon) {
-		t.Fatalf("daemon pid %d from the state file is not running", daemon)
+	daemon := l.daemon()
+	if !daemon.Alive() {
+		t.Fatalf("daemon pid %d from the state file is not running", daemon.PID)
 	}
-	if err := syscall.Kill(daemon, syscall.SIGKILL); err != nil {
-		t.Fatalf("SIGKILL daemon %d: %v", daemon, err)
+	if err := daemon.Signal(unix.SIGKILL); err != nil {
+		t.Fatalf("SIGKILL daemon %d: %v", daemon.PID, err)
 	}
-	if err := waitGone(daemon, 10*time.Second); err != nil {
-		t.Fatalf("daemon %d: %v 10s after SIGKILL", daemon, err)
+	if !daemon.WaitGone(10 * time.Second) {
+		t.Fatalf("daemon %d: still running 10s after SIGKILL", daemon.PID)
 	}
 
 	if r := fb(60*time.Second, "lab", "down", "--name", l.name); r.Code != 0 {
 		t.Fatalf("lab down after SIGKILL: %s", r)
 	}
-	if err := waitGone(sleeper.pid, 5*time.Second); err != nil {
-		t.Errorf("process %d in the client host survived lab down", sleeper.pid)
+	if !sleeper.WaitGone(5 * time.Second) {
+		t.Errorf("process %d in the client host survived lab down", sleeper.PID)
 	}
 	assertNoTrace(t, l.name)
 
@@ -51,13 +51,13 @@ func TestDown_AfterSIGKILLLeavesNothing(t *testing.T) {
 // TestDown_CleanLeavesNothing: the ordinary path, up then down.
 func TestDown_CleanLeavesNothing(t *testing.T) {
 	l := startLab(t, "--hosts", "client,lb,server", "--profile", "passthrough")
-	daemon := l.daemonPID()
+	daemon := l.daemon()
 	l.mustExec(30*time.Second, "lb", "ping", "-c", "1", "-W", "2", "server")
 	if r := fb(60*time.Second, "lab", "down", "--name", l.name); r.Code != 0 {
 		t.Fatalf("lab down: %s", r)
 	}
-	if err := waitGone(daemon, 5*time.Second); err != nil {
-		t.Errorf("daemon %d survived lab down", daemon)
+	if !daemon.WaitGone(5 * time.Second) {
+		t.Errorf("daemon %d survived lab down", daemon.PID)
 	}
 	assertNoTrace(t, l.name)
 }
@@ -122,7 +122,7 @@ func procsNaming(lab string) []int {
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() || !alive(pid) {
+		if err != nil || pid == os.Getpid() || !running(pid) {
 			continue
 		}
 		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
@@ -145,8 +145,8 @@ func procsNaming(lab string) []int {
 func TestLabs_TwoAtOnceAreSeparate(t *testing.T) {
 	a := startLab(t, "--profile", "passthrough")
 	b := startLab(t, "--profile", "passthrough")
-	if a.daemonPID() == b.daemonPID() {
-		t.Fatalf("two labs share daemon pid %d", a.daemonPID())
+	if da, db := a.daemon(), b.daemon(); da.PID == db.PID {
+		t.Fatalf("two labs share daemon pid %d", da.PID)
 	}
 	inB := b.counter(b.status(), "in")
 	a.mustExec(30*time.Second, "client", "ping", "-c", "20", "-i", "0.01", "-W", "2", "server")

@@ -147,11 +147,11 @@ behaviors:
 			t.Errorf("after lab apply %s: transfer stalled at %d bytes", p.arg, after)
 		}
 	}
-	if !alive(curl.pid) {
+	if !curl.Alive() {
 		t.Fatalf("the transfer ended before the last profile change was checked; it must be slower")
 	}
 
-	if err := waitGone(curl.pid, 60*time.Second); err != nil {
+	if !curl.WaitGone(60 * time.Second) {
 		t.Fatalf("curl did not finish in 60s")
 	}
 	got, n := fileHash(t, out)

@@ -214,6 +214,16 @@ func byID(n *html.Node, id string) *html.Node {
 	return nil
 }
 
+// svgByID returns the svg element with id, failing the test without one.
+func svgByID(t *testing.T, doc *html.Node, id string) *html.Node {
+	t.Helper()
+	n := byID(doc, id)
+	if n == nil || n.Data != "svg" {
+		t.Fatalf("no svg#%s", id)
+	}
+	return n
+}
+
 func elem(tag, class string) func(*html.Node) bool {
 	return func(n *html.Node) bool { return n.Data == tag && (class == "" || hasClass(n, class)) }
 }

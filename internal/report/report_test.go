@@ -44,11 +44,7 @@ func readHTML(t *testing.T, dir string) *html.Node {
 
 func TestWrite_LadderDrawsEveryPacketOfTheSelectedConnection(t *testing.T) {
 	dir, _ := writeASAReport(t)
-	doc := readHTML(t, dir)
-	svg := byID(doc, "ladder")
-	if svg == nil || svg.Data != "svg" {
-		t.Fatal("no svg#ladder")
-	}
+	svg := svgByID(t, readHTML(t, dir), "ladder")
 	pkts := find(svg, elem("g", "pkt"))
 	var flags []string
 	for _, g := range pkts {
@@ -87,7 +83,7 @@ func TestWrite_LadderDrawsEveryPacketOfTheSelectedConnection(t *testing.T) {
 
 func TestWrite_LadderHighlightsWhatTheDeviceDid(t *testing.T) {
 	dir, _ := writeASAReport(t)
-	svg := byID(readHTML(t, dir), "ladder")
+	svg := svgByID(t, readHTML(t, dir), "ladder")
 	pkts := find(svg, elem("g", "pkt"))
 	var injected, dropped, delayed []int
 	for i, g := range pkts {
@@ -220,10 +216,7 @@ func TestWrite_VerdictTimelineAndFiles(t *testing.T) {
 func TestWrite_SocketChart(t *testing.T) {
 	dir, _ := writeASAReport(t)
 	doc := readHTML(t, dir)
-	svg := byID(doc, "sockets")
-	if svg == nil || svg.Data != "svg" {
-		t.Fatal("no svg#sockets")
-	}
+	svg := svgByID(t, doc, "sockets")
 	socks := find(svg, elem("g", "sock"))
 	if len(socks) != 2 {
 		t.Fatalf("%d socket rows, want 2", len(socks))
@@ -239,10 +232,7 @@ func TestWrite_SocketChart(t *testing.T) {
 	if n := len(find(socks[0], elem("path", "retrans"))); n != 2 {
 		t.Errorf("%d retransmit marks, want 2", n)
 	}
-	counts := byID(doc, "socket-counts")
-	if counts == nil {
-		t.Fatal("no svg#socket-counts")
-	}
+	counts := svgByID(t, doc, "socket-counts")
 	// 5 ticks: one state each, except the last (CLOSE-WAIT + SYN-RECV).
 	if n := len(find(counts, func(n *html.Node) bool { return n.Data == "rect" && attr(n, "data-state") != "" })); n != 6 {
 		t.Errorf("%d count bars, want 6", n)
@@ -296,12 +286,13 @@ func TestWrite_LadderCapKeepsNotablePackets(t *testing.T) {
 		t.Fatal(err)
 	}
 	doc := readHTML(t, dir)
-	pkts := find(byID(doc, "ladder"), elem("g", "pkt"))
+	ladder := svgByID(t, doc, "ladder")
+	pkts := find(ladder, elem("g", "pkt"))
 	if len(pkts) != 40 {
 		t.Fatalf("%d arrows, want the cap 40", len(pkts))
 	}
 	hidden := 0
-	for _, g := range find(byID(doc, "ladder"), elem("g", "gap")) {
+	for _, g := range find(ladder, elem("g", "gap")) {
 		var n int
 		if _, err := fmt.Sscanf(strings.TrimPrefix(text(g), "⋯ "), "%d packets not shown", &n); err != nil {
 			t.Fatalf("gap text %q: %v", text(g), err)
@@ -338,7 +329,7 @@ func TestWrite_LadderThreeHosts(t *testing.T) {
 	if err := Write(dir, r); err != nil {
 		t.Fatal(err)
 	}
-	svg := byID(readHTML(t, dir), "ladder")
+	svg := svgByID(t, readHTML(t, dir), "ladder")
 	var names []string
 	for _, h := range find(svg, elem("g", "head")) {
 		names = append(names, text(find(h, elem("text", "name"))[0]))
@@ -406,7 +397,7 @@ func TestWrite_LadderTupleReuseIPv6(t *testing.T) {
 	if err := Write(dir, r); err != nil {
 		t.Fatal(err)
 	}
-	pkts := find(byID(readHTML(t, dir), "ladder"), elem("g", "pkt"))
+	pkts := find(svgByID(t, readHTML(t, dir), "ladder"), elem("g", "pkt"))
 	var got []string
 	for _, g := range pkts {
 		got = append(got, attr(g, "data-conn")+" "+pktLabel(g))
@@ -463,7 +454,7 @@ func TestWrite_KeepsCaptureInPlace(t *testing.T) {
 		t.Errorf("verdict.json: %s", b)
 	}
 	// The default filter: every TCP packet of both connections.
-	if n := len(find(byID(readHTML(t, dir), "ladder"), elem("g", "pkt"))); n != 13 {
+	if n := len(find(svgByID(t, readHTML(t, dir), "ladder"), elem("g", "pkt"))); n != 13 {
 		t.Errorf("%d arrows, want 13", n)
 	}
 }

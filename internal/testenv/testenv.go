@@ -6,12 +6,13 @@ package testenv
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"github.com/faultbox/faultbox/internal/netns"
 	"os"
 	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/faultbox/faultbox/internal/netns"
 )
 
 // RequireNetAdmin skips the test unless it runs as root with /dev/net/tun
@@ -33,14 +34,21 @@ func requireNetAdmin(t testing.TB, euid int, tunPath string) {
 	case !hasIP():
 		missing = "the ip command (iproute2)"
 	}
-	if missing == "" {
-		return
+	if missing != "" {
+		Missing(t, missing)
 	}
+}
+
+// Missing ends a test for want of what (a command, a device, a privilege):
+// it skips the test, but fails it when CI=true, since CI must run every
+// test rather than skip it.
+func Missing(t testing.TB, what string) {
+	t.Helper()
 	if os.Getenv("CI") == "true" {
-		t.Fatalf("test needs %s, which CI must provide", missing)
+		t.Fatalf("test needs %s, which CI must provide", what)
 		return // Fatalf does not return, except for fakes in tests
 	}
-	t.Skipf("test needs %s", missing)
+	t.Skipf("test needs %s", what)
 }
 
 func exists(path string) bool {
@@ -79,6 +87,17 @@ func NewNetns(t testing.TB, tag string) string {
 		}
 	})
 	return name
+}
+
+// LoopbackNetns is NewNetns for a test that needs root and only the
+// namespace's loopback (127.0.0.1 and ::1 there, never the host's): it
+// calls RequireNetAdmin and brings lo up.
+func LoopbackNetns(t testing.TB, tag string) string {
+	t.Helper()
+	RequireNetAdmin(t)
+	ns := NewNetns(t, tag)
+	IP(t, ns, "link", "set", "lo", "up")
+	return ns
 }
 
 // IP runs "ip -n ns args..." and fails the test on error. A convenience for

@@ -2,6 +2,8 @@ package testenv
 
 import (
 	"errors"
+	"image"
+	"image/color"
 	"net"
 	"os"
 	"path/filepath"
@@ -47,7 +49,7 @@ func TestRequireNetAdmin_SkipsLocallyFailsInCI(t *testing.T) {
 	}
 	t.Run("all present", func(t *testing.T) {
 		if !hasIP() {
-			t.Skip("no ip command")
+			Missing(t, "the ip command (iproute2)")
 		}
 		f := &fakeTB{TB: t}
 		requireNetAdmin(f, 0, "/dev/null")
@@ -55,6 +57,50 @@ func TestRequireNetAdmin_SkipsLocallyFailsInCI(t *testing.T) {
 			t.Errorf("skipped=%v failed=%v with everything present", f.skipped, f.failed)
 		}
 	})
+}
+
+// Every other way a test finds something missing (chromium here) skips
+// locally and fails in CI alike.
+func TestMissing_SkipsLocallyFailsInCI(t *testing.T) {
+	for _, tc := range []struct {
+		ci           string
+		skip, failed bool
+	}{{"", true, false}, {"false", true, false}, {"true", false, true}} {
+		t.Run("CI="+tc.ci, func(t *testing.T) {
+			t.Setenv("CI", tc.ci)
+			f := &fakeTB{TB: t}
+			if got := firstFile(f, []string{"/nonexistent/chromium"}, "chromium"); got != "" {
+				t.Errorf("firstFile returned %q for a missing file", got)
+			}
+			if f.skipped != tc.skip || f.failed != tc.failed {
+				t.Errorf("skipped=%v failed=%v, want %v %v", f.skipped, f.failed, tc.skip, tc.failed)
+			}
+		})
+	}
+	f := &fakeTB{TB: t}
+	if got := firstFile(f, []string{"/nonexistent/chromium", "/dev/null"}, "chromium"); got != "/dev/null" || f.skipped || f.failed {
+		t.Errorf("firstFile = %q (skipped=%v failed=%v), want /dev/null", got, f.skipped, f.failed)
+	}
+}
+
+func TestColours_CountsQuantisedColoursUpToLimit(t *testing.T) {
+	img := image.NewRGBA(image.Rect(0, 0, 70, 70))
+	if n := Colours(img, 64); n != 1 {
+		t.Errorf("blank image: %d colours, want 1", n)
+	}
+	// 7x7 blocks of 10x10 pixels, each its own colour, all met by the
+	// 7-pixel grid; colours 1 apart in 8 bits quantise to one.
+	for y := range 70 {
+		for x := range 70 {
+			img.Set(x, y, color.RGBA{uint8(x / 10 * 32), uint8(y / 10 * 32), uint8(x % 2), 255})
+		}
+	}
+	if n := Colours(img, 64); n != 49 {
+		t.Errorf("49 blocks: %d colours, want 49", n)
+	}
+	if n := Colours(img, 16); n != 16 {
+		t.Errorf("limit 16: %d colours", n)
+	}
 }
 
 func TestNewNetns_CreatedAndRemoved(t *testing.T) {
@@ -87,8 +133,7 @@ func TestNewNetns_BadTag(t *testing.T) {
 }
 
 func TestInNetns_RunsInsideAndRestores(t *testing.T) {
-	RequireNetAdmin(t)
-	ns := NewNetns(t, "tenv")
+	ns := LoopbackNetns(t, "tenv")
 	self, err := os.Readlink("/proc/self/ns/net")
 	if err != nil {
 		t.Fatal(err)
@@ -130,7 +175,6 @@ func TestInNetns_RunsInsideAndRestores(t *testing.T) {
 	if in1 != in2 || in1 == out {
 		t.Errorf("netns cookies inside %d, %d; outside %d: want inside equal and different from outside", in1, in2, out)
 	}
-	IP(t, ns, "link", "set", "lo", "up")
 	var l net.Listener
 	if err := InNetns(ns, func() (err error) { l, err = net.Listen("tcp4", "127.0.0.1:0"); return }); err != nil {
 		t.Fatalf("listen inside: %v", err)
