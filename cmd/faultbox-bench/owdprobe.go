@@ -55,13 +55,14 @@ func monoNow() int64 {
 	return ts.Nano()
 }
 
-// udpSocket returns a blocking UDP socket of addr's family.
-func udpSocket(addr netip.AddrPort) (int, unix.Sockaddr, error) {
+// inetSocket returns a blocking socket of type typ (unix.SOCK_DGRAM,
+// unix.SOCK_STREAM) of addr's family, and addr as its sockaddr.
+func inetSocket(addr netip.AddrPort, typ int) (int, unix.Sockaddr, error) {
 	if addr.Addr().Is4() {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		fd, err := unix.Socket(unix.AF_INET, typ|unix.SOCK_CLOEXEC, 0)
 		return fd, &unix.SockaddrInet4{Port: int(addr.Port()), Addr: addr.Addr().As4()}, err
 	}
-	fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	fd, err := unix.Socket(unix.AF_INET6, typ|unix.SOCK_CLOEXEC, 0)
 	return fd, &unix.SockaddrInet6{Port: int(addr.Port()), Addr: addr.Addr().As16()}, err
 }
 
@@ -88,7 +89,7 @@ func owdSend(args []string) error {
 	if err := unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0); err != nil {
 		return fmt.Errorf("timer slack: %w", err)
 	}
-	fd, sa, err := udpSocket(addr)
+	fd, sa, err := inetSocket(addr, unix.SOCK_DGRAM)
 	if err != nil {
 		return err
 	}
@@ -178,7 +179,7 @@ func owdRecv(args []string) error {
 		return err
 	}
 	runtime.LockOSThread()
-	fd, sa, err := udpSocket(addr)
+	fd, sa, err := inetSocket(addr, unix.SOCK_DGRAM)
 	if err != nil {
 		return err
 	}

@@ -75,11 +75,7 @@ func tcpSink(args []string) error {
 		return err
 	}
 	runtime.LockOSThread()
-	family, sa := unix.AF_INET6, unix.Sockaddr(&unix.SockaddrInet6{Port: int(addr.Port()), Addr: addr.Addr().As16()})
-	if addr.Addr().Is4() {
-		family, sa = unix.AF_INET, &unix.SockaddrInet4{Port: int(addr.Port()), Addr: addr.Addr().As4()}
-	}
-	ln, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	ln, sa, err := inetSocket(addr, unix.SOCK_STREAM)
 	if err != nil {
 		return err
 	}

@@ -17,8 +17,8 @@ var labCmd = &cobra.Command{
 	Short: "Run hosts in network namespaces wired through the device",
 	Long: `A lab is one network namespace per host (client, server, lb, ...), each with a
 TUN port as its only interface, all wired through one faultbox device that
-applies a profile. Inside every host the names client, server and lb resolve
-to 198.18.0.1-3 and 2001:db8::1-3. Needs root.`,
+applies a profile. Inside every host the lab's host names resolve; client,
+server and lb are always 198.18.0.1-3 and 2001:db8::1-3. Needs root.`,
 	Example: `  sudo faultbox lab up --profile block-port-81
   sudo faultbox lab exec client -- curl http://server/
   sudo faultbox lab down`,
@@ -80,7 +80,7 @@ profile's, else random; it is printed and shown by lab status.`,
 		},
 	}
 	labName(cmd, &o.Name)
-	cmd.Flags().StringVar(&hosts, "hosts", strings.Join(lab.DefaultHosts, ","), "hosts, comma-separated: 2-16 names of a-z and 0-9")
+	cmd.Flags().StringVar(&hosts, "hosts", strings.Join(lab.DefaultHosts, ","), "hosts, comma-separated: 2-16 names, each 1-10 of a-z and 0-9 starting with a letter")
 	cmd.Flags().StringVar(&o.Profile, "profile", "passthrough", "built-in profile name or profile file")
 	cmd.Flags().Uint64Var(&seed, "seed", 0, "seed of every random decision (default: the profile's, else random)")
 	cmd.Flags().StringVar(&o.Capture, "capture", "", "write every packet of every port to this pcapng file")
@@ -164,9 +164,6 @@ behavior of the profile matched, dropped, delayed, modified and injected.`,
   sudo faultbox lab status --name web --json | jq .counters`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := lab.CheckPrivileges(); err != nil {
-				return err
-			}
 			st, err := lab.GetStatus(name)
 			if err != nil {
 				return labErr(err)
@@ -243,8 +240,5 @@ func newLabDaemonCmd() *cobra.Command {
 
 func init() {
 	labCmd.AddCommand(newLabUpCmd(), newLabExecCmd(), newLabApplyCmd(), newLabStatusCmd(), newLabDownCmd(), newLabDaemonCmd())
-	for _, c := range labCmd.Commands() {
-		c.DisableFlagsInUseLine = true // each Use line lists its flags
-	}
 	rootCmd.AddCommand(labCmd)
 }

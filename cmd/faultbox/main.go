@@ -6,7 +6,9 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 )
@@ -36,6 +38,7 @@ failures between real TCP stacks happen on demand, deterministically.`,
 }
 
 func main() {
+	useLinesListFlags(rootCmd)
 	err := rootCmd.Execute()
 	if err == nil {
 		return
@@ -48,3 +51,15 @@ func main() {
 	// cobra's own flag and argument errors are usage errors.
 	os.Exit(2)
 }
+
+// useLinesListFlags keeps cobra from adding "[flags]" to the usage lines:
+// each command's Use lists its own flags.
+func useLinesListFlags(cmd *cobra.Command) {
+	cmd.DisableFlagsInUseLine = true
+	for _, c := range cmd.Commands() {
+		useLinesListFlags(c)
+	}
+}
+
+// newTable starts the aligned columns every listing prints.
+func newTable(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0) }

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/faultbox/faultbox/behaviors"
 	"github.com/faultbox/faultbox/internal/proxy"
@@ -31,7 +30,7 @@ var profileListCmd = &cobra.Command{
 	Short: "List the built-in profiles",
 	Args:  cobra.NoArgs,
 	RunE: func(cmd *cobra.Command, _ []string) error {
-		tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+		tw := newTable(cmd.OutOrStdout())
 		for _, name := range profiles.Builtin() {
 			p, err := profiles.Load(name)
 			if err != nil {
@@ -110,7 +109,7 @@ var behaviorsCmd = &cobra.Command{
 	RunE: func(cmd *cobra.Command, args []string) error {
 		out := cmd.OutOrStdout()
 		if len(args) == 0 {
-			tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+			tw := newTable(out)
 			for _, name := range behaviors.Names() {
 				fmt.Fprintf(tw, "%s\t%s\n", name, behaviors.Summary(name))
 			}
@@ -129,7 +128,7 @@ var behaviorsCmd = &cobra.Command{
 				fmt.Fprintln(out, "  parameters: none (only type and match)")
 				continue
 			}
-			tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+			tw := newTable(out)
 			for _, p := range ps {
 				if p.Default == "" {
 					fmt.Fprintf(tw, "  %s\t%s\n", p.Name, p.Type)
@@ -154,7 +153,7 @@ func completeProfiles(*cobra.Command, []string, string) ([]string, cobra.ShellCo
 }
 
 func showProfile(w io.Writer, p *profiles.Profile) {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	tw := newTable(w)
 	fmt.Fprintf(tw, "Profile\t%s\n", p.Name)
 	fmt.Fprintf(tw, "File\t%s\n", p.File)
 	if p.Description != "" {

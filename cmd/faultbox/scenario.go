@@ -7,7 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"text/tabwriter"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -35,7 +35,7 @@ func newScenarioListCmd() *cobra.Command {
 		Short: "List the scenarios",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			tw := newTable(cmd.OutOrStdout())
 			for _, s := range scenario.All() {
 				fmt.Fprintf(tw, "%s\t%s\n", s.Name, s.Summary)
 			}
@@ -128,12 +128,8 @@ func printVerdict(w io.Writer, dir string) error {
 }
 
 func firstLine(s string) string {
-	for i, r := range s {
-		if r == '\n' {
-			return s[:i]
-		}
-	}
-	return s
+	line, _, _ := strings.Cut(s, "\n")
+	return line
 }
 
 func init() {

@@ -40,21 +40,12 @@ func Down(lab string) ([]string, error) {
 			nss[h.Namespace] = true
 		}
 	}
-	list, err := listNamespaces()
+	found, err := labNamespaces(lab)
 	if err != nil {
 		errs = append(errs, err)
 	}
-	for _, ns := range list {
-		if namespaceOf(lab, ns) {
-			nss[ns] = true
-		}
-	}
-	if ents, err := os.ReadDir(NetnsEtc); err == nil {
-		for _, e := range ents {
-			if namespaceOf(lab, e.Name()) {
-				nss[e.Name()] = true
-			}
-		}
+	for _, ns := range found {
+		nss[ns] = true
 	}
 	existed := map[string]bool{}
 	for ns := range nss {
@@ -90,6 +81,25 @@ func Down(lab string) ([]string, error) {
 		removed = append(removed, Dir(lab))
 	}
 	return removed, errors.Join(errs...)
+}
+
+// labNamespaces returns the namespaces named as lab's: those that exist
+// and those whose /etc/netns files are left. The error is listing's; the
+// namespaces found are returned all the same.
+func labNamespaces(lab string) ([]string, error) {
+	names, err := listNamespaces()
+	if ents, rerr := os.ReadDir(NetnsEtc); rerr == nil {
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+	}
+	var out []string
+	for _, ns := range names {
+		if namespaceOf(lab, ns) {
+			out = append(out, ns)
+		}
+	}
+	return out, err
 }
 
 // stopDaemon asks the daemon to shut down (it then removes the lab itself),

@@ -291,7 +291,7 @@ func TestProc_ReusedOrDeadPidIsNotAlive(t *testing.T) {
 
 	cmd := exec.Command("sleep", "10")
 	if err := cmd.Start(); err != nil {
-		t.Skip(err)
+		t.Fatal(err)
 	}
 	child, err := ProcOf(cmd.Process.Pid)
 	if err != nil || !child.Alive() {

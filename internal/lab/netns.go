@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/faultbox/faultbox/internal/netns"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/faultbox/faultbox/internal/netns"
 )
 
 // ip runs the ip command and returns its error with its output.
@@ -45,7 +46,7 @@ func parseNetnsList(out []byte) []string {
 }
 
 func netnsExists(ns string) bool {
-	_, err := os.Stat(filepath.Join("/run/netns", ns))
+	_, err := os.Stat(netns.Path(ns))
 	return err == nil
 }
 
@@ -87,7 +88,7 @@ func addressHost(h Host) error {
 // running a program: teardown must be quick even on a busy machine.
 func netnsPids(ns string) ([]int, error) {
 	var target unix.Stat_t
-	if err := unix.Stat(filepath.Join("/run/netns", ns), &target); err != nil {
+	if err := unix.Stat(netns.Path(ns), &target); err != nil {
 		return nil, fmt.Errorf("namespace %s: %w", ns, err)
 	}
 	ents, err := os.ReadDir("/proc")
@@ -154,7 +155,7 @@ func killNetnsProcs(ns string) (int, error) {
 // detach its bind mount and remove the file. The namespace itself ends with
 // its last process and interface.
 func deleteNetns(ns string) error {
-	path := filepath.Join("/run/netns", ns)
+	path := netns.Path(ns)
 	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && err != unix.EINVAL && err != unix.ENOENT {
 		return fmt.Errorf("delete namespace %s: unmount: %w", ns, err)
 	}
@@ -193,14 +194,11 @@ func removeNetns(ns string) ([]string, error) {
 	return removed, errors.Join(errs...)
 }
 
-// inNetns runs fn on an OS thread inside the lab namespace ns.
-func inNetns(ns string, fn func() error) error { return netns.Do(ns, fn) }
-
 // quietIPv6 stops the kernel's own IPv6 chatter (router solicitations) on
 // interfaces created later in ns, so the device's counters show only the
 // traffic of the programs in the lab.
 func quietIPv6(ns string) error {
-	return inNetns(ns, func() error {
+	return netns.Do(ns, func() error {
 		return os.WriteFile("/proc/sys/net/ipv6/conf/default/router_solicitations", []byte("0\n"), 0)
 	})
 }

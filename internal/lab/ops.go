@@ -96,8 +96,5 @@ func Exec(lab, host string, argv []string, stdin io.Reader, stdout, stderr io.Wr
 		}
 		return ee.ExitCode(), nil
 	}
-	if err != nil {
-		return 0, err
-	}
-	return 0, nil
+	return 0, err
 }

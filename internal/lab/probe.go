@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/netip"
 	"time"
+
+	"github.com/faultbox/faultbox/internal/netns"
 )
 
 // Probe limits: a TCP connect per attempt, a few attempts per path.
@@ -43,7 +45,7 @@ func probeAll(hosts []Host, lg *log.Logger) error {
 // probe listens on dst in namespace toNS and connects to it from fromNS.
 func probe(fromNS, toNS string, dst netip.Addr) (time.Duration, error) {
 	var ln *net.TCPListener
-	err := inNetns(toNS, func() error {
+	err := netns.Do(toNS, func() error {
 		var err error
 		ln, err = net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(dst, 0)))
 		return err
@@ -63,7 +65,7 @@ func probe(fromNS, toNS string, dst netip.Addr) (time.Duration, error) {
 	}()
 	target := ln.Addr().String()
 	start := time.Now()
-	err = inNetns(fromNS, func() error {
+	err = netns.Do(fromNS, func() error {
 		// The socket is created here, on the thread inside fromNS.
 		c, err := net.DialTimeout("tcp", target, probeTimeout)
 		if err != nil {

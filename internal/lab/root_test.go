@@ -119,7 +119,7 @@ func serveHTTP(t *testing.T, ns string, addrs ...string) {
 	t.Helper()
 	for _, a := range addrs {
 		var ln net.Listener
-		if err := inNetns(ns, func() (err error) { ln, err = net.Listen("tcp", a); return err }); err != nil {
+		if err := testenv.InNetns(ns, func() (err error) { ln, err = net.Listen("tcp", a); return err }); err != nil {
 			t.Fatalf("listen %s in %s: %v", a, ns, err)
 		}
 		_, port, _ := net.SplitHostPort(a)
@@ -308,7 +308,7 @@ func TestLab_UpExecStatusApplyDown(t *testing.T) {
 func dialIn(t *testing.T, ns, addr string) net.Conn {
 	t.Helper()
 	var c net.Conn
-	if err := inNetns(ns, func() (err error) { c, err = net.DialTimeout("tcp", addr, 3*time.Second); return err }); err != nil {
+	if err := testenv.InNetns(ns, func() (err error) { c, err = net.DialTimeout("tcp", addr, 3*time.Second); return err }); err != nil {
 		t.Fatalf("dial %s from %s: %v", addr, ns, err)
 	}
 	return c

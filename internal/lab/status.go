@@ -54,6 +54,9 @@ func running(lab string) (*State, error) {
 
 // GetStatus asks lab's daemon for its status.
 func GetStatus(lab string) (*Status, error) {
+	if err := CheckPrivileges(); err != nil {
+		return nil, err
+	}
 	if _, err := running(lab); err != nil {
 		return nil, err
 	}

@@ -236,19 +236,8 @@ func leftovers(lab string) bool {
 	if _, err := os.Stat(Dir(lab)); err == nil {
 		return true
 	}
-	nss, _ := listNamespaces()
-	for _, ns := range nss {
-		if namespaceOf(lab, ns) {
-			return true
-		}
-	}
-	ents, _ := os.ReadDir(NetnsEtc)
-	for _, e := range ents {
-		if namespaceOf(lab, e.Name()) {
-			return true
-		}
-	}
-	return false
+	nss, _ := labNamespaces(lab)
+	return len(nss) > 0
 }
 
 // startDaemon runs `faultbox lab daemon --name N` in a session of its own

@@ -208,7 +208,7 @@ func decodeAim(c *Config, n *yaml.Node) error {
 	}
 	kvs, lerr := pairs(n)
 	if lerr != nil {
-		return &lineErr{line: lerr.line, err: lerr.err}
+		return lerr
 	}
 	a := &Aim{}
 	var hasIdle bool

@@ -107,15 +107,7 @@ func TestJuniperDX_MinIdleHoldsRequestsOnFreshConnections(t *testing.T) {
 	tp := newTestProxy(t, cfg, clock)
 	be := tp.d.next(t)
 
-	done := tp.client(t).getAsync()
-	clock.waitAsked(t, 10*time.Second)
-	clock.Advance(9 * time.Second)
-	be.silent(t, 50*time.Millisecond)
-	clock.Advance(time.Second)
-	be.serveOne(t)
-	if st := status(t, done); st != 200 {
-		t.Fatalf("status %d", st)
-	}
+	heldUntil(t, clock, be, tp.client(t).getAsync(), 10*time.Second)
 	if e := tp.log.waitEntries(t, 1)[0]; e.ConnIdle != 10000 || e.ConnAge != 10000 {
 		t.Errorf("conn_idle %v conn_age %v; want 10000 ms each", e.ConnIdle, e.ConnAge)
 	}

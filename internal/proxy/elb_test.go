@@ -73,12 +73,7 @@ func TestELB_IdleTimeoutExpiresPooledConnections(t *testing.T) {
 
 func TestELB_ClosedPooledConnectionGives504(t *testing.T) {
 	tp := newELB(t, Defaults(ModeELB), nil)
-	cl := tp.client(t)
-	done := cl.getAsync()
-	be := tp.d.next(t)
-	be.serveOne(t)
-	status(t, done)
-	eventually(t, "the connection back in the pool", func() bool { return tp.pools[0].idleCount() == 1 })
+	cl, be := tp.pooled(t)
 	be.c.Close() // the backend's idle timeout
 
 	if st := cl.get(t); st != 504 {
@@ -89,7 +84,7 @@ func TestELB_ClosedPooledConnectionGives504(t *testing.T) {
 		t.Errorf("logged %+v; want 504 on the reused connection, no retry", e)
 	}
 	// The client connection survives a 504 (no body was pending).
-	done = cl.getAsync()
+	done := cl.getAsync()
 	tp.d.next(t).serveOne(t)
 	if st := status(t, done); st != 200 {
 		t.Fatalf("next request: %d", st)
@@ -100,18 +95,10 @@ func TestELB_RetryIdempotentRetriesGETButNotPOST(t *testing.T) {
 	cfg := Defaults(ModeELB)
 	cfg.RetryIdempotent = true
 	tp := newELB(t, cfg, nil)
-	cl := tp.client(t)
-	done := cl.getAsync()
-	be := tp.d.next(t)
-	be.serveOne(t)
-	status(t, done)
-	inPool := func() {
-		eventually(t, "the connection back in the pool", func() bool { return tp.pools[0].idleCount() == 1 })
-	}
-	inPool()
+	cl, be := tp.pooled(t)
 	be.c.Close()
 
-	done = cl.getAsync()
+	done := cl.getAsync()
 	be = tp.d.next(t) // the retry's new connection
 	be.serveOne(t)
 	if st := status(t, done); st != 200 {
@@ -121,7 +108,7 @@ func TestELB_RetryIdempotentRetriesGETButNotPOST(t *testing.T) {
 		t.Errorf("logged %+v; want ok after 1 retry", e)
 	}
 
-	inPool()
+	tp.waitIdle(t)
 	be.c.Close()
 	cl.send(t, "POST /x HTTP/1.1\r\nHost: lb\r\nContent-Length: 0\r\n\r\n")
 	if m, _, err := cl.response(t, "POST"); err != nil || m.status != 504 {
@@ -221,22 +208,8 @@ func TestELB_AimHoldsTheRequestUntilTheBackendIdleTimeout(t *testing.T) {
 	cfg := Defaults(ModeELB)
 	cfg.Aim = &Aim{BackendIdle: time.Second, Offset: 5 * time.Millisecond}
 	tp := newELB(t, cfg, clock)
-	cl := tp.client(t)
-	done := cl.getAsync()
-	be := tp.d.next(t)
-	be.serveOne(t) // a new connection is not aimed
-	status(t, done)
-	eventually(t, "the connection back in the pool", func() bool { return tp.pools[0].idleCount() == 1 })
-
-	done = cl.getAsync()
-	clock.waitAsked(t, 1005*time.Millisecond)
-	clock.Advance(1004 * time.Millisecond)
-	be.silent(t, 50*time.Millisecond)
-	clock.Advance(time.Millisecond)
-	be.serveOne(t)
-	if st := status(t, done); st != 200 {
-		t.Fatalf("status %d", st)
-	}
+	cl, be := tp.pooled(t) // a new connection is not aimed
+	heldUntil(t, clock, be, cl.getAsync(), 1005*time.Millisecond)
 	es := tp.log.waitEntries(t, 2)
 	if es[0].Aimed {
 		t.Error("the first request (new connection) was aimed")
@@ -255,14 +228,9 @@ func TestELB_AimChecksBeforeReuseAtTheAimPoint(t *testing.T) {
 	cfg.CheckBeforeReuse = true
 	cfg.Aim = &Aim{BackendIdle: time.Second, Offset: 5 * time.Millisecond}
 	tp := newELB(t, cfg, clock)
-	cl := tp.client(t)
-	done := cl.getAsync()
-	be := tp.d.next(t)
-	be.serveOne(t)
-	status(t, done)
-	eventually(t, "the connection back in the pool", func() bool { return tp.pools[0].idleCount() == 1 })
+	cl, be := tp.pooled(t)
 
-	done = cl.getAsync()
+	done := cl.getAsync()
 	clock.waitAsked(t, 1005*time.Millisecond) // held, after get's check passed
 	be.c.Close()                              // the backend's idle timeout, during the hold
 	clock.Advance(1005 * time.Millisecond)

@@ -154,7 +154,7 @@ func (p *Proxy) fail(cc *client, e *Entry, kind failure, body *bodyRelay) bool {
 // failNone, keep says whether the client connection can go on, and err
 // reports a client-side failure after the response.
 func (p *Proxy) exchange(cc *client, c *bconn, req *message, e *Entry) (kind failure, body *bodyRelay, keep bool, err error) {
-	pl := p.poolOf(c)
+	pl := c.pool
 	start := p.clock.Now()
 	e.BackendConn, e.ReuseCount = c.id, c.uses
 	e.ConnAge, e.ConnIdle = ms(start.Sub(c.opened)), ms(start.Sub(c.lastUse))
@@ -245,15 +245,6 @@ func (p *Proxy) exchange(cc *client, c *bconn, req *message, e *Entry) (kind fai
 		return failNone, nil, false, body.clientErr
 	}
 	return failNone, nil, keep, nil
-}
-
-func (p *Proxy) poolOf(c *bconn) *pool {
-	for _, pl := range p.pools {
-		if pl.addr == c.backend {
-			return pl
-		}
-	}
-	panic("proxy: connection of no pool") // unreachable: every bconn comes from a pool
 }
 
 // classify maps a failure before the response head to its kind.

@@ -9,10 +9,7 @@ import (
 
 func TestExchange_BackendFailingMidBodyResetsTheClient(t *testing.T) {
 	tp := newELB(t, Defaults(ModeELB), nil)
-	cl := tp.client(t)
-	cl.send(t, "GET /big HTTP/1.1\r\nHost: lb\r\n\r\n")
-	be := tp.d.next(t)
-	be.request(t)
+	cl, be := tp.forward(t, "GET /big HTTP/1.1\r\nHost: lb\r\n\r\n")
 	be.send(t, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
 	be.c.Close()
 	m, body, err := cl.response(t, "GET")
@@ -26,10 +23,7 @@ func TestExchange_BackendFailingMidBodyResetsTheClient(t *testing.T) {
 
 func TestExchange_HTTP10ClientGetsAChunkedResponseDecoded(t *testing.T) {
 	tp := newELB(t, Defaults(ModeELB), nil)
-	cl := tp.client(t)
-	cl.send(t, "GET / HTTP/1.0\r\n\r\n")
-	be := tp.d.next(t)
-	be.request(t)
+	cl, be := tp.forward(t, "GET / HTTP/1.0\r\n\r\n")
 	be.send(t, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
 	cl.c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	all, err := io.ReadAll(cl.br)
@@ -41,7 +35,7 @@ func TestExchange_HTTP10ClientGetsAChunkedResponseDecoded(t *testing.T) {
 		t.Errorf("HTTP/1.0 client got %q; want the data alone, then close", s)
 	}
 	// The backend connection itself stays reusable.
-	eventually(t, "the connection back in the pool", func() bool { return tp.pools[0].idleCount() == 1 })
+	tp.waitIdle(t)
 }
 
 func TestExchange_MalformedRequestGets400(t *testing.T) {
@@ -90,9 +84,8 @@ func TestBalance_RoundRobinAndSeededRandom(t *testing.T) {
 
 func TestClose_EndsExchangesWaitingForABackend(t *testing.T) {
 	tp := newELB(t, Defaults(ModeELB), nil) // response_timeout 60 s
-	cl := tp.client(t)
-	cl.send(t, "GET / HTTP/1.1\r\nHost: lb\r\n\r\n")
-	tp.d.next(t).request(t) // and never answer
+	tp.forward(t, "GET / HTTP/1.1\r\nHost: lb\r\n\r\n")
+	// ... and the backend never answers.
 	done := make(chan struct{})
 	go func() {
 		tp.Close()

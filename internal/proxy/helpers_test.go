@@ -197,39 +197,27 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 }
 
 // entries returns the request lines logged so far.
-func (s *syncBuffer) entries(t *testing.T) []Entry {
-	t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []Entry
-	for _, l := range strings.Split(strings.TrimSpace(s.b.String()), "\n") {
-		if l == "" || strings.Contains(l, `"event":`) {
-			continue
-		}
-		var e Entry
-		if err := json.Unmarshal([]byte(l), &e); err != nil {
-			t.Fatalf("log line %q: %v", l, err)
-		}
-		out = append(out, e)
-	}
-	return out
-}
+func (s *syncBuffer) entries(t *testing.T) []Entry { return logLines[Entry](t, s, false) }
 
 // events returns the pool event lines logged so far.
-func (s *syncBuffer) events(t *testing.T) []PoolEvent {
+func (s *syncBuffer) events(t *testing.T) []PoolEvent { return logLines[PoolEvent](t, s, true) }
+
+// logLines decodes the pool event lines logged so far (events), or the
+// request lines (!events).
+func logLines[T any](t *testing.T, s *syncBuffer, events bool) []T {
 	t.Helper()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []PoolEvent
+	var out []T
 	for _, l := range strings.Split(strings.TrimSpace(s.b.String()), "\n") {
-		if !strings.Contains(l, `"event":`) {
+		if l == "" || strings.Contains(l, `"event":`) != events {
 			continue
 		}
-		var e PoolEvent
-		if err := json.Unmarshal([]byte(l), &e); err != nil {
+		var v T
+		if err := json.Unmarshal([]byte(l), &v); err != nil {
 			t.Fatalf("log line %q: %v", l, err)
 		}
-		out = append(out, e)
+		out = append(out, v)
 	}
 	return out
 }
@@ -262,6 +250,50 @@ func newTestProxy(t *testing.T, cfg Config, clock Clock) *testProxy {
 		t.Fatal(err)
 	}
 	return tp
+}
+
+// pooled has a new client make one request on a new backend connection,
+// and waits until that connection is idle in the pool; it returns both ends.
+func (tp *testProxy) pooled(t *testing.T) (*clientEnd, *backendEnd) {
+	t.Helper()
+	cl := tp.client(t)
+	done := cl.getAsync()
+	be := tp.d.next(t)
+	be.serveOne(t)
+	status(t, done)
+	tp.waitIdle(t)
+	return cl, be
+}
+
+// waitIdle waits until one connection is idle in the pool.
+func (tp *testProxy) waitIdle(t *testing.T) {
+	t.Helper()
+	eventually(t, "the connection back in the pool", func() bool { return tp.pools[0].idleCount() == 1 })
+}
+
+// forward has a new client send req and returns both ends once the
+// request has reached a backend connection.
+func (tp *testProxy) forward(t *testing.T, req string) (*clientEnd, *backendEnd) {
+	t.Helper()
+	cl := tp.client(t)
+	cl.send(t, req)
+	be := tp.d.next(t)
+	be.request(t)
+	return cl, be
+}
+
+// heldUntil checks that the request behind done, held on clock by a timer
+// of d, reaches be only when d has passed, and gets 200.
+func heldUntil(t *testing.T, clock *fakeClock, be *backendEnd, done <-chan int, d time.Duration) {
+	t.Helper()
+	clock.waitAsked(t, d)
+	clock.Advance(d - time.Millisecond)
+	be.silent(t, 50*time.Millisecond)
+	clock.Advance(time.Millisecond)
+	be.serveOne(t)
+	if st := status(t, done); st != 200 {
+		t.Fatalf("status %d", st)
+	}
 }
 
 // client connects a new client over a pipe.

@@ -16,7 +16,7 @@ import (
 // bconn is one connection from the proxy to a backend.
 type bconn struct {
 	id      uint64
-	backend string
+	pool    *pool      // the backend's pool it belongs to
 	raw     net.Conn   // as dialed, for the non-blocking peek
 	conn    *timedConn // raw with per-read/write deadlines during an exchange
 	br      *bufio.Reader
@@ -57,7 +57,7 @@ func (p *pool) dial(ctx context.Context) (*bconn, error) {
 	}
 	now := p.px.clock.Now()
 	tc := &timedConn{Conn: nc, rd: cfg.ResponseTimeout, wd: cfg.ResponseTimeout}
-	c := &bconn{id: p.px.ids.Add(1), backend: p.addr, raw: nc, conn: tc, br: bufio.NewReaderSize(tc, 32<<10), opened: now, lastUse: now}
+	c := &bconn{id: p.px.ids.Add(1), pool: p, raw: nc, conn: tc, br: bufio.NewReaderSize(tc, 32<<10), opened: now, lastUse: now}
 	p.px.log.write(PoolEvent{Time: stamp(now), Event: "open", Backend: p.addr, BackendConn: c.id, Local: nc.LocalAddr().String()})
 	return c, nil
 }
@@ -297,7 +297,7 @@ func (p *pool) signalLocked() {
 	p.changed = make(chan struct{})
 }
 
-// idleCount is for tests and status.
+// idleCount is for tests.
 func (p *pool) idleCount() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -342,9 +342,8 @@ func alive(c *bconn) (bool, string) {
 	c.raw.SetReadDeadline(time.Now().Add(time.Millisecond))
 	defer c.raw.SetReadDeadline(time.Time{})
 	_, err := c.br.Peek(1)
-	var ne net.Error
 	switch {
-	case errors.As(err, &ne) && ne.Timeout():
+	case isTimeout(err):
 		return true, ""
 	case err == nil:
 		return false, "unsolicited data from the backend"

@@ -154,8 +154,7 @@ func (p *Proxy) Serve(ln net.Listener) error {
 			if p.ctx.Err() != nil {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+			if isTimeout(err) || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
 				sleep(p.ctx, realClock{}, backoff) // out of descriptors: wait, as net/http does
 				backoff = min(2*backoff, time.Second)
 				continue

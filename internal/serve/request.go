@@ -140,10 +140,7 @@ func ReadRequest(br *bufio.Reader) (*Request, error) {
 	for {
 		line, err := readLine(br)
 		if err != nil {
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
-			return nil, err
+			return nil, unexpectedEOF(err)
 		}
 		if len(line) == 0 {
 			break
@@ -187,6 +184,15 @@ func ReadRequest(br *bufio.Reader) (*Request, error) {
 	return r, nil
 }
 
+// unexpectedEOF turns io.EOF inside a message, which cuts it short, into
+// io.ErrUnexpectedEOF.
+func unexpectedEOF(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
 func parseProto(p string) (major, minor int, err error) {
 	if len(p) != 8 || !strings.HasPrefix(p, "HTTP/") || p[6] != '.' ||
 		p[5] < '0' || p[5] > '9' || p[7] < '0' || p[7] > '9' {
@@ -217,19 +223,13 @@ func isToken(s string) bool {
 func ReadBody(br *bufio.Reader, r *Request) (int64, error) {
 	if !r.Chunked {
 		n, err := io.CopyN(io.Discard, br, r.ContentLength)
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
-		return n, err
+		return n, unexpectedEOF(err)
 	}
 	var total int64
 	for {
 		line, err := readLine(br)
 		if err != nil {
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
-			return total, err
+			return total, unexpectedEOF(err)
 		}
 		hex, _, _ := strings.Cut(string(line), ";") // chunk extensions are ignored
 		hex = strings.TrimRight(hex, " \t")
@@ -243,16 +243,10 @@ func ReadBody(br *bufio.Reader, r *Request) (int64, error) {
 		n, err := io.CopyN(io.Discard, br, int64(size))
 		total += n
 		if err != nil {
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
-			return total, err
+			return total, unexpectedEOF(err)
 		}
 		if line, err = readLine(br); err != nil {
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
-			return total, err
+			return total, unexpectedEOF(err)
 		}
 		if len(line) != 0 {
 			return total, malformed("chunk of %d bytes not followed by CRLF", size)
@@ -261,10 +255,7 @@ func ReadBody(br *bufio.Reader, r *Request) (int64, error) {
 	for trailers := 0; ; trailers++ { // trailer section, up to the empty line
 		line, err := readLine(br)
 		if err != nil {
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
-			return total, err
+			return total, unexpectedEOF(err)
 		}
 		if len(line) == 0 {
 			return total, nil

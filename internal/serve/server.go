@@ -16,7 +16,6 @@ import (
 type Server struct {
 	cfg    Config
 	log    *Logger
-	start  time.Time
 	nextID atomic.Uint64
 
 	mu        sync.Mutex
@@ -28,8 +27,7 @@ func New(cfg Config, logw io.Writer) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	start := time.Now()
-	return &Server{cfg: cfg, log: NewLogger(logw, start), start: start}, nil
+	return &Server{cfg: cfg, log: NewLogger(logw, time.Now())}, nil
 }
 
 // Run listens and serves until ctx is done, then closes the listeners and

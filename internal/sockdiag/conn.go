@@ -1,13 +1,13 @@
 package sockdiag
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/faultbox/faultbox/internal/netns"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/faultbox/faultbox/internal/netns"
 )
 
 const (
@@ -100,7 +100,6 @@ func (c *Conn) dumpFamily(fam uint8, f Filter, out []Socket) ([]Socket, error) {
 // sockets of family fam in the states of mask, with INET_DIAG_INFO.
 func buildRequest(seq uint32, fam uint8, states uint32) []byte {
 	b := make([]byte, nlmsgHdrLen+reqV2Len)
-	ne := binary.NativeEndian
 	ne.PutUint32(b[0:], uint32(len(b)))
 	ne.PutUint16(b[4:], unix.SOCK_DIAG_BY_FAMILY)
 	ne.PutUint16(b[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)

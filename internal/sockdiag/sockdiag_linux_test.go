@@ -42,6 +42,18 @@ type pair struct {
 	lnAP, cAP, sAP netip.AddrPort
 }
 
+// eachFamily runs test over IPv4 and over IPv6, each time with a new pair
+// in one namespace.
+func eachFamily(t *testing.T, test func(t *testing.T, ns string, fam family, p *pair)) {
+	ns := labNS(t)
+	for _, fam := range families {
+		t.Run(fam.name, func(t *testing.T) { test(t, ns, fam, newPair(t, ns, fam)) })
+	}
+}
+
+// filter selects the pair's sockets (and any other on its port).
+func (p *pair) filter() Filter { return Filter{Port: p.lnAP.Port()} }
+
 func newPair(t *testing.T, ns string, fam family) *pair {
 	t.Helper()
 	return newPairIn(t, ns, ns, fam.network, fam.host)
@@ -139,120 +151,108 @@ func waitDump(t *testing.T, ns string, f Filter, what string, ok func([]Socket) 
 }
 
 func TestDump_ListenAndEstablished_Linux(t *testing.T) {
-	ns := labNS(t)
-	for _, fam := range families {
-		t.Run(fam.name, func(t *testing.T) {
-			p := newPair(t, ns, fam)
-			f := Filter{Port: p.lnAP.Port()}
-			socks, err := Dump(ns, f)
-			if err != nil {
-				t.Fatal(err)
+	eachFamily(t, func(t *testing.T, ns string, fam family, p *pair) {
+		f := p.filter()
+		socks, err := Dump(ns, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(socks) != 3 {
+			t.Fatalf("want listener + 2 ends, got:%s", show(socks))
+		}
+		ln := find(socks, p.lnAP, netip.AddrPortFrom(netip.IPv6Unspecified(), 0))
+		if fam.af == unix.AF_INET {
+			ln = find(socks, p.lnAP, netip.AddrPortFrom(netip.IPv4Unspecified(), 0))
+		}
+		cl, sv := find(socks, p.cAP, p.lnAP), find(socks, p.sAP, p.cAP)
+		if ln == nil || cl == nil || sv == nil {
+			t.Fatalf("listener %v, client %v, server %v missing in:%s", ln != nil, cl != nil, sv != nil, show(socks))
+		}
+		for _, c := range []struct {
+			name string
+			s    *Socket
+			st   State
+			ino  uint32
+		}{{"listener", ln, Listen, inode(t, p.ln)}, {"client", cl, Established, inode(t, p.client)}, {"server", sv, Established, inode(t, p.server)}} {
+			s := c.s
+			if s.State != c.st || s.Family != fam.af || s.Inode != c.ino || s.UID != uint32(os.Geteuid()) || s.Cookie == 0 || !s.HasInfo {
+				t.Errorf("%s: %+v; want state %v family %d inode %d", c.name, *s, c.st, fam.af, c.ino)
 			}
-			if len(socks) != 3 {
-				t.Fatalf("want listener + 2 ends, got:%s", show(socks))
+		}
+		for _, s := range []*Socket{cl, sv} {
+			if s.RTT <= 0 || s.RTT > 100*time.Millisecond || s.RTO < 200*time.Millisecond || s.RTO > 3*time.Second ||
+				s.SendQ != 0 || s.RecvQ != 0 || s.Unacked != 0 || s.Timer != TimerKeepalive {
+				t.Errorf("idle established socket %s: %+v", s.Key(), *s)
 			}
-			ln := find(socks, p.lnAP, netip.AddrPortFrom(netip.IPv6Unspecified(), 0))
-			if fam.af == unix.AF_INET {
-				ln = find(socks, p.lnAP, netip.AddrPortFrom(netip.IPv4Unspecified(), 0))
-			}
-			cl, sv := find(socks, p.cAP, p.lnAP), find(socks, p.sAP, p.cAP)
-			if ln == nil || cl == nil || sv == nil {
-				t.Fatalf("listener %v, client %v, server %v missing in:%s", ln != nil, cl != nil, sv != nil, show(socks))
-			}
-			for _, c := range []struct {
-				name string
-				s    *Socket
-				st   State
-				ino  uint32
-			}{{"listener", ln, Listen, inode(t, p.ln)}, {"client", cl, Established, inode(t, p.client)}, {"server", sv, Established, inode(t, p.server)}} {
-				s := c.s
-				if s.State != c.st || s.Family != fam.af || s.Inode != c.ino || s.UID != uint32(os.Geteuid()) || s.Cookie == 0 || !s.HasInfo {
-					t.Errorf("%s: %+v; want state %v family %d inode %d", c.name, *s, c.st, fam.af, c.ino)
-				}
-			}
-			for _, s := range []*Socket{cl, sv} {
-				if s.RTT <= 0 || s.RTT > 100*time.Millisecond || s.RTO < 200*time.Millisecond || s.RTO > 3*time.Second ||
-					s.SendQ != 0 || s.RecvQ != 0 || s.Unacked != 0 || s.Timer != TimerKeepalive {
-					t.Errorf("idle established socket %s: %+v", s.Key(), *s)
-				}
-			}
-			if ln.RecvQ != 0 || ln.SendQ == 0 { // accept queue empty; SendQ is the backlog
-				t.Errorf("listener queues %d/%d", ln.RecvQ, ln.SendQ)
-			}
+		}
+		if ln.RecvQ != 0 || ln.SendQ == 0 { // accept queue empty; SendQ is the backlog
+			t.Errorf("listener queues %d/%d", ln.RecvQ, ln.SendQ)
+		}
 
-			other := uint8(unix.AF_INET6)
-			if fam.af == unix.AF_INET6 {
-				other = unix.AF_INET
-			}
-			if s, err := Dump(ns, Filter{Port: f.Port, Family: other}); err != nil || len(s) != 0 {
-				t.Errorf("other family: %v%s", err, show(s))
-			}
-			if s, err := Dump(ns, Filter{Port: f.Port, States: StateMask(Listen)}); err != nil || len(s) != 1 || s[0].Key() != ln.Key() {
-				t.Errorf("LISTEN only: %v%s", err, show(s))
-			}
-			// "" is the calling thread's namespace.
-			var here []Socket
-			if err := testenv.InNetns(ns, func() (err error) { here, err = Dump("", f); return err }); err != nil || len(here) != 3 {
-				t.Errorf(`Dump("") inside the namespace: %v%s`, err, show(here))
-			}
-		})
-	}
+		other := uint8(unix.AF_INET6)
+		if fam.af == unix.AF_INET6 {
+			other = unix.AF_INET
+		}
+		if s, err := Dump(ns, Filter{Port: f.Port, Family: other}); err != nil || len(s) != 0 {
+			t.Errorf("other family: %v%s", err, show(s))
+		}
+		if s, err := Dump(ns, Filter{Port: f.Port, States: StateMask(Listen)}); err != nil || len(s) != 1 || s[0].Key() != ln.Key() {
+			t.Errorf("LISTEN only: %v%s", err, show(s))
+		}
+		// "" is the calling thread's namespace.
+		var here []Socket
+		if err := testenv.InNetns(ns, func() (err error) { here, err = Dump("", f); return err }); err != nil || len(here) != 3 {
+			t.Errorf(`Dump("") inside the namespace: %v%s`, err, show(here))
+		}
+	})
 }
 
 func TestDump_HalfClose_FinWait2CloseWaitThenTimeWait_Linux(t *testing.T) {
-	ns := labNS(t)
-	for _, fam := range families {
-		t.Run(fam.name, func(t *testing.T) {
-			p := newPair(t, ns, fam)
-			f := Filter{Port: p.lnAP.Port()}
-			if err := p.client.CloseWrite(); err != nil {
-				t.Fatal(err)
-			}
-			waitDump(t, ns, f, "FIN-WAIT-2 client and CLOSE-WAIT server", func(s []Socket) bool {
-				c, sv := find(s, p.cAP, p.lnAP), find(s, p.sAP, p.cAP)
-				return c != nil && c.State == FinWait2 && sv != nil && sv.State == CloseWait
-			})
-			if err := p.server.Close(); err != nil {
-				t.Fatal(err)
-			}
-			socks := waitDump(t, ns, f, "TIME-WAIT client, server gone", func(s []Socket) bool {
-				c := find(s, p.cAP, p.lnAP)
-				return c != nil && c.State == TimeWait && find(s, p.sAP, p.cAP) == nil
-			})
-			c := find(socks, p.cAP, p.lnAP)
-			if c.Timer != TimerTimeWait || c.TimerExpires <= 0 || c.TimerExpires > 60*time.Second || c.HasInfo {
-				t.Errorf("TIME-WAIT socket: %+v", *c)
-			}
+	eachFamily(t, func(t *testing.T, ns string, fam family, p *pair) {
+		f := p.filter()
+		if err := p.client.CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		waitDump(t, ns, f, "FIN-WAIT-2 client and CLOSE-WAIT server", func(s []Socket) bool {
+			c, sv := find(s, p.cAP, p.lnAP), find(s, p.sAP, p.cAP)
+			return c != nil && c.State == FinWait2 && sv != nil && sv.State == CloseWait
 		})
-	}
+		if err := p.server.Close(); err != nil {
+			t.Fatal(err)
+		}
+		socks := waitDump(t, ns, f, "TIME-WAIT client, server gone", func(s []Socket) bool {
+			c := find(s, p.cAP, p.lnAP)
+			return c != nil && c.State == TimeWait && find(s, p.sAP, p.cAP) == nil
+		})
+		c := find(socks, p.cAP, p.lnAP)
+		if c.Timer != TimerTimeWait || c.TimerExpires <= 0 || c.TimerExpires > 60*time.Second || c.HasInfo {
+			t.Errorf("TIME-WAIT socket: %+v", *c)
+		}
+	})
 }
 
 func TestDump_PeerStopsReading_SendQAndPersistTimer_Linux(t *testing.T) {
-	ns := labNS(t)
-	for _, fam := range families {
-		t.Run(fam.name, func(t *testing.T) {
-			p := newPair(t, ns, fam)
-			// The server never reads: fill its receive buffer and our send buffer.
-			buf := make([]byte, 64<<10)
-			p.client.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
-			var err error
-			for i := 0; i < 4096 && err == nil; i++ {
-				_, err = p.client.Write(buf)
-			}
-			if !errors.Is(err, os.ErrDeadlineExceeded) {
-				t.Fatalf("write to a peer that stopped reading: %v, want a timeout", err)
-			}
-			socks := waitDump(t, ns, Filter{Port: p.lnAP.Port()}, "client on its persist timer", func(s []Socket) bool {
-				c := find(s, p.cAP, p.lnAP)
-				return c != nil && c.Timer == TimerPersist
-			})
-			c, sv := find(socks, p.cAP, p.lnAP), find(socks, p.sAP, p.cAP)
-			if c.State != Established || c.SendQ == 0 || sv == nil || sv.RecvQ == 0 {
-				t.Errorf("want client SendQ > 0 and server RecvQ > 0:%s", show(socks))
-			}
-			t.Logf("client SendQ %d, server RecvQ %d, persist expires in %v", c.SendQ, sv.RecvQ, c.TimerExpires)
+	eachFamily(t, func(t *testing.T, ns string, fam family, p *pair) {
+		// The server never reads: fill its receive buffer and our send buffer.
+		buf := make([]byte, 64<<10)
+		p.client.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
+		var err error
+		for i := 0; i < 4096 && err == nil; i++ {
+			_, err = p.client.Write(buf)
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("write to a peer that stopped reading: %v, want a timeout", err)
+		}
+		socks := waitDump(t, ns, p.filter(), "client on its persist timer", func(s []Socket) bool {
+			c := find(s, p.cAP, p.lnAP)
+			return c != nil && c.Timer == TimerPersist
 		})
-	}
+		c, sv := find(socks, p.cAP, p.lnAP), find(socks, p.sAP, p.cAP)
+		if c.State != Established || c.SendQ == 0 || sv == nil || sv.RecvQ == 0 {
+			t.Errorf("want client SendQ > 0 and server RecvQ > 0:%s", show(socks))
+		}
+		t.Logf("client SendQ %d, server RecvQ %d, persist expires in %v", c.SendQ, sv.RecvQ, c.TimerExpires)
+	})
 }
 
 // vethLab is a server and a client namespace joined by a veth pair, with
@@ -279,7 +279,7 @@ func TestSampler_CloseWaitUnackedRetransmitting_Linux(t *testing.T) {
 		t.Run(fam.name, func(t *testing.T) {
 			srvNS, cliNS := vethLab(t)
 			p := newPairIn(t, srvNS, cliNS, fam.network, fam.host)
-			f := Filter{Port: p.lnAP.Port()}
+			f := p.filter()
 			if err := p.client.CloseWrite(); err != nil {
 				t.Fatal(err)
 			}
