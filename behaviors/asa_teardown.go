@@ -96,7 +96,7 @@ func (a *ASATeardown) Handle(p *Packet) Verdict {
 			return Pass
 		}
 		a.droppedAfterForget++
-		p.Note = "asa-teardown: flow forgotten" // a constant: the chain's default note would allocate
+		p.Note = "asa-teardown: flow forgotten"
 		if p.From == flow.Server && isBareACK(p) {
 			a.challengeACKsDropped++
 			p.Note = "asa-teardown: challenge ACK dropped"
@@ -126,9 +126,7 @@ func (a *ASATeardown) Handle(p *Packet) Verdict {
 			verdict = Drop
 			p.Note = "asa-teardown: FIN swallowed"
 		} else { // the data goes through, the FIN does not
-			p.Buf[p.L4Off+13] &^= packet.FIN
-			p.Flags &^= packet.FIN
-			p.MarkModified()
+			stripFIN(p)
 		}
 	}
 	depart := p.Depart

@@ -23,7 +23,7 @@ func newASA(mut func(*ASATeardown)) *ASATeardown {
 // asaSession opens a connection, sends a 275-byte request so that the
 // client's FIN occupies relative sequence 276 (as in the 2015 capture), and
 // has the server send a partial response.
-func asaSession(t *testing.T, e *departEnv, c, s netip.Addr, cisn, sisn uint32) *tcpConn {
+func asaSession(t *testing.T, e *harness, c, s netip.Addr, cisn, sisn uint32) *tcpConn {
 	t.Helper()
 	k := newConn(c, s, cisn, sisn)
 	for _, seg := range k.handshake() {
@@ -50,20 +50,21 @@ func TestASATeardown_RSTAtRCVNXTMinusOne_2015(t *testing.T) {
 	for _, a := range addrs {
 		for _, isn := range isns {
 			t.Run(fmt.Sprintf("%v/isn=%#x", a.c, isn.c), func(t *testing.T) {
-				e := &departEnv{harness: newHarness(t, "asa-teardown", newASA(nil), Match{})}
+				e := newHarness(t, "asa-teardown", newASA(nil), Match{})
 				k := asaSession(t, e, a.c, a.s, isn.c, isn.s)
 				finSeq := k.cseq
 				if rel := finSeq - isn.c; rel != 276 {
 					t.Fatalf("FIN at relative %d, want 276", rel)
 				}
-				v, finDepart := e.send(k.seg(true, packet.FIN|packet.ACK, nil))
+				v, finDelay := e.send(k.seg(true, packet.FIN|packet.ACK, nil))
+				finDepart := e.now + finDelay
 				if v != Pass {
 					t.Fatal("FIN not forwarded")
 				}
 				if len(e.injected) != 1 {
 					t.Fatalf("%d packets injected, want 1 RST", len(e.injected))
 				}
-				rst := injectedTCP(t, e.harness, 0)
+				rst := injectedTCP(t, e, 0)
 				// The server's RCV.NXT counts the FIN: 277; the RST is one less.
 				wantRST(t, rst, flow.Client, flow.Server, k, isn.c+277-1)
 				if rst.Seq != finSeq {
@@ -82,7 +83,7 @@ func TestASATeardown_RSTAtRCVNXTMinusOne_2015(t *testing.T) {
 
 func TestASATeardown_ForgetDropsChallengeACKs(t *testing.T) {
 	a := newASA(nil)
-	e := &departEnv{harness: newHarness(t, "asa-teardown", a, Match{})}
+	e := newHarness(t, "asa-teardown", a, Match{})
 	k := asaSession(t, e, client4, server4, 0xfffffff0, 1)
 	e.send(k.seg(true, packet.FIN|packet.ACK, nil))
 	later := [][]byte{
@@ -116,7 +117,7 @@ func TestASATeardown_ForgetDropsChallengeACKs(t *testing.T) {
 }
 
 func TestASATeardown_ForgetFor(t *testing.T) {
-	e := &departEnv{harness: newHarness(t, "asa-teardown", newASA(func(a *ASATeardown) { a.ForgetFor = 2 * time.Second }), Match{})}
+	e := newHarness(t, "asa-teardown", newASA(func(a *ASATeardown) { a.ForgetFor = 2 * time.Second }), Match{})
 	k := asaSession(t, e, client6, server6, 1, 2)
 	e.send(k.seg(true, packet.FIN|packet.ACK, nil))
 	e.now += int64(1999 * time.Millisecond)
@@ -132,7 +133,7 @@ func TestASATeardown_ForgetFor(t *testing.T) {
 func TestASATeardown_SwallowedFIN_RSTInEstablished(t *testing.T) {
 	for _, payload := range []int{0, 10} {
 		a := newASA(func(a *ASATeardown) { a.FIN = "swallow" })
-		e := &departEnv{harness: newHarness(t, "asa-teardown", a, Match{})}
+		e := newHarness(t, "asa-teardown", a, Match{})
 		k := asaSession(t, e, client6, server6, 0xfffffeec, 3)
 		fin := k.seg(true, packet.FIN|packet.ACK, make([]byte, payload))
 		finSeq := k.cseq - 1
@@ -149,7 +150,7 @@ func TestASATeardown_SwallowedFIN_RSTInEstablished(t *testing.T) {
 		}
 		// The server never got the FIN: RCV.NXT is the FIN's sequence, the
 		// RST is one below it (ignored in ESTABLISHED by RFC 5961 stacks).
-		wantRST(t, injectedTCP(t, e.harness, 0), flow.Client, flow.Server, k, finSeq-1)
+		wantRST(t, injectedTCP(t, e, 0), flow.Client, flow.Server, k, finSeq-1)
 		if a.Stats()["fin_swallowed"] != 1 {
 			t.Fatalf("stats %v", a.Stats())
 		}
@@ -159,17 +160,17 @@ func TestASATeardown_SwallowedFIN_RSTInEstablished(t *testing.T) {
 func TestASATeardown_OffsetsAndRSTToClient(t *testing.T) {
 	for _, off := range []int{-2, 0, 1, -100000} {
 		a := newASA(func(a *ASATeardown) { a.Offset, a.RSTToClient = off, true })
-		e := &departEnv{harness: newHarness(t, "asa-teardown", a, Match{})}
+		e := newHarness(t, "asa-teardown", a, Match{})
 		k := asaSession(t, e, client4, server4, 0xffffff00, 0xfffffff0)
 		e.send(k.seg(true, packet.FIN|packet.ACK, nil))
-		wantRST(t, injectedTCP(t, e.harness, 0), flow.Client, flow.Server, k, k.cseq+uint32(off))
-		wantRST(t, injectedTCP(t, e.harness, 1), flow.Server, flow.Client, k, k.sseq)
+		wantRST(t, injectedTCP(t, e, 0), flow.Client, flow.Server, k, k.cseq+uint32(off))
+		wantRST(t, injectedTCP(t, e, 1), flow.Server, flow.Client, k, k.sseq)
 	}
 }
 
 func TestASATeardown_OnClientRST(t *testing.T) {
 	a := newASA(func(a *ASATeardown) { a.On = []string{"rst"} })
-	e := &departEnv{harness: newHarness(t, "asa-teardown", a, Match{})}
+	e := newHarness(t, "asa-teardown", a, Match{})
 	k := asaSession(t, e, client4, server4, 5, 6)
 	if v, _ := e.send(k.seg(true, packet.FIN|packet.ACK, nil)); v != Pass || len(e.injected) != 0 {
 		t.Fatal("FIN acted upon with on: [rst]")
@@ -177,12 +178,12 @@ func TestASATeardown_OnClientRST(t *testing.T) {
 	if v, _ := e.send(k.seg(true, packet.RST|packet.ACK, nil)); v != Drop {
 		t.Fatal("the client's RST was not replaced")
 	}
-	wantRST(t, injectedTCP(t, e.harness, 0), flow.Client, flow.Server, k, k.cseq-1)
+	wantRST(t, injectedTCP(t, e, 0), flow.Client, flow.Server, k, k.cseq-1)
 }
 
 func TestASATeardown_WindowOffsetIsInWindowNotExact(t *testing.T) {
 	a := newASA(func(a *ASATeardown) { a.OffsetMode = "window" })
-	e := &departEnv{harness: newHarness(t, "asa-teardown", a, Match{})}
+	e := newHarness(t, "asa-teardown", a, Match{})
 	seen := map[uint32]bool{}
 	for i := 0; i < 50; i++ {
 		k := newConn(client4, server4, uint32(i)*0x0fffffff, 9)
@@ -191,7 +192,7 @@ func TestASATeardown_WindowOffsetIsInWindowNotExact(t *testing.T) {
 			e.send(seg)
 		}
 		e.send(k.seg(true, packet.FIN|packet.ACK, nil))
-		rst := injectedTCP(t, e.harness, len(e.injected)-1)
+		rst := injectedTCP(t, e, len(e.injected)-1)
 		off := rst.Seq - k.cseq // from the server's RCV.NXT
 		if off == 0 || off >= 65535 {
 			t.Fatalf("window offset %d outside (0, 65535)", off)
@@ -223,11 +224,7 @@ func TestASATeardown_Validate(t *testing.T) {
 func BenchmarkASATeardown_Established(b *testing.B) {
 	r := newBenchRig(b, "asa-teardown", newASA(nil))
 	up, down := benchEstablished(r)
-	b.ReportAllocs()
-	for i := 0; b.Loop(); i++ {
-		r.run(up, int64(i))
-		r.run(down, int64(i))
-	}
+	r.loop(b, up, down)
 }
 
 func BenchmarkASATeardown_Forgotten(b *testing.B) {

@@ -94,6 +94,14 @@ func (p *Packet) KeepsChecksums() bool { return p.keepCsum }
 // Modified reports whether a behavior changed the packet.
 func (p *Packet) Modified() bool { return p.modified }
 
+// stripFIN clears the FIN flag of TCP segment p in place: its data and ACK
+// go on, its FIN never arrives.
+func stripFIN(p *Packet) {
+	p.Buf[p.L4Off+13] &^= packet.FIN // the flags byte of the TCP header
+	p.Flags &^= packet.FIN
+	p.MarkModified()
+}
+
 // FlowState returns the current behavior's state for this packet's flow,
 // creating a zero T on first use. It returns nil when there is no flow.
 func FlowState[T any](p *Packet) *T {

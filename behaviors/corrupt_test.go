@@ -69,12 +69,8 @@ func TestCorrupt_CorrectChecksumReachesTheApplication(t *testing.T) {
 	}
 	seg := dataSeg(k, true, 1000)
 	orig := bytes.Clone(seg)
-	var parsed packet.Parsed
-	parsed.Decode(seg)
-	f, side := h.flows.Track(&parsed, h.now)
-	var p Packet
-	p.Reset(&parsed, f, side, h.now)
-	h.chain.Run(&p, h, h.scratch[:])
+	h.run(seg, h.now)
+	p, parsed := &h.p, &h.parsed
 	if !p.Modified() || p.KeepsChecksums() {
 		t.Fatal("want modified, checksums to be fixed by the engine")
 	}

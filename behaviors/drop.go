@@ -27,7 +27,7 @@ func (d *Discard) Handle(p *Packet) Verdict {
 			st.n++
 		}
 	}
-	if d.Probability > 0 && p.Rand.Float64() >= float64(d.Probability) {
+	if d.Probability > 0 && !chance(p, d.Probability) {
 		return Pass
 	}
 	d.dropped++

@@ -71,9 +71,5 @@ func TestFINDelay_ValidateRequiresDelay(t *testing.T) {
 func BenchmarkFINDelay_Data(b *testing.B) {
 	r := newBenchRig(b, "fin-delay", &FINDelay{Delay: time.Millisecond})
 	up, down := benchEstablished(r)
-	b.ReportAllocs()
-	for i := 0; b.Loop(); i++ {
-		r.run(up, int64(i))
-		r.run(down, int64(i))
-	}
+	r.loop(b, up, down)
 }

@@ -228,7 +228,7 @@ func FuzzBehaviors(f *testing.F) {
 			}
 		}
 	})
-	for _, s := range seedConnections(f) {
+	for _, s := range seedConnections() {
 		f.Add(s, uint64(1), uint8(0))
 		f.Add(s, uint64(7), uint8(1))
 	}
@@ -254,56 +254,27 @@ func FuzzBehaviors(f *testing.F) {
 
 // seedConnections are small built-in seeds (the corpus in testdata/fuzz
 // holds the real captures): a TCP connection over IPv4 with data and a
-// FIN handshake, the same over IPv6, and UDP.
-func seedConnections(f *testing.F) [][]byte {
+// FIN handshake, and the same over IPv6.
+func seedConnections() [][]byte {
 	var out [][]byte
 	for _, c := range [][2]string{{"198.18.0.1", "198.18.0.2"}, {"2001:db8::1", "2001:db8::2"}} {
-		k := newSeedConn(c[0], c[1])
+		k := behaviors.NewTestConn(netip.MustParseAddr(c[0]), netip.MustParseAddr(c[1]), 1000, 0xfffff000)
 		var b []byte
 		add := func(step uint8, pkt []byte) {
 			b = append(b, step, 0, byte(len(pkt)>>8), byte(len(pkt)))
 			b = append(b, pkt...)
 		}
-		add(0, k.seg(true, packet.SYN, nil))
-		add(10, k.seg(false, packet.SYN|packet.ACK, nil))
-		add(10, k.seg(true, packet.ACK, nil))
-		add(1, k.seg(true, packet.ACK|packet.PSH, []byte("GET / HTTP/1.1\r\nHost: server\r\n\r\n")))
-		add(20, k.seg(false, packet.ACK|packet.PSH, bytes.Repeat([]byte("x"), 1000)))
-		add(5, k.seg(true, packet.ACK, nil))
-		add(100, k.seg(false, packet.ACK|packet.FIN, nil))
-		add(5, k.seg(true, packet.ACK|packet.FIN, nil))
-		add(5, k.seg(false, packet.ACK, nil))
-		add(250, k.seg(true, packet.ACK|packet.PSH, []byte("late")))
+		add(0, k.Seg(true, packet.SYN, nil))
+		add(10, k.Seg(false, packet.SYN|packet.ACK, nil))
+		add(10, k.Seg(true, packet.ACK, nil))
+		add(1, k.Seg(true, packet.ACK|packet.PSH, []byte("GET / HTTP/1.1\r\nHost: server\r\n\r\n")))
+		add(20, k.Seg(false, packet.ACK|packet.PSH, bytes.Repeat([]byte("x"), 1000)))
+		add(5, k.Seg(true, packet.ACK, nil))
+		add(100, k.Seg(false, packet.ACK|packet.FIN, nil))
+		add(5, k.Seg(true, packet.ACK|packet.FIN, nil))
+		add(5, k.Seg(false, packet.ACK, nil))
+		add(250, k.Seg(true, packet.ACK|packet.PSH, []byte("late")))
 		out = append(out, b)
 	}
 	return out
-}
-
-type seedConn struct {
-	c, s       string
-	cseq, sseq uint32
-}
-
-func newSeedConn(c, s string) *seedConn { return &seedConn{c: c, s: s, cseq: 1000, sseq: 0xfffff000} }
-
-func (k *seedConn) seg(fromClient bool, flags uint8, payload []byte) []byte {
-	spec := packet.TCPSpec{Flags: flags, Window: 65535, Payload: payload}
-	c, s := netip.MustParseAddr(k.c), netip.MustParseAddr(k.s)
-	if fromClient {
-		spec.Src, spec.Dst, spec.SrcPort, spec.DstPort, spec.Seq, spec.Ack = c, s, 40000, 80, k.cseq, k.sseq
-	} else {
-		spec.Src, spec.Dst, spec.SrcPort, spec.DstPort, spec.Seq, spec.Ack = s, c, 80, 40000, k.sseq, k.cseq
-	}
-	buf := make([]byte, 60+len(payload))
-	n := packet.BuildTCP(buf, spec)
-	adv := uint32(len(payload))
-	if flags&(packet.SYN|packet.FIN) != 0 {
-		adv++
-	}
-	if fromClient {
-		k.cseq += adv
-	} else {
-		k.sseq += adv
-	}
-	return buf[:n]
 }

@@ -59,11 +59,11 @@ func (h *HandshakeDrop) Handle(p *Packet) Verdict {
 		}
 		st.seen++
 	}
-	if h.Probability > 0 && p.Rand.Float64() >= float64(h.Probability) {
+	if h.Probability > 0 && !chance(p, h.Probability) {
 		return Pass
 	}
 	h.dropped++
-	p.Note = h.note // a constant: the chain's default note would allocate
+	p.Note = h.note
 	return Drop
 }
 

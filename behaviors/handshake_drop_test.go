@@ -129,9 +129,5 @@ func TestHandshakeDrop_Validate(t *testing.T) {
 func BenchmarkHandshakeDrop_Established(b *testing.B) {
 	r := newBenchRig(b, "ack-drop", newHandshakeDrop(b, "ack-drop", func(d *HandshakeDrop) { d.Count = 3 }))
 	up, down := benchEstablished(r)
-	b.ReportAllocs()
-	for i := 0; b.Loop(); i++ {
-		r.run(up, int64(i))
-		r.run(down, int64(i))
-	}
+	r.loop(b, up, down)
 }

@@ -8,36 +8,63 @@ import (
 	"github.com/faultbox/faultbox/internal/packet"
 )
 
-// harness runs packets through one behavior the way the engine does, with a
-// fake clock, a real flow table and a recording Env. Tests in this package
-// share it so that each behavior's test reads like its recipe.
+// rig runs packets through a chain the way the engine does: decode, track
+// in a real flow table, run the chain. It reuses its Parsed and Packet, so
+// benchmarks count only the behaviors' own allocations.
+type rig struct {
+	chain   *Chain
+	flows   *flow.Table
+	env     Env
+	parsed  packet.Parsed
+	p       Packet // the last packet run, as the chain left it
+	scratch [2048]byte
+}
+
+// newRig validates b and builds a one-entry chain for it with match m and
+// seed 1.
+func newRig(tb testing.TB, typ string, b Behavior, m Match, env Env) *rig {
+	tb.Helper()
+	if v, ok := b.(Validator); ok {
+		if err := v.Validate(); err != nil {
+			tb.Fatalf("validate %s: %v", typ, err)
+		}
+	}
+	return &rig{
+		chain: NewChain("test", 1, []*Entry{{Type: typ, Match: m, Behavior: b}}),
+		flows: flow.NewTable(1024, flow.DefaultTimeouts),
+		env:   env,
+	}
+}
+
+// run passes raw through the chain at now and returns the verdict.
+func (r *rig) run(raw []byte, now int64) Verdict {
+	r.parsed.Decode(raw)
+	f, side := r.flows.Track(&r.parsed, now)
+	r.p.Reset(&r.parsed, f, side, now)
+	return r.chain.Run(&r.p, r.env, r.scratch[:])
+}
+
+// harness is a rig with a fake clock and a recording Env. Tests in this
+// package share it so that each behavior's test reads like its recipe.
 type harness struct {
-	t        *testing.T
-	chain    *Chain
-	flows    *flow.Table
+	*rig
 	now      int64 // ns
 	injected [][]byte
+	departs  []int64 // of the injected packets, absolute
 	events   []string
-	scratch  [2048]byte
 }
 
 // newHarness builds a one-entry chain for b with match m and seed 1.
 func newHarness(t *testing.T, typ string, b Behavior, m Match) *harness {
 	t.Helper()
-	if v, ok := b.(Validator); ok {
-		if err := v.Validate(); err != nil {
-			t.Fatalf("validate %s: %v", typ, err)
-		}
-	}
-	return &harness{
-		t:     t,
-		chain: NewChain("test", 1, []*Entry{{Type: typ, Match: m, Behavior: b}}),
-		flows: flow.NewTable(1024, flow.DefaultTimeouts),
-	}
+	h := &harness{}
+	h.rig = newRig(t, typ, b, m, h)
+	return h
 }
 
 func (h *harness) Inject(pkt []byte, depart int64, note string) {
 	h.injected = append(h.injected, append([]byte(nil), pkt...))
+	h.departs = append(h.departs, depart)
 }
 
 func (h *harness) Event(p *Packet, note string) { h.events = append(h.events, note) }
@@ -45,13 +72,38 @@ func (h *harness) Event(p *Packet, note string) { h.events = append(h.events, no
 // send runs raw through the chain at the harness clock and returns the
 // verdict and the packet's departure delay in ns.
 func (h *harness) send(raw []byte) (Verdict, int64) {
-	var parsed packet.Parsed
-	parsed.Decode(raw)
-	f, side := h.flows.Track(&parsed, h.now)
-	var p Packet
-	p.Reset(&parsed, f, side, h.now)
-	v := h.chain.Run(&p, h, h.scratch[:])
-	return v, p.Depart - h.now
+	v := h.run(raw, h.now)
+	return v, h.p.Depart - h.now
+}
+
+// nopEnv is the Env of benchmarks: injecting and logging cost nothing.
+type nopEnv struct{}
+
+func (nopEnv) Inject([]byte, int64, string) {}
+func (nopEnv) Event(*Packet, string)        {}
+
+func newBenchRig(b *testing.B, typ string, bh Behavior) *rig {
+	return newRig(b, typ, bh, Match{}, nopEnv{})
+}
+
+// loop runs up and down once per iteration, at increasing times, and
+// reports allocations: the per-packet path must show 0 allocs/op.
+func (r *rig) loop(b *testing.B, up, down []byte) {
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		r.run(up, int64(i))
+		r.run(down, int64(i))
+	}
+}
+
+// benchEstablished feeds a handshake and returns a client data segment and
+// a server data segment of the same flow.
+func benchEstablished(r *rig) (up, down []byte) {
+	c := newConn(client4, server4, 1, 1000)
+	for _, s := range c.handshake() {
+		r.run(s, 0)
+	}
+	return c.seg(true, packet.ACK, make([]byte, 1400)), c.seg(false, packet.ACK, make([]byte, 1400))
 }
 
 // Addresses of the test client and server, in both IP versions.
@@ -102,6 +154,16 @@ func (k *tcpConn) seg(fromClient bool, flags uint8, payload []byte) []byte {
 	return buf[:n]
 }
 
+// NewTestConn and Seg give the external fuzz test (package behaviors_test,
+// which imports profiles and so cannot live in this package) the same
+// connection builder.
+func NewTestConn(c, s netip.Addr, cisn, sisn uint32) *tcpConn { return newConn(c, s, cisn, sisn) }
+
+// Seg is seg, exported for the fuzz test.
+func (k *tcpConn) Seg(fromClient bool, flags uint8, payload []byte) []byte {
+	return k.seg(fromClient, flags, payload)
+}
+
 // handshake returns SYN, SYN-ACK, ACK.
 func (k *tcpConn) handshake() [][]byte {
 	return [][]byte{
@@ -111,7 +173,7 @@ func (k *tcpConn) handshake() [][]byte {
 	}
 }
 
-// udp4 builds a UDP datagram.
+// udpPacket builds a UDP datagram.
 func udpPacket(src, dst netip.Addr, sport, dport uint16, payload []byte) []byte {
 	ipLen := 20
 	if src.Is6() {

@@ -40,9 +40,5 @@ func TestHoldFirstData_HoldsRequestAndWhatFollowsIt(t *testing.T) {
 func BenchmarkHoldFirstData_AfterHold(b *testing.B) {
 	r := newBenchRig(b, "hold-first-data", &HoldFirstData{Hold: time.Millisecond})
 	up, down := benchEstablished(r)
-	b.ReportAllocs()
-	for i := 0; b.Loop(); i++ {
-		r.run(up, int64(i))
-		r.run(down, int64(i))
-	}
+	r.loop(b, up, down)
 }

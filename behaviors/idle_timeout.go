@@ -84,7 +84,7 @@ func (i *IdleTimeout) Handle(p *Packet) Verdict {
 		p.Event("idle-timeout: flow expired")
 	}
 	i.dropped++
-	p.Note = "idle-timeout: flow expired" // a constant: the chain's default note would allocate
+	p.Note = "idle-timeout: flow expired"
 	if i.rst && p.Flags&packet.RST == 0 { // never answer a RST with a RST
 		c, s := st.rcv[flow.Client], st.rcv[flow.Server]
 		if i.toServer {

@@ -120,11 +120,7 @@ func TestIdleTimeout_Validate(t *testing.T) {
 func BenchmarkIdleTimeout_Active(b *testing.B) {
 	r := newBenchRig(b, "idle-timeout", newIdle(nil))
 	up, down := benchEstablished(r)
-	b.ReportAllocs()
-	for i := 0; b.Loop(); i++ {
-		r.run(up, int64(i))
-		r.run(down, int64(i))
-	}
+	r.loop(b, up, down)
 }
 
 func BenchmarkIdleTimeout_ExpiredRSTAnswer(b *testing.B) {

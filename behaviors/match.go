@@ -5,7 +5,6 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/faultbox/faultbox/internal/flow"
 	"github.com/faultbox/faultbox/internal/packet"
 )
 
@@ -62,16 +61,10 @@ var flagSets = map[string]FlagSet{
 // Compile checks a MatchSpec and resolves its host names.
 func (s MatchSpec) Compile(resolve Resolver) (Match, error) {
 	var m Match
-	switch strings.ToLower(s.Direction) {
-	case "", "both":
-	case "upstream":
-		m.Direction = Upstream
-	case "downstream":
-		m.Direction = Downstream
-	default:
-		return m, Errorf("match.direction", "%q is not upstream, downstream or both", s.Direction)
-	}
 	var err error
+	if m.Direction, err = parseDirection("match.direction", s.Direction); err != nil {
+		return m, err
+	}
 	if m.From, err = prefixes(s.From, resolve, "match.from"); err != nil {
 		return m, err
 	}
@@ -106,6 +99,24 @@ func (s MatchSpec) Compile(resolve Resolver) (Match, error) {
 	return m, nil
 }
 
+// parseDirection reads an upstream | downstream | both parameter ("" is both).
+func parseDirection(field, v string) (Direction, error) {
+	switch strings.ToLower(v) {
+	case "", "both":
+		return Both, nil
+	case "upstream":
+		return Upstream, nil
+	case "downstream":
+		return Downstream, nil
+	}
+	return Both, Errorf(field, "%q is not upstream, downstream or both", v)
+}
+
+// selects reports whether p travels in direction d.
+func (d Direction) selects(p *Packet) bool {
+	return d == Both || (d == Upstream) == p.Upstream()
+}
+
 func prefixes(items []string, resolve Resolver, field string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for _, it := range items {
@@ -137,7 +148,7 @@ func (m *Match) Matches(p *Packet) bool {
 	if m.Protocol != 0 && p.Proto != m.Protocol && !(m.Protocol == packet.ProtoICMP && p.Proto == packet.ProtoICMPv6) {
 		return false
 	}
-	if m.Direction != Both && (m.Direction == Upstream) != p.Upstream() {
+	if !m.Direction.selects(p) {
 		return false
 	}
 	if m.Port != 0 && (!p.HasPorts || (p.SrcPort != m.Port && p.DstPort != m.Port)) {
@@ -182,14 +193,6 @@ func inAny(ps []netip.Prefix, a netip.Addr) bool {
 		}
 	}
 	return false
-}
-
-// SideFromDirection is a helper for behaviors whose parameters name a side.
-func SideFromDirection(upstream bool) flow.Side {
-	if upstream {
-		return flow.Client
-	}
-	return flow.Server
 }
 
 // String renders a match for status output.

@@ -10,7 +10,7 @@ import (
 
 func TestReset_AfterBytes_BothExact(t *testing.T) {
 	r := &Reset{Trigger: Trigger{Kind: "bytes", AfterBytes: 1000, Direction: "downstream"}}
-	e := &departEnv{harness: newHarness(t, "reset", r, Match{})}
+	e := newHarness(t, "reset", r, Match{})
 	k := newConn(client6, server6, 0xffffff00, 0xfffffe00)
 	for _, s := range append(k.handshake(), k.seg(true, packet.ACK, []byte("GET /big"))) {
 		e.send(s)
@@ -18,14 +18,14 @@ func TestReset_AfterBytes_BothExact(t *testing.T) {
 	if v, _ := e.send(k.seg(false, packet.ACK, make([]byte, 999))); v != Pass || len(e.injected) != 0 {
 		t.Fatal("reset before 1000 bytes")
 	}
-	v, depart := e.send(k.seg(false, packet.ACK, make([]byte, 1)))
+	v, delay := e.send(k.seg(false, packet.ACK, make([]byte, 1)))
 	if v != Pass {
 		t.Fatal("trigger packet dropped without drop: true")
 	}
 	// The trigger packet is forwarded first, so the client's RCV.NXT includes it.
-	wantRST(t, injectedTCP(t, e.harness, 0), flow.Client, flow.Server, k, k.cseq)
-	wantRST(t, injectedTCP(t, e.harness, 1), flow.Server, flow.Client, k, k.sseq)
-	if e.departs[0] <= depart || e.departs[1] <= depart {
+	wantRST(t, injectedTCP(t, e, 0), flow.Client, flow.Server, k, k.cseq)
+	wantRST(t, injectedTCP(t, e, 1), flow.Server, flow.Client, k, k.sseq)
+	if depart := e.now + delay; e.departs[0] <= depart || e.departs[1] <= depart {
 		t.Fatal("RSTs may overtake the trigger packet")
 	}
 	// Then the flow is left alone.

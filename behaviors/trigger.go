@@ -122,15 +122,9 @@ func (t *Trigger) Validate() error {
 	} else if t.Pattern != "" {
 		return Errorf("pattern", "is only used with trigger: regex, not %s", t.Kind)
 	}
-	switch strings.ToLower(t.Direction) {
-	case "", "both":
-		t.dir = Both
-	case "upstream":
-		t.dir = Upstream
-	case "downstream":
-		t.dir = Downstream
-	default:
-		return Errorf("direction", "%q is not upstream, downstream or both", t.Direction)
+	var err error
+	if t.dir, err = parseDirection("direction", t.Direction); err != nil {
+		return err
 	}
 	if t.Direction != "" && k != trigBytes && k != trigRegex {
 		return Errorf("direction", "is only used with trigger: bytes or regex, not %s", t.Kind)
@@ -168,7 +162,7 @@ func (t *Trigger) Fires(p *Packet, st *TriggerState) bool {
 		// The first payload in the direction is the segment that carries
 		// all the bytes counted so far; retransmissions never qualify.
 		n := p.PayloadLen()
-		hit = n > 0 && t.dirOK(p) && t.bytes(f) == uint64(n) && t.re.Match(p.Payload())
+		hit = n > 0 && t.dir.selects(p) && t.bytes(f) == uint64(n) && t.re.Match(p.Payload())
 	}
 	st.fired = hit
 	return hit
@@ -184,8 +178,4 @@ func (t *Trigger) bytes(f *flow.Flow) uint64 {
 		return f.Ends[flow.Server].Bytes
 	}
 	return f.Ends[flow.Client].Bytes + f.Ends[flow.Server].Bytes
-}
-
-func (t *Trigger) dirOK(p *Packet) bool {
-	return t.dir == Both || (t.dir == Upstream) == p.Upstream()
 }

@@ -219,79 +219,8 @@ func wantRST(t *testing.T, p packet.Parsed, src, dst flow.Side, k *tcpConn, seq 
 	}
 }
 
-// departEnv records the departure times of injected packets, which the
-// shared harness does not keep.
-type departEnv struct {
-	*harness
-	departs []int64
-}
-
-func (e *departEnv) Inject(pkt []byte, depart int64, note string) {
-	e.harness.Inject(pkt, depart, note)
-	e.departs = append(e.departs, depart)
-}
-
-// send is harness.send with e as the Env; it returns the absolute Depart.
-func (e *departEnv) send(raw []byte) (Verdict, int64) {
-	var parsed packet.Parsed
-	parsed.Decode(raw)
-	f, side := e.flows.Track(&parsed, e.now)
-	var p Packet
-	p.Reset(&parsed, f, side, e.now)
-	v := e.chain.Run(&p, e, e.scratch[:])
-	return v, p.Depart
-}
-
-// benchRig runs one behavior the way the engine does, reusing its Packet
-// and Parsed, so that allocations measured are the behavior's own.
-type benchRig struct {
-	chain   *Chain
-	flows   *flow.Table
-	parsed  packet.Parsed
-	p       Packet
-	scratch [2048]byte
-}
-
-type nopEnv struct{}
-
-func (nopEnv) Inject([]byte, int64, string) {}
-func (nopEnv) Event(*Packet, string)        {}
-
-func newBenchRig(b *testing.B, typ string, bh Behavior) *benchRig {
-	if v, ok := bh.(Validator); ok {
-		if err := v.Validate(); err != nil {
-			b.Fatal(err)
-		}
-	}
-	return &benchRig{
-		chain: NewChain("bench", 1, []*Entry{{Type: typ, Behavior: bh}}),
-		flows: flow.NewTable(1024, flow.DefaultTimeouts),
-	}
-}
-
-func (r *benchRig) run(raw []byte, now int64) Verdict {
-	r.parsed.Decode(raw)
-	f, side := r.flows.Track(&r.parsed, now)
-	r.p.Reset(&r.parsed, f, side, now)
-	return r.chain.Run(&r.p, nopEnv{}, r.scratch[:])
-}
-
-// benchEstablished feeds a handshake and returns a client data segment and
-// a server data segment of the same flow.
-func benchEstablished(r *benchRig) (up, down []byte) {
-	c := newConn(client4, server4, 1, 1000)
-	for _, s := range c.handshake() {
-		r.run(s, 0)
-	}
-	return c.seg(true, packet.ACK, make([]byte, 1400)), c.seg(false, packet.ACK, make([]byte, 1400))
-}
-
 func BenchmarkTrigger_BytesNotYet(b *testing.B) {
 	r := newBenchRig(b, "trigger", &fireRecorder{Trigger: Trigger{Kind: "bytes", AfterBytes: 1 << 50}})
 	up, down := benchEstablished(r)
-	b.ReportAllocs()
-	for i := 0; b.Loop(); i++ {
-		r.run(up, int64(i))
-		r.run(down, int64(i))
-	}
+	r.loop(b, up, down)
 }

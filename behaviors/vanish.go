@@ -43,9 +43,7 @@ func (v *Vanish) Handle(p *Packet) Verdict {
 		v.flowsVanished++
 		p.Event("vanish: client gone")
 		if v.kind == trigClientAckedServerFIN && p.From == flow.Client && p.Flags&packet.FIN != 0 {
-			p.Buf[p.L4Off+13] &^= packet.FIN // the ACK arrives, the FIN never does
-			p.Flags &^= packet.FIN
-			p.MarkModified()
+			stripFIN(p) // the ACK arrives, the FIN never does
 			v.finsStripped++
 		}
 		return Pass
@@ -54,7 +52,7 @@ func (v *Vanish) Handle(p *Packet) Verdict {
 		return Pass
 	}
 	v.dropped++
-	p.Note = "vanish: black-holed" // a constant: the chain's default note would allocate
+	p.Note = "vanish: black-holed"
 	return Drop
 }
 

@@ -101,9 +101,5 @@ func BenchmarkVanish_Dropping(b *testing.B) {
 	r := newBenchRig(b, "vanish", newVanish(func(v *Vanish) { v.Kind, v.AfterBytes = "bytes", 1 }))
 	up, down := benchEstablished(r)
 	r.run(up, 0)
-	b.ReportAllocs()
-	for i := 0; b.Loop(); i++ {
-		r.run(up, int64(i))
-		r.run(down, int64(i))
-	}
+	r.loop(b, up, down)
 }

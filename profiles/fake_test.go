@@ -22,11 +22,9 @@ type fake struct {
 	Size    behaviors.Size        `param:"size"`
 	Loss    behaviors.Probability `param:"loss"`
 	private int                   // not a parameter
-
-	handled int
 }
 
-func (f *fake) Handle(*behaviors.Packet) behaviors.Verdict { f.handled++; return behaviors.Pass }
+func (*fake) Handle(*behaviors.Packet) behaviors.Verdict { return behaviors.Pass }
 
 func (f *fake) Validate() error {
 	if f.Count > 100 {

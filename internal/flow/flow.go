@@ -21,7 +21,6 @@ type Key struct {
 func KeyOf(p *packet.Parsed) (k Key, fromLo bool) {
 	s, d := p.Src.As16(), p.Dst.As16()
 	sp, dp := p.SrcPort, p.DstPort
-	k.Proto = p.Proto
 	if less(s, sp, d, dp) {
 		return Key{LoAddr: s, HiAddr: d, LoPort: sp, HiPort: dp, Proto: p.Proto}, true
 	}
@@ -102,7 +101,6 @@ type Flow struct {
 	Behavior   []any  // per-behavior state, indexed by chain position
 
 	prev, next int32 // LRU list; -1 terminates
-	used       bool
 }
 
 // Addr returns the address of one side.

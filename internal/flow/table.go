@@ -179,7 +179,6 @@ func (t *Table) insert(pos uint64, k Key, p *packet.Parsed, fromLo bool, now int
 	t.index[pos] = i + 1
 	f := &t.slab[i]
 	t.reset(f, k, p, fromLo, now)
-	f.used = true
 	t.pushFront(i)
 	t.c.Created++
 	return f
@@ -187,11 +186,9 @@ func (t *Table) insert(pos uint64, k Key, p *packet.Parsed, fromLo bool, now int
 
 func (t *Table) reset(f *Flow, k Key, p *packet.Parsed, fromLo bool, now int64) {
 	state := f.Behavior[:0]
-	for i := range state[:cap(state)] {
-		state[:cap(state)][i] = nil
-	}
+	clear(state[:cap(state)]) // keep the memory, drop the old flow's state
 	prev, next := f.prev, f.next
-	*f = Flow{Key: k, Created: now, LastSeen: now, Behavior: state, prev: prev, next: next, used: true}
+	*f = Flow{Key: k, Created: now, LastSeen: now, Behavior: state, prev: prev, next: next}
 	f.Ends[Client].WScale, f.Ends[Server].WScale = -1, -1
 	switch {
 	case p.Flags&(packet.SYN|packet.ACK) == packet.SYN:
@@ -226,7 +223,6 @@ func (t *Table) remove(i int32) {
 		}
 	}
 	t.unlink(i)
-	f.used = false
 	t.free = append(t.free, i)
 }
 

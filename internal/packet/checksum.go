@@ -95,7 +95,7 @@ func (p *Parsed) FixChecksums() {
 }
 
 // ChecksumsValid reports whether the IPv4 header and transport checksums
-// are correct. Used by tests and by the corrupt behavior's self-check.
+// are correct. Used by tests and fuzz targets.
 func (p *Parsed) ChecksumsValid() bool {
 	b := p.Buf
 	if p.Version == 4 && Checksum(b[:p.L4Off]) != 0 {
@@ -126,7 +126,6 @@ type TCPSpec struct {
 	Seq, Ack         uint32
 	Flags            uint8
 	Window           uint16
-	TTL              uint8 // 0 means 64
 	Payload          []byte
 }
 
@@ -134,10 +133,7 @@ type TCPSpec struct {
 // returns its length, with every checksum correct. buf must hold at least
 // 60 + len(s.Payload) bytes; BuildTCP returns 0 if it does not.
 func BuildTCP(buf []byte, s TCPSpec) int {
-	ttl := s.TTL
-	if ttl == 0 {
-		ttl = 64
-	}
+	const ttl = 64
 	ipLen := 20
 	if s.Src.Is6() && !s.Src.Is4In6() {
 		ipLen = 40
