@@ -2,6 +2,7 @@ package scenario
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -82,13 +83,14 @@ func driveASAOffByOne(c *Context) error {
 		return err
 	}
 	names := make([]string, len(asaOffByOneArms))
+	ports := make([]int, len(asaOffByOneArms))
 	for i, a := range asaOffByOneArms {
-		names[i] = a.name
+		names[i], ports[i] = a.name, a.port
 	}
-	if err := cancelDownloads(c, names, armPorts(asaOffByOneArms)); err != nil {
+	if err := cancelDownloads(c, names, ports); err != nil {
 		return err
 	}
-	return waitServerSocketsGone(c, armPorts(asaOffByOneArms), 12*time.Second,
+	return waitServerSocketsGone(c, ports, 12*time.Second,
 		"the server's sockets to close (a stuck one ends at tcp_retries2, about 6 s)")
 }
 
@@ -116,14 +118,6 @@ func cancelDownloads(c *Context, names []string, ports []int) error {
 	return nil
 }
 
-func armPorts(arms []asaArm) []int {
-	var ps []int
-	for _, a := range arms {
-		ps = append(ps, a.port)
-	}
-	return ps
-}
-
 // waitServerSocketsGone waits until the server has no connected socket
 // (TIME-WAIT aside) on ports, or timeout; then samples a little longer so
 // the evidence shows them gone.
@@ -135,14 +129,7 @@ func waitServerSocketsGone(c *Context, ports []int, timeout time.Duration, what 
 		if err != nil {
 			return false
 		}
-		for _, s := range socks {
-			for _, p := range ports {
-				if int(s.Src.Port()) == p {
-					return false
-				}
-			}
-		}
-		return true
+		return !slices.ContainsFunc(socks, func(s sockdiag.Socket) bool { return slices.Contains(ports, int(s.Src.Port())) })
 	})
 	if err != nil {
 		return err
@@ -155,25 +142,22 @@ func judgeASAOffByOne(e *Evidence) Verdict {
 	var stuck, cases []string
 	offByOne := false
 	for _, a := range asaOffByOneArms {
-		rs := e.Client(a.name)
-		if len(rs) == 0 || !rs[0].Local.IsValid() {
-			return Verdict{Outcome: report.Error, Reason: fmt.Sprintf("variant %q: its client never connected (%s)", a.name, firstErr(rs))}
+		r, bad := armClient(e, a.name)
+		if bad != nil {
+			return *bad
 		}
-		t := analyzeTeardown(e, rs[0], "serve")
+		t := analyzeTeardown(e, r, "serve")
 		label := fmt.Sprintf("[:%d]", a.port)
 		v.Timeline = append(v.Timeline, t.timeline(e, label)...)
 		v.Ladder = append(v.Ladder, t.ladderConn())
-		run := report.Run{Name: a.name, Change: a.change}
 		what := describeASACase(&t)
-		if t.rst != nil && t.offset != 0 && t.stuck {
-			run.Outcome, run.Reason = report.Reproduced, what
+		failed := t.rst != nil && t.offset != 0 && t.stuck
+		if failed {
 			stuck = append(stuck, fmt.Sprintf("%s: %s", a.name, what))
 			offByOne = true
-		} else {
-			run.Outcome, run.Reason = report.NotReproduced, what
 		}
 		cases = append(cases, fmt.Sprintf("%s: %s", a.name, what))
-		v.Runs = append(v.Runs, run)
+		v.Runs = append(v.Runs, report.Run{Name: a.name, Change: a.change, Outcome: outcomeIf(failed), Reason: what})
 	}
 	if offByOne {
 		v.Outcome = report.Reproduced
@@ -210,13 +194,4 @@ func describeASACase(t *teardown) string {
 		fmt.Fprintf(&b, " (serve: %s after %s)", s, secs(t.logErrAfter))
 	}
 	return b.String()
-}
-
-func firstErr(rs []ClientResult) string {
-	for _, r := range rs {
-		if r.Err != "" {
-			return r.Err
-		}
-	}
-	return "no result"
 }

@@ -76,11 +76,11 @@ func judgeStuckSend(e *Evidence) Verdict {
 	var parts []string
 	var plain *teardown
 	for i, a := range stuckSendArms {
-		rs := e.Client(a.name)
-		if len(rs) == 0 || !rs[0].Local.IsValid() {
-			return Verdict{Outcome: report.Error, Reason: fmt.Sprintf("arm %q: its client never connected (%s)", a.name, firstErr(rs))}
+		r, bad := armClient(e, a.name)
+		if bad != nil {
+			return *bad
 		}
-		t := analyzeTeardown(e, rs[0], a.serve)
+		t := analyzeTeardown(e, r, a.serve)
 		if i == 0 {
 			plain = &t
 		}
@@ -88,11 +88,7 @@ func judgeStuckSend(e *Evidence) Verdict {
 		v.Timeline = append(v.Timeline, t.timeline(e, label)...)
 		v.Ladder = append(v.Ladder, t.ladderConn())
 		what := describeGiveUp(&t)
-		run := report.Run{Name: a.name, Change: a.change, Outcome: report.NotReproduced, Reason: what}
-		if t.stuck {
-			run.Outcome = report.Reproduced
-		}
-		v.Runs = append(v.Runs, run)
+		v.Runs = append(v.Runs, report.Run{Name: a.name, Change: a.change, Outcome: outcomeIf(t.stuck), Reason: what})
 		parts = append(parts, a.name+": "+what)
 	}
 	if plain.stuck {

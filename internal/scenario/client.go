@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/faultbox/faultbox/internal/netns"
 	"io"
 	"net"
 	"net/http"
@@ -14,6 +13,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/faultbox/faultbox/internal/netns"
 )
 
 // ClientResult is what one client saw: evidence for Judge and a row of the
@@ -79,7 +80,7 @@ func (r *ClientResult) SetErr(err error) {
 // are off: they would change what the scenarios show.
 func (c *Context) Dial(host, addr string, timeout time.Duration) (*net.TCPConn, error) {
 	var conn net.Conn
-	err := inNetns(filepath.Join("/run/netns", c.Namespace(host)), func() error {
+	err := netns.Do(filepath.Join("/run/netns", c.Namespace(host)), func() error {
 		d := net.Dialer{Timeout: timeout, KeepAlive: -1}
 		var err error
 		conn, err = d.DialContext(c.ctx, "tcp", addr)
@@ -92,6 +93,26 @@ func (c *Context) Dial(host, addr string, timeout time.Duration) (*net.TCPConn, 
 	c.conns = append(c.conns, conn)
 	c.mu.Unlock()
 	return conn.(*net.TCPConn), nil
+}
+
+// runClient is one recorded client connection: it dials addr from the
+// client host (dial timeout dialTimeout), fills r's ends, runs fn on the
+// connection, closes it and records r with its start and end times, also
+// when the dial fails (r.Err then says why).
+func (c *Context) runClient(r ClientResult, addr string, dialTimeout time.Duration, fn func(conn *net.TCPConn, r *ClientResult)) {
+	r.Start = time.Now()
+	defer func() {
+		r.End = time.Now()
+		c.Record(r)
+	}()
+	conn, err := c.Dial("client", addr, dialTimeout)
+	if err != nil {
+		r.SetErr(err)
+		return
+	}
+	defer conn.Close()
+	r.Local, r.Remote = Ends(conn)
+	fn(conn, &r)
 }
 
 // Ends returns a connection's local and remote addresses.
@@ -146,6 +167,3 @@ func (c *Context) closeConns() {
 		conn.Close()
 	}
 }
-
-// inNetns runs fn on an OS thread inside the namespace at path.
-func inNetns(path string, fn func() error) error { return netns.Do(path, fn) }

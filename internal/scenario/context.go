@@ -64,9 +64,6 @@ func (c *Context) Context() context.Context { return c.ctx }
 // profile is switched off by the runner.
 func (c *Context) Fault() bool { return c.fault }
 
-// Since is the offset of t from the start of the run.
-func (c *Context) Since(t time.Time) time.Duration { return t.Sub(c.start) }
-
 // Step records a timeline entry now. actor: client, server, device,
 // scenario, or a name such as "client 3".
 func (c *Context) Step(actor, format string, args ...any) {

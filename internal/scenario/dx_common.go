@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -219,8 +220,10 @@ func listenerDeferOf(e *Evidence, log, arm string) (int, bool) {
 	return 0, false
 }
 
-// waitListening waits until host has a listening socket on every port.
-func waitListening(c *Context, host, what string, p *Proc, ports ...uint16) error {
+// waitListening waits until host has a listening socket on every port;
+// p, if not nil, is the process that should open them (its exit ends the
+// wait, its stderr explains).
+func waitListening(c *Context, host, what string, p *Proc, ports ...int) error {
 	ok, err := c.WaitFor(what+" to listen", 10*time.Second, func() bool {
 		if p != nil && p.Exited() {
 			return true
@@ -230,23 +233,23 @@ func waitListening(c *Context, host, what string, p *Proc, ports ...uint16) erro
 			return false
 		}
 		for _, port := range ports {
-			found := false
-			for _, s := range socks {
-				found = found || s.Src.Port() == port
-			}
-			if !found {
+			if !slices.ContainsFunc(socks, func(s sockdiag.Socket) bool { return int(s.Src.Port()) == port }) {
 				return false
 			}
 		}
 		return true
 	})
+	why := "(see the *.err files in the report)"
+	if p != nil {
+		why = tailFile(p.Stderr, 5)
+	}
 	switch {
 	case err != nil:
 		return err
 	case p != nil && p.Exited():
-		return fmt.Errorf("%s exited at once: %s", what, tailFile(p.Stderr, 5))
+		return fmt.Errorf("%s exited at once: %s", what, why)
 	case !ok:
-		return fmt.Errorf("%s did not listen on %v within 10s: %s", what, ports, tailFile(p.Stderr, 5))
+		return fmt.Errorf("%s did not listen on %v within 10s: %s", what, ports, why)
 	}
 	return nil
 }
@@ -294,14 +297,6 @@ func (h *hsConn) lastSYNACK() time.Time {
 		return time.Time{}
 	}
 	return h.SYNACKs[len(h.SYNACKs)-1]
-}
-
-// firstDelivered reports the first handshake ACK that reached the server.
-func (h *hsConn) firstDelivered() time.Time {
-	if len(h.ACKs) == 0 {
-		return time.Time{}
-	}
-	return h.ACKs[0]
 }
 
 // traceConns returns every connection to srv in the capture, keyed by the
@@ -400,5 +395,5 @@ func (h *hsConn) add(p *report.Packet, fromCli bool) {
 	}
 }
 
-// secs renders a duration in seconds with one decimal ("31.6 s").
+// secs1 renders a duration in seconds with one decimal ("31.6 s").
 func secs1(d time.Duration) string { return fmt.Sprintf("%.1f s", d.Seconds()) }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/faultbox/faultbox/internal/packet"
+	"github.com/faultbox/faultbox/internal/proxy"
 	"github.com/faultbox/faultbox/internal/report"
 )
 
@@ -126,5 +127,36 @@ func TestDXRequestStalled(t *testing.T) {
 	q = dxRequest{Client: ClientResult{Err: "read response: EOF", Kind: KindEOF}, Conn: &hsConn{DataSends: 1}}
 	if _, ok := q.stalled(); ok || !q.failed() || !q.emptyReply() {
 		t.Errorf("empty reply: stalled %v failed %v empty %v", ok, q.failed(), q.emptyReply())
+	}
+}
+
+// The DX's proxy log joins each client request to the pooled connection
+// that carried it: an "open" line gives the connection's own end (found in
+// the capture), a request line the client's address (v4-mapped as Go logs
+// it) and the backend connection; closes at check_before_reuse are counted.
+func TestDXArmEvidence_JoinsRequestsToPooledConnections(t *testing.T) {
+	s := newSynth(time.Second)
+	a := dxArm{Name: "A", Port: 80}
+	name := dxProxyName(a)
+	lb, srv := netip.MustParseAddrPort("198.18.0.3:40000"), netip.MustParseAddrPort("198.18.0.2:80")
+	s.pkt(0, lb, srv, packet.SYN, 1000, 0, 0, nil)
+	s.pkt(ms1, srv, lb, packet.SYN|packet.ACK, 5000, 1001, 0, nil)
+	s.pkt(2*ms1, lb, srv, packet.ACK, 1001, 5001, 0, nil)
+	s.proxyLine(t, name, 0, proxy.PoolEvent{Event: "open", BackendConn: 7, Local: lb.String()})
+	s.proxyLine(t, name, 100*ms1, proxy.PoolEvent{Event: "close", BackendConn: 8, Reason: "check_before_reuse: closed by the backend (EOF)"})
+	s.proxyLine(t, name, 200*ms1, proxy.Entry{Client: "[::ffff:198.18.0.1]:50000", BackendConn: 7, ConnAge: 8000, Outcome: proxy.OutcomeEmptyReply})
+	s.e.Clients = []ClientResult{{Name: "request 1", Arm: "A", Local: netip.MustParseAddrPort("198.18.0.1:50000"),
+		Err: "read response: EOF", Kind: KindEOF}}
+
+	ae := (&dxPlan{Arms: []dxArm{a}}).armEvidence(s.e, a)
+	if len(ae.Pool) != 1 || ae.Pool[0].Cli != lb || ae.Initial != 1 || ae.Checked != 1 {
+		t.Fatalf("pool %v, initial %d, checked %d; want the one connection from %v, 1 checked", ae.Pool, ae.Initial, ae.Checked, lb)
+	}
+	if len(ae.Requests) != 1 {
+		t.Fatalf("%d requests, want 1", len(ae.Requests))
+	}
+	q := ae.Requests[0]
+	if q.Req == nil || q.Req.BackendConn != 7 || q.Conn != ae.Pool[0] || !q.emptyReply() {
+		t.Errorf("request joined to %+v on %v, empty reply %v", q.Req, q.Conn, q.emptyReply())
 	}
 }

@@ -7,8 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
-
-	"github.com/faultbox/faultbox/internal/report"
 )
 
 // dx-defer-accept: FIELD-FAILURES.md §1 with real Apache httpd 2.4.
@@ -43,15 +41,6 @@ import (
 // Apache's close (31.6 + 5 s), and after it. The 20 s request stalls until
 // the DX's retransmit after 31.6 s (~33.9 s), inside Apache's Timeout.
 
-var dxApacheArms = []dxArm{
-	{Name: "A", Port: 80, Defer: true, Expect: report.Reproduced,
-		Change: "Apache's Linux default, AcceptFilter http data (TCP_DEFER_ACCEPT 30 s); the DX uses whatever it pooled"},
-	{Name: "B", Port: 81, Expect: report.Reproduced,
-		Change: "AcceptFilter http none, the fix of the 2006 report; same DX"},
-	{Name: "C", Port: 82, Defer: true, Check: true, Expect: report.NotReproduced,
-		Change: "AcceptFilter http data, but the DX checks a pooled connection before reuse (check_before_reuse: true)"},
-}
-
 // Apache's timers in the run. Debian ships Timeout 300 and KeepAliveTimeout
 // 5; Timeout is what closes a connection that never sent a request.
 const (
@@ -60,16 +49,31 @@ const (
 )
 
 var dxApachePlan = &dxPlan{
-	Server:   "Apache",
-	Arms:     dxApacheArms,
+	Server: "Apache",
+	Arms: dxArms(
+		"Apache's Linux default, AcceptFilter http data (TCP_DEFER_ACCEPT 30 s); the DX uses whatever it pooled",
+		"AcceptFilter http none, the fix of the 2006 report; same DX",
+		"AcceptFilter http data, but the DX checks a pooled connection before reuse (check_before_reuse: true)",
+	),
 	Ages:     []time.Duration{2 * time.Second, 8 * time.Second, 20 * time.Second, 34 * time.Second, 39 * time.Second},
 	Deadline: 20 * time.Second,
 	Sample:   200 * time.Millisecond, // Apache's timers are seconds; keeps the report small
 	Start:    startApache,
+	Notes: []string{
+		"This kernel vs the 2006 report: the server no longer retransmits the SYN-ACK 5 times and drops the half-open connection; " +
+			"it retransmits once at the end of the defer period (31 s for Apache's 30), accepts, and Apache's Timeout closes the idle " +
+			"connection with a FIN. The DX's blank page remains because it reuses a connection the server has closed.",
+		"AcceptFilter http none, the 2006 fix, does not help this DX on this kernel: Apache then closes an idle pooled connection " +
+			"after its Timeout instead of after 31 s + Timeout. What helps is a load balancer that notices a closed pooled connection " +
+			"(arm C) or keeps its pool's idle time below the server's Timeout.",
+		fmt.Sprintf("Apache ran with Timeout %d and KeepAliveTimeout %d (Debian ships 300 and 5) so the run takes ~45 s; its 30 s "+
+			"defer is hard-coded. With Debian's Timeout 300 the same failure starts after 331 s of idle with defer-accept, after "+
+			"300 s without.", dxApacheTimeout, dxApacheKeepAlive),
+	},
 }
 
 func init() {
-	Register(&Scenario{
+	dxApachePlan.register(&Scenario{
 		Name:    "dx-defer-accept",
 		Summary: "Juniper DX idle pool vs Apache's default TCP_DEFER_ACCEPT: blank pages, with AcceptFilter none and a checking DX as A/B/C (~45 s)",
 		Description: "A Juniper DX load balancer keeps 6 connections per backend open before it has any request for them " +
@@ -84,27 +88,8 @@ func init() {
 			"5) so the run ends in ~45 s; the 30 s defer is hard-coded in httpd. On this kernel A fails only after 31.6 + 5 s, B " +
 			"already after 5 s (defer-accept off is no fix here), C never; a request sent to a deferred connection after the " +
 			"DX's TCP keep-alive probe stalls until the SYN-ACK retransmit (TcpExtTSEcrRejected).",
-		Hosts:   []string{"client", "lb", "server"},
-		Profile: "juniper-dx",
-		Budget:  65 * time.Second,
-		Drive:   dxApachePlan.drive,
-		Judge:   judgeDXApache,
+		Budget: 65 * time.Second,
 	})
-}
-
-func judgeDXApache(e *Evidence) Verdict {
-	v := dxApachePlan.judge(e)
-	v.Notes = append(v.Notes,
-		"This kernel vs the 2006 report: the server no longer retransmits the SYN-ACK 5 times and drops the half-open connection; "+
-			"it retransmits once at the end of the defer period (31 s for Apache's 30), accepts, and Apache's Timeout closes the idle "+
-			"connection with a FIN. The DX's blank page remains because it reuses a connection the server has closed.",
-		"AcceptFilter http none, the 2006 fix, does not help this DX on this kernel: Apache then closes an idle pooled connection "+
-			"after its Timeout instead of after 31 s + Timeout. What helps is a load balancer that notices a closed pooled connection "+
-			"(arm C) or keeps its pool's idle time below the server's Timeout.",
-		fmt.Sprintf("Apache ran with Timeout %d and KeepAliveTimeout %d (Debian ships 300 and 5) so the run takes ~45 s; its 30 s "+
-			"defer is hard-coded. With Debian's Timeout 300 the same failure starts after 331 s of idle with defer-accept, after "+
-			"300 s without.", dxApacheTimeout, dxApacheKeepAlive))
-	return v
 }
 
 // startApache writes an httpd.conf for arm a into the report directory and

@@ -7,8 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
-
-	"github.com/faultbox/faultbox/internal/report"
 )
 
 // dx-defer-accept-nginx: dx-defer-accept with nginx `listen ... deferred`.
@@ -26,15 +24,6 @@ import (
 // closes is only the 1 s defer period wide; 3.4 s sits early in it
 // because a loaded machine only ever makes a request late.
 
-var dxNginxArms = []dxArm{
-	{Name: "A", Port: 80, Defer: true, Expect: report.Reproduced,
-		Change: "listen ... deferred (TCP_DEFER_ACCEPT); the DX uses whatever it pooled"},
-	{Name: "B", Port: 81, Expect: report.Reproduced,
-		Change: "listen without deferred; same DX"},
-	{Name: "C", Port: 82, Defer: true, Check: true, Expect: report.NotReproduced,
-		Change: "listen ... deferred, but the DX checks a pooled connection before reuse (check_before_reuse: true)"},
-}
-
 // nginx's timers in the run (defaults: client_header_timeout 60s,
 // keepalive_timeout 75s).
 const (
@@ -43,16 +32,27 @@ const (
 )
 
 var dxNginxPlan = &dxPlan{
-	Server:   "nginx",
-	Arms:     dxNginxArms,
+	Server: "nginx",
+	Arms: dxArms(
+		"listen ... deferred (TCP_DEFER_ACCEPT); the DX uses whatever it pooled",
+		"listen without deferred; same DX",
+		"listen ... deferred, but the DX checks a pooled connection before reuse (check_before_reuse: true)",
+	),
 	Ages:     []time.Duration{500 * time.Millisecond, 2 * time.Second, 3400 * time.Millisecond, 6 * time.Second},
 	Deadline: 5 * time.Second,
 	Sample:   20 * time.Millisecond,
 	Start:    startNginx,
+	Notes: []string{
+		"On this kernel `deferred` does not cause the blank page by itself: the deferred connection is accepted after the " +
+			"defer period and nginx's client_header_timeout closes it, as it closes a connection accepted at once, 1 s earlier. " +
+			"The blank page comes from the DX reusing a connection the server has closed; a DX that checks before reuse (C) is fine.",
+		fmt.Sprintf("nginx ran with client_header_timeout %ds and keepalive_timeout %ds (defaults 60s and 75s) so the run takes "+
+			"seconds.", dxNginxHeaderTimeout, dxNginxKeepAlive),
+	},
 }
 
 func init() {
-	Register(&Scenario{
+	dxNginxPlan.register(&Scenario{
 		Name:    "dx-defer-accept-nginx",
 		Summary: "Juniper DX idle pool vs nginx `listen ... deferred`: blank pages, with and without deferred and with a checking DX",
 		Description: "The Juniper DX failure of dx-defer-accept (seeds/000, 002) with nginx instead of Apache: its " +
@@ -63,23 +63,8 @@ func init() {
 			"gets an empty reply. Arms side by side: A deferred, B without deferred, C deferred with a DX that checks its " +
 			"pooled connections before reuse. Requests at idle 0.5, 2, 3.4 and 6 s: on this kernel deferred shifts nginx's " +
 			"close by the 1 s defer period (A fails from 4 s, B from 3 s) and C never fails.",
-		Hosts:   []string{"client", "lb", "server"},
-		Profile: "juniper-dx",
-		Budget:  25 * time.Second,
-		Drive:   dxNginxPlan.drive,
-		Judge:   judgeDXNginx,
+		Budget: 25 * time.Second,
 	})
-}
-
-func judgeDXNginx(e *Evidence) Verdict {
-	v := dxNginxPlan.judge(e)
-	v.Notes = append(v.Notes,
-		"On this kernel `deferred` does not cause the blank page by itself: the deferred connection is accepted after the "+
-			"defer period and nginx's client_header_timeout closes it, as it closes a connection accepted at once, 1 s earlier. "+
-			"The blank page comes from the DX reusing a connection the server has closed; a DX that checks before reuse (C) is fine.",
-		fmt.Sprintf("nginx ran with client_header_timeout %ds and keepalive_timeout %ds (defaults 60s and 75s) so the run takes "+
-			"seconds.", dxNginxHeaderTimeout, dxNginxKeepAlive))
-	return v
 }
 
 // startNginx writes an nginx.conf for arm a into the report directory and

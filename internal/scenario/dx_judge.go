@@ -2,11 +2,13 @@ package scenario
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/faultbox/faultbox/internal/proxy"
 	"github.com/faultbox/faultbox/internal/report"
 	"github.com/faultbox/faultbox/internal/sockdiag"
 )
@@ -15,73 +17,19 @@ import (
 // which request), the capture of every pooled connection, the clients'
 // results and the server's kernel counters, joined per arm.
 
-// dxReq is one request as the DX logged it.
-type dxReq struct {
-	At      time.Time
-	Client  netip.AddrPort
-	ConnID  int
-	Age     time.Duration // of the pooled connection when taken
-	Outcome string        // ok, empty_reply, 502 ...
-	Backend time.Duration // backend time
-	Err     string
-}
-
-// dxLog is one DX's log: its pooled connections (id → its end) and requests.
-type dxLog struct {
-	Opens   map[int]netip.AddrPort
-	Reqs    []dxReq
-	Checked int // connections closed by check_before_reuse
-}
-
-func readDXLog(e *Evidence, name string) dxLog {
-	l := dxLog{Opens: map[int]netip.AddrPort{}}
-	for _, ev := range e.Logs[name] {
-		id, _ := ev.Raw["backend_conn"].(float64)
-		if ev.Event.Event == "open" {
-			if s, ok := ev.Raw["local"].(string); ok {
-				if ap, err := netip.ParseAddrPort(s); err == nil {
-					l.Opens[int(id)] = unmapAP(ap)
-				}
-			}
-			continue
-		}
-		if ev.Event.Event == "close" && strings.HasPrefix(ev.Reason, "check_before_reuse") {
-			l.Checked++
-		}
-		if ev.Event.Event != "" {
-			continue
-		}
-		r := dxReq{At: ev.At, ConnID: int(id)}
-		if s, ok := ev.Raw["client"].(string); ok {
-			r.Client, _ = netip.ParseAddrPort(s)
-			r.Client = unmapAP(r.Client)
-		}
-		if v, ok := ev.Raw["conn_age"].(float64); ok {
-			r.Age = time.Duration(v * float64(time.Millisecond))
-		}
-		if v, ok := ev.Raw["backend_time"].(float64); ok {
-			r.Backend = time.Duration(v * float64(time.Millisecond))
-		}
-		r.Outcome, _ = ev.Raw["outcome"].(string)
-		r.Err, _ = ev.Raw["error"].(string)
-		l.Reqs = append(l.Reqs, r)
-	}
-	return l
-}
-
 // dxRequest is one client request joined with what the DX and the
 // capture show of it.
 type dxRequest struct {
 	Client ClientResult
-	Req    *dxReq  // nil if the DX logged nothing for it
-	Conn   *hsConn // the pooled connection that carried it, if seen
+	Req    *proxy.Entry // the DX's log line of it; nil if it logged nothing
+	Conn   *hsConn      // the pooled connection that carried it, if seen
 }
 
 func (q *dxRequest) failed() bool { return q.Client.Err != "" || q.Client.Status != 200 }
 
 // emptyReply: the DX closed the client connection with no response.
 func (q *dxRequest) emptyReply() bool {
-	return q.Client.Kind == KindEOF || (q.Req != nil && q.Req.Outcome == "empty_reply")
+	return q.Client.Kind == KindEOF || (q.Req != nil && q.Req.Outcome == proxy.OutcomeEmptyReply)
 }
 
 // stalled reports a request the server's kernel did not take at once: the
@@ -137,27 +85,26 @@ func (pl *dxPlan) armEvidence(e *Evidence, a dxArm) *dxArmEvidence {
 		}
 	}
 	ae.Conns = traceConns(e, AddrPort("server", int(a.Port)))
-	lg := readDXLog(e, dxProxyName(a))
-	var ids []int
-	for id := range lg.Opens {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	for _, id := range ids {
-		if h := ae.Conns[lg.Opens[id]]; h != nil {
+	lg := readProxyLog(e, dxProxyName(a))
+	for _, id := range slices.Sorted(maps.Keys(lg.local)) {
+		if h := ae.Conns[lg.local[id]]; h != nil {
 			ae.Pool = append(ae.Pool, h)
 			if h.SYN.Sub(ae.Pool[0].SYN) < time.Second {
 				ae.Initial++
 			}
 		}
 	}
-	ae.Checked = lg.Checked
+	for _, pe := range lg.closes {
+		if strings.HasPrefix(pe.Reason, "check_before_reuse") {
+			ae.Checked++
+		}
+	}
 	for _, cr := range e.Client(a.Name) {
 		q := dxRequest{Client: cr}
-		for i := range lg.Reqs {
-			if lg.Reqs[i].Client == cr.Local {
-				q.Req = &lg.Reqs[i]
-				q.Conn = ae.Conns[lg.Opens[q.Req.ConnID]]
+		for i := range lg.reqs {
+			if ap, err := netip.ParseAddrPort(lg.reqs[i].Client); err == nil && sameEnd(ap, cr.Local) {
+				q.Req = &lg.reqs[i]
+				q.Conn = ae.Conns[lg.local[q.Req.BackendConn]]
 			}
 		}
 		ae.Requests = append(ae.Requests, q)
@@ -239,8 +186,8 @@ func (pl *dxPlan) judge(e *Evidence) Verdict {
 		for _, q := range ae.Requests {
 			conn, idle := "—", "—"
 			if q.Req != nil {
-				conn = fmt.Sprintf("#%d", q.Req.ConnID)
-				idle = secs1(q.Req.Age)
+				conn = fmt.Sprintf("#%d", q.Req.BackendConn)
+				idle = secs1(time.Duration(q.Req.ConnAge * float64(time.Millisecond)))
 				if q.Conn != nil {
 					conn += " " + q.Conn.Cli.String()
 				}
@@ -254,12 +201,8 @@ func (pl *dxPlan) judge(e *Evidence) Verdict {
 			v.Timeline = append(v.Timeline, e.Entry(q.Client.Start, "client", "%s via DX %s: pooled connection idle %s → %s", q.Client.Name, ae.Arm.Name, idle, q.outcomeText()))
 		}
 		fails[ai] = failed
-		run := report.Run{Name: ae.Arm.Name, Change: ae.Arm.Change, Expected: ae.Arm.Expect, Outcome: report.NotReproduced}
-		if failed > 0 {
-			run.Outcome = report.Reproduced
-		}
-		run.Reason = fmt.Sprintf("%s; %d/%d requests failed — %s", ae.summary(), failed, len(ae.Requests), strings.Join(what, ", "))
-		v.Runs = append(v.Runs, run)
+		v.Runs = append(v.Runs, report.Run{Name: ae.Arm.Name, Change: ae.Arm.Change, Expected: ae.Arm.Expect, Outcome: outcomeIf(failed > 0),
+			Reason: fmt.Sprintf("%s; %d/%d requests failed — %s", ae.summary(), failed, len(ae.Requests), strings.Join(what, ", "))})
 		v.Timeline = append(v.Timeline, ae.timeline(e)...)
 	}
 

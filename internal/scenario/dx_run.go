@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,6 +35,18 @@ type dxArm struct {
 	Expect report.Outcome
 }
 
+// dxArms are the arms of a DX run, changeA..changeC saying what each
+// runs: A the server with defer-accept and the DX as in the field, B the
+// server without defer-accept, C with it and a DX that checks a pooled
+// connection before reuse. A and B are expected to fail on this kernel.
+func dxArms(changeA, changeB, changeC string) []dxArm {
+	return []dxArm{
+		{Name: "A", Port: 80, Defer: true, Expect: report.Reproduced, Change: changeA},
+		{Name: "B", Port: 81, Expect: report.Reproduced, Change: changeB},
+		{Name: "C", Port: 82, Defer: true, Check: true, Expect: report.NotReproduced, Change: changeC},
+	}
+}
+
 // dxPlan is one DX scenario.
 type dxPlan struct {
 	Server   string          // "Apache 2.4", "nginx"
@@ -45,6 +58,22 @@ type dxPlan struct {
 	// documents in docroot, and returns it and one line describing its
 	// configuration.
 	Start func(c *Context, a dxArm, deferOn bool, docroot string) (*Proc, string, error)
+	// Notes go under every verdict: what this server and kernel do
+	// differently from the field report.
+	Notes []string
+}
+
+// register registers the plan as scenario s: its hosts (client, lb,
+// server), the juniper-dx profile, and the plan's Drive and Judge.
+func (pl *dxPlan) register(s *Scenario) {
+	s.Hosts, s.Profile = []string{"client", "lb", "server"}, "juniper-dx"
+	s.Drive = pl.drive
+	s.Judge = func(e *Evidence) Verdict {
+		v := pl.judge(e)
+		v.Notes = append(v.Notes, pl.Notes...)
+		return v
+	}
+	Register(s)
 }
 
 const (
@@ -100,7 +129,7 @@ func (pl *dxPlan) drive(c *Context) error {
 		if err != nil {
 			return fmt.Errorf("arm %s: %w", a.Name, err)
 		}
-		if err := waitListening(c, "server", p.Name, p, a.Port); err != nil {
+		if err := waitListening(c, "server", p.Name, p, int(a.Port)); err != nil {
 			return err
 		}
 		logListener(c, klog, a.Name, p.PID, a.Port)
@@ -164,7 +193,7 @@ func (pl *dxPlan) armRequests(c *Context, a dxArm) error {
 		return fmt.Errorf("%s did not open its %d pooled connections within 10s: %s", name, dxPool, tailFile(filepath.Join(c.Dir, name+".err"), 5))
 	}
 	t0 := time.Now()
-	if err := waitListening(c, "lb", name, nil, a.Port); err != nil {
+	if err := waitListening(c, "lb", name, nil, int(a.Port)); err != nil {
 		return err
 	}
 	c.StepAt(t0, "lb", "DX %s has opened its pool of %d connections with no request; requests follow at %s", a.Name, dxPool, agesText(pl.Ages))
@@ -192,19 +221,11 @@ func agesText(ages []time.Duration) string {
 
 // request sends one GET through arm a's DX and records what came back.
 func (pl *dxPlan) request(c *Context, a dxArm, n int) {
-	r := ClientResult{Name: fmt.Sprintf("request %d", n), Arm: a.Name, Start: time.Now()}
-	defer func() {
-		r.End = time.Now()
-		c.Record(r)
-	}()
-	conn, err := c.Dial("client", Addr("lb", int(a.Port)), 2*time.Second)
-	if err != nil {
+	r := ClientResult{Name: fmt.Sprintf("request %d", n), Arm: a.Name}
+	c.runClient(r, Addr("lb", int(a.Port)), 2*time.Second, func(conn *net.TCPConn, r *ClientResult) {
+		conn.SetDeadline(time.Now().Add(pl.Deadline))
+		var err error
+		r.Status, r.Bytes, err = Get(conn, bufio.NewReader(conn), "/", true, -1)
 		r.SetErr(err)
-		return
-	}
-	defer conn.Close()
-	r.Local, r.Remote = Ends(conn)
-	conn.SetDeadline(time.Now().Add(pl.Deadline))
-	r.Status, r.Bytes, err = Get(conn, bufio.NewReader(conn), "/", true, -1)
-	r.SetErr(err)
+	})
 }

@@ -1,7 +1,6 @@
 package scenario
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"path/filepath"
@@ -28,20 +27,6 @@ import (
 // when the whole VM stalls).
 var elbNice = []string{"nice", "-n", "-10"}
 
-// elbStartServe starts `faultbox serve` at elbNice in the server host with
-// its log in Evidence.Logs["serve"] and waits until it listens on ports.
-func elbStartServe(c *Context, ports []int, flags ...string) error {
-	logPath := filepath.Join(c.Dir, "serve.jsonl")
-	argv := append(append(slices.Clone(elbNice), c.Exe, "serve", "--log", logPath), flags...)
-	for _, p := range ports {
-		argv = append(argv, "--listen", Addr("server", p))
-	}
-	if _, err := c.StartLogged("server", "serve", logPath, argv...); err != nil {
-		return err
-	}
-	return elbWaitListening(c, "server", ports)
-}
-
 // elbStartProxy writes an elb proxy profile whose proxy: section is
 // settings (YAML flow-mapping entries), starts `faultbox proxy` with it in
 // the lb host on port, in front of the server's same port, with its access
@@ -60,70 +45,10 @@ func elbStartProxy(c *Context, name string, port int, description, settings stri
 	return err
 }
 
-// elbWaitListening waits until host listens on every port.
-func elbWaitListening(c *Context, host string, ports []int) error {
-	ok, err := c.WaitFor(host+" to listen", 5*time.Second, func() bool {
-		socks, err := c.Sockets(host, sockdiag.Filter{States: sockdiag.StateMask(sockdiag.Listen)})
-		if err != nil {
-			return false
-		}
-		for _, p := range ports {
-			if !slices.ContainsFunc(socks, func(s sockdiag.Socket) bool { return int(s.Src.Port()) == p }) {
-				return false
-			}
-		}
-		return true
-	})
-	if err == nil && !ok {
-		err = fmt.Errorf("%s did not listen on %v within 5s (see the *.err files in the report)", host, ports)
-	}
-	return err
-}
-
 // elbLive are the socket states worth sampling: TIME-WAIT sockets pile up
 // by the hundred in these runs and say nothing.
 var elbLive = sockdiag.StateMask(sockdiag.Established, sockdiag.SynSent, sockdiag.SynRecv, sockdiag.FinWait1,
 	sockdiag.FinWait2, sockdiag.CloseWait, sockdiag.LastAck, sockdiag.Closing)
-
-// elbLog is one proxy's access log: its request lines, and the local
-// address of each backend connection it opened (to find it in the capture).
-type elbLog struct {
-	reqs   []proxy.Entry
-	at     []time.Time // reqs[i].Time parsed
-	local  map[uint64]netip.AddrPort
-	closes []proxy.PoolEvent // the LB closing backend connections, with the reason
-}
-
-func readELBLog(e *Evidence, name string) elbLog {
-	l := elbLog{local: map[uint64]netip.AddrPort{}}
-	for _, ev := range e.Logs[name] {
-		b, err := json.Marshal(ev.Raw)
-		if err != nil {
-			continue
-		}
-		if _, isEvent := ev.Raw["event"]; isEvent {
-			var pe proxy.PoolEvent
-			if json.Unmarshal(b, &pe) != nil {
-				continue
-			}
-			switch pe.Event {
-			case "open":
-				if ap, err := netip.ParseAddrPort(pe.Local); err == nil {
-					l.local[pe.BackendConn] = unmapAP(ap)
-				}
-			case "close":
-				l.closes = append(l.closes, pe)
-			}
-			continue
-		}
-		var en proxy.Entry
-		if json.Unmarshal(b, &en) == nil {
-			l.reqs = append(l.reqs, en)
-			l.at = append(l.at, ev.At)
-		}
-	}
-	return l
-}
 
 // elbFailed reports whether the LB failed the request (anything but a
 // response relayed from the backend).

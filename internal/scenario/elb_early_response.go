@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -87,7 +88,7 @@ func driveELBEarlyResponse(c *Context) error {
 			return err
 		}
 	}
-	if err := elbWaitListening(c, "lb", ports); err != nil {
+	if err := waitListening(c, "lb", "the LBs", nil, ports...); err != nil {
 		return err
 	}
 	for _, h := range []string{"server", "lb"} {
@@ -125,56 +126,42 @@ func driveELBEarlyResponse(c *Context) error {
 // the server will not wait for, the rest of the body once the answer is
 // in, then a GET through the LB on a new connection.
 func elbEarlyRound(c *Context, a elbEarlyArm, round int) {
-	post := ClientResult{Name: fmt.Sprintf("client :%d POST #%d", a.port, round), Arm: a.name, Start: time.Now()}
-	conn, err := c.Dial("client", Addr("lb", a.port), 2*time.Second)
-	if err != nil {
-		post.End = time.Now()
+	post := ClientResult{Name: fmt.Sprintf("client :%d POST #%d", a.port, round), Arm: a.name}
+	c.runClient(post, Addr("lb", a.port), 2*time.Second, func(conn *net.TCPConn, post *ClientResult) {
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		chunk := func(b byte, n int) string { return fmt.Sprintf("%x\r\n%s\r\n", n, bytes.Repeat([]byte{b}, n)) }
+		head := "POST /upload HTTP/1.1\r\nHost: server\r\nUser-Agent: faultbox-scenario\r\nTransfer-Encoding: chunked\r\n" +
+			"Connection: keep-alive\r\n\r\n"
+		_, err := io.WriteString(conn, head+chunk('a', 4096))
+		if err == nil {
+			var resp *http.Response
+			if resp, err = http.ReadResponse(bufio.NewReader(conn), nil); err == nil {
+				post.Status = resp.StatusCode
+				post.Bytes, err = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}
 		post.SetErr(err)
-		c.Record(post)
-		return
-	}
-	post.Local, post.Remote = Ends(conn)
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
-	chunk := func(b byte, n int) string { return fmt.Sprintf("%x\r\n%s\r\n", n, bytes.Repeat([]byte{b}, n)) }
-	head := "POST /upload HTTP/1.1\r\nHost: server\r\nUser-Agent: faultbox-scenario\r\nTransfer-Encoding: chunked\r\n" +
-		"Connection: keep-alive\r\n\r\n"
-	_, err = io.WriteString(conn, head+chunk('a', 4096))
-	if err == nil {
-		var resp *http.Response
-		if resp, err = http.ReadResponse(bufio.NewReader(conn), nil); err == nil {
-			post.Status = resp.StatusCode
-			post.Bytes, err = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
+		if err == nil {
+			// The rest of the body, as the client goes on sending it.
+			time.Sleep(50 * time.Millisecond)
+			if _, werr := io.WriteString(conn, chunk('b', 4096)+"0\r\n\r\n"); werr != nil {
+				post.Detail = "the rest of the body: " + werr.Error()
+			} else {
+				post.Detail = "answered before the rest of the body (4 KiB) was sent"
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
-	}
-	post.SetErr(err)
-	if err == nil {
-		// The rest of the body, as the client goes on sending it.
-		time.Sleep(50 * time.Millisecond)
-		if _, werr := io.WriteString(conn, chunk('b', 4096)+"0\r\n\r\n"); werr != nil {
-			post.Detail = "the rest of the body: " + werr.Error()
-		} else {
-			post.Detail = "answered before the rest of the body (4 KiB) was sent"
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	conn.Close()
-	post.End = time.Now()
-	c.Record(post)
+	})
 
-	get := ClientResult{Name: fmt.Sprintf("client :%d GET #%d", a.port, round), Arm: a.name, Start: time.Now(),
+	get := ClientResult{Name: fmt.Sprintf("client :%d GET #%d", a.port, round), Arm: a.name,
 		Detail: "the next request, on a new client connection"}
-	defer func() { get.End = time.Now(); c.Record(get) }()
-	conn, err = c.Dial("client", Addr("lb", a.port), 2*time.Second)
-	if err != nil {
+	c.runClient(get, Addr("lb", a.port), 2*time.Second, func(conn *net.TCPConn, get *ClientResult) {
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		var err error
+		get.Status, get.Bytes, err = Get(conn, bufio.NewReader(conn), "/", true, -1)
 		get.SetErr(err)
-		return
-	}
-	defer conn.Close()
-	get.Local, get.Remote = Ends(conn)
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
-	get.Status, get.Bytes, err = Get(conn, bufio.NewReader(conn), "/", true, -1)
-	get.SetErr(err)
+	})
 }
 
 // elbWireHeaders reads the requests and 401 answers between the LB and the
@@ -271,7 +258,7 @@ type elbEarlyCase struct {
 
 func elbEarlyArmStats(e *Evidence, a elbEarlyArm) (elbEarlyStats, error) {
 	s := elbEarlyStats{arm: a, causes: map[string]int{}}
-	l := readELBLog(e, elbEarlyProcName(a))
+	l := readProxyLog(e, elbEarlyProcName(a))
 	if len(l.reqs) == 0 {
 		return s, fmt.Errorf("arm %q: the LB logged no request (see %s.err)", a.name, elbEarlyProcName(a))
 	}
@@ -357,11 +344,7 @@ func judgeELBEarlyResponse(e *Evidence) Verdict {
 			return Verdict{Outcome: report.Error, Reason: fmt.Sprintf("arm %q: no request was answered early: the run shows nothing about cause B", a.name)}
 		}
 		stats[i] = s
-		run := report.Run{Name: a.name, Change: a.change, Expected: a.expect, Reason: s.reason(), Outcome: report.NotReproduced}
-		if s.reusedBad > 0 {
-			run.Outcome = report.Reproduced
-		}
-		v.Runs = append(v.Runs, run)
+		v.Runs = append(v.Runs, report.Run{Name: a.name, Change: a.change, Expected: a.expect, Reason: s.reason(), Outcome: outcomeIf(s.reusedBad > 0)})
 		if s.first != nil {
 			v.Timeline = append(v.Timeline, elbEarlyTimeline(e, &s)...)
 			v.Ladder = append(v.Ladder, report.Conn{A: s.first.wire.lb, B: s.first.wire.server})

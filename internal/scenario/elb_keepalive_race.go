@@ -107,10 +107,12 @@ func elbRaceProcName(a elbRaceArm) string { return fmt.Sprintf("lb-%d", a.port) 
 
 func driveELBKeepAliveRace(c *Context) error {
 	var ports []int
+	flags := []string{"--keepalive-timeout", elbServerIdle.String()}
 	for _, a := range elbRaceArms {
 		ports = append(ports, a.port)
+		flags = append(flags, "--listen", Addr("server", a.port))
 	}
-	if err := elbStartServe(c, ports, "--keepalive-timeout", elbServerIdle.String()); err != nil {
+	if _, err := c.serveAfter(elbNice, "server", "serve", flags...); err != nil {
 		return err
 	}
 	for _, a := range elbRaceArms {
@@ -122,7 +124,7 @@ func driveELBKeepAliveRace(c *Context) error {
 			return err
 		}
 	}
-	if err := elbWaitListening(c, "lb", ports); err != nil {
+	if err := waitListening(c, "lb", "the LBs", nil, ports...); err != nil {
 		return err
 	}
 	for _, h := range []string{"server", "lb"} {
@@ -291,7 +293,7 @@ type elbFail struct {
 
 func elbRaceArmStats(e *Evidence, a elbRaceArm) (elbRaceStats, error) {
 	s := elbRaceStats{arm: a, causes: map[string]int{}}
-	l := readELBLog(e, elbRaceProcName(a))
+	l := readProxyLog(e, elbRaceProcName(a))
 	if len(l.reqs) == 0 {
 		return s, fmt.Errorf("arm %q: the LB logged no request (see %s.err)", a.name, elbRaceProcName(a))
 	}
@@ -478,11 +480,8 @@ func judgeELBKeepAliveRace(e *Evidence) Verdict {
 	for _, s := range stats {
 		a := s.arm
 		n, f, _ := s.base()
-		run := report.Run{Name: a.name, Change: a.change, Expected: a.expect, Reason: s.reason(), Outcome: report.NotReproduced}
-		if f-s.lateFails()-s.stallFailsOf() > 0 {
-			run.Outcome = report.Reproduced
-		}
-		v.Runs = append(v.Runs, run)
+		v.Runs = append(v.Runs, report.Run{Name: a.name, Change: a.change, Expected: a.expect, Reason: s.reason(),
+			Outcome: outcomeIf(f-s.lateFails()-s.stallFailsOf() > 0)})
 		reuse := "when the client asks (MRU)"
 		if a.aim != 0 {
 			reuse = fmt.Sprintf("at the server's idle timeout %+v", a.aim)
@@ -530,8 +529,7 @@ func judgeELBKeepAliveRace(e *Evidence) Verdict {
 	reproduced := onTimeN >= 5 && float64(onTimeF) >= 0.9*float64(onTimeN) && float64(widened.crossed) >= 0.9*float64(onTimeF) &&
 		float64(widened.rsts) >= 0.9*float64(onTimeF)
 	fixHolds := fix.requests >= 5 && fix.failed == fix.stallFails && 2*fix.stallFails < fix.requests
-	_, bf, _ := blind.base()
-	bn, _, _ := blind.base()
+	bn, bf, _ := blind.base()
 	ln, lf, _ := low.base()
 	on, of, _ := onTime.base()
 	pn, pf, _ := past.base()

@@ -43,15 +43,22 @@ const (
 	elbStalled                       // taken after 500 ms idle, on the wire after the FIN: a stall
 )
 
-// raceConn lays out backend connection id of an arm's LB at d: a served
-// request, then a reuse 1 s later that kind describes, and logs both.
-func (s *synth) raceConn(t *testing.T, port uint16, id uint64, d time.Duration, kind elbWireKind, aimed bool) {
-	name := fmt.Sprintf("lb-%d", port)
-	lb, srv := netip.AddrPortFrom(lbAddr, 30000+uint16(id)), netip.AddrPortFrom(srvAddr, port)
+// raceOpen lays out backend connection id of the LB on port opened at d
+// and serving one request, and returns the LB's name and the ends.
+func (s *synth) raceOpen(t *testing.T, port uint16, id uint64, d time.Duration) (name string, lb, srv netip.AddrPort) {
+	name = fmt.Sprintf("lb-%d", port)
+	lb, srv = netip.AddrPortFrom(lbAddr, 30000+uint16(id)), netip.AddrPortFrom(srvAddr, port)
 	s.proxyLine(t, name, d, proxy.PoolEvent{Time: elbStamp(s.at(d)), Event: "open", BackendConn: id, Local: lb.String()})
 	s.pkt(d, lb, srv, packet.ACK|packet.PSH, 1, 1, 90, nil)
 	s.pkt(d+ms1, srv, lb, packet.ACK|packet.PSH, 1, 91, 1100, nil)
 	s.proxyLine(t, name, d, proxy.Entry{Time: elbStamp(s.at(d)), BackendConn: id, Outcome: proxy.OutcomeOK, Status: 200})
+	return name, lb, srv
+}
+
+// raceConn lays out backend connection id of an arm's LB at d: a served
+// request, then a reuse 1 s later that kind describes, and logs both.
+func (s *synth) raceConn(t *testing.T, port uint16, id uint64, d time.Duration, kind elbWireKind, aimed bool) {
+	name, lb, srv := s.raceOpen(t, port, id, d)
 	fin := d + 1001*ms1
 	re := proxy.Entry{Time: elbStamp(s.at(d + 2*ms1)), BackendConn: id, ReuseCount: 1, ConnIdle: 1050, Aimed: aimed}
 	switch kind {
@@ -84,12 +91,7 @@ func (s *synth) raceConn(t *testing.T, port uint16, id uint64, d time.Duration, 
 // because the server's FIN, held 300 ms, was already in, and the aimed
 // request served on a new connection.
 func (s *synth) raceDrop(t *testing.T, port uint16, id uint64, d time.Duration) {
-	name := fmt.Sprintf("lb-%d", port)
-	lb, srv := netip.AddrPortFrom(lbAddr, 30000+uint16(id)), netip.AddrPortFrom(srvAddr, port)
-	s.proxyLine(t, name, d, proxy.PoolEvent{Time: elbStamp(s.at(d)), Event: "open", BackendConn: id, Local: lb.String()})
-	s.pkt(d, lb, srv, packet.ACK|packet.PSH, 1, 1, 90, nil)
-	s.pkt(d+ms1, srv, lb, packet.ACK|packet.PSH, 1, 91, 1100, nil)
-	s.proxyLine(t, name, d, proxy.Entry{Time: elbStamp(s.at(d)), BackendConn: id, Outcome: proxy.OutcomeOK, Status: 200})
+	name, lb, srv := s.raceOpen(t, port, id, d)
 	fin := d + 1001*ms1
 	s.pkt(fin, srv, lb, packet.FIN|packet.ACK, 1101, 91, 0, func(p *report.Packet) {
 		p.Out, p.Delayed = s.at(fin+300*ms1), true
@@ -106,6 +108,11 @@ func elbStamp(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
 // the FIN-held arm's reuses of kind held, the LB-below arm served unless
 // fixFails.
 func raceEvidence(t *testing.T, n int, held elbWireKind, fixFails bool) *Evidence {
+	return raceSynth(t, n, held, fixFails).e
+}
+
+// raceSynth is raceEvidence with its builder, for more connections.
+func raceSynth(t *testing.T, n int, held elbWireKind, fixFails bool) *synth {
 	s := newSynth(10 * time.Second)
 	for i := range n {
 		d := time.Duration(i) * 10 * ms1
@@ -121,7 +128,7 @@ func raceEvidence(t *testing.T, n int, held elbWireKind, fixFails bool) *Evidenc
 		}
 		s.raceConn(t, 8606, id, d, fix, false)
 	}
-	return s.e
+	return s
 }
 
 func TestScenarioELBRaceJudge_HeldFINFailsEveryReuseAndTheFixHolds(t *testing.T) {
@@ -166,12 +173,10 @@ func TestScenarioELBRaceJudge_AFailureWithTheLBBelowIsNotAReproduction(t *testin
 // show the machine stalling: a few are counted apart, half or more make
 // the run undecided.
 func TestScenarioELBRaceJudge_StallsAreCountedApart(t *testing.T) {
-	e := raceEvidence(t, 10, elbCrossed, false)
-	s := newSynth(10 * time.Second)
-	s.e = e
+	s := raceSynth(t, 10, elbCrossed, false)
 	s.raceConn(t, 8603, 99, 5*time.Second, elbServedLate, true)
 	s.raceDrop(t, 8603, 98, 6*time.Second)
-	v := judgeELBKeepAliveRace(e)
+	v := judgeELBKeepAliveRace(s.e)
 	for _, want := range []string{"10/12 (83 %) failed", "2 mistimed by a stall", "1 reached the server before it closed",
 		"1 found the held FIN already in", "10/10 (100 %) of those sent on time"} {
 		if v.Outcome != report.Reproduced || !strings.Contains(v.Reason, want) {
@@ -188,11 +193,9 @@ func TestScenarioELBRaceJudge_StallsAreCountedApart(t *testing.T) {
 // server's timeout whose request reached the wire after the server's FIN
 // was delayed by a stall: reported, not held against the fix.
 func TestScenarioELBRaceJudge_AStalledRequestDoesNotBreakTheFix(t *testing.T) {
-	e := raceEvidence(t, 10, elbCrossed, false)
-	s := newSynth(10 * time.Second)
-	s.e = e
+	s := raceSynth(t, 10, elbCrossed, false)
 	s.raceConn(t, 8606, 99, 5*time.Second, elbStalled, false)
-	v := judgeELBKeepAliveRace(e)
+	v := judgeELBKeepAliveRace(s.e)
 	if v.Outcome != report.Reproduced || !strings.Contains(v.Reason, "1/22 (5 %) (1 delayed past the server's timeout by a stall") {
 		t.Fatalf("outcome %s: %s", v.Outcome, v.Reason)
 	}

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/faultbox/faultbox/internal/lab"
-	"github.com/faultbox/faultbox/internal/packet"
+	"github.com/faultbox/faultbox/internal/proxy"
 	"github.com/faultbox/faultbox/internal/report"
 	"github.com/faultbox/faultbox/internal/serve"
 	"github.com/faultbox/faultbox/internal/sockdiag"
@@ -56,6 +56,23 @@ func (e *Evidence) Client(arm string) []ClientResult {
 		}
 	}
 	return out
+}
+
+// armClient returns the result of arm's client (its first), or an error
+// verdict when it never connected.
+func armClient(e *Evidence, arm string) (ClientResult, *Verdict) {
+	rs := e.Client(arm)
+	if len(rs) > 0 && rs[0].Local.IsValid() {
+		return rs[0], nil
+	}
+	why := "no result"
+	for _, r := range rs {
+		if r.Err != "" {
+			why = r.Err
+			break
+		}
+	}
+	return ClientResult{}, &Verdict{Outcome: report.Error, Reason: fmt.Sprintf("%q: its client never connected (%s)", arm, why)}
 }
 
 // Packets returns the captured packets of the connection between a and b
@@ -206,24 +223,44 @@ func Peak(cs []Count) Count {
 	return p
 }
 
-// Flags renders TCP flags as tcpdump does ("S.", "F.", "R.", "P.").
-func Flags(f uint8) string {
-	s := ""
-	for _, x := range []struct {
-		bit uint8
-		c   string
-	}{{packet.SYN, "S"}, {packet.FIN, "F"}, {packet.RST, "R"}, {packet.PSH, "P"}} {
-		if f&x.bit != 0 {
-			s += x.c
+// proxyLog is one `faultbox proxy` log (an LB or a DX): its request
+// lines, and the local address of each backend connection it opened (to
+// find it in the capture).
+type proxyLog struct {
+	reqs   []proxy.Entry
+	local  map[uint64]netip.AddrPort
+	closes []proxy.PoolEvent // the proxy closing backend connections, with the reason
+}
+
+// readProxyLog reads the log of the proxy process name from the evidence.
+func readProxyLog(e *Evidence, name string) proxyLog {
+	l := proxyLog{local: map[uint64]netip.AddrPort{}}
+	for _, ev := range e.Logs[name] {
+		b, err := json.Marshal(ev.Raw)
+		if err != nil {
+			continue
+		}
+		if _, isEvent := ev.Raw["event"]; isEvent {
+			var pe proxy.PoolEvent
+			if json.Unmarshal(b, &pe) != nil {
+				continue
+			}
+			switch pe.Event {
+			case "open":
+				if ap, err := netip.ParseAddrPort(pe.Local); err == nil {
+					l.local[pe.BackendConn] = unmapAP(ap)
+				}
+			case "close":
+				l.closes = append(l.closes, pe)
+			}
+			continue
+		}
+		var en proxy.Entry
+		if json.Unmarshal(b, &en) == nil {
+			l.reqs = append(l.reqs, en)
 		}
 	}
-	if f&packet.ACK != 0 {
-		s += "."
-	}
-	if s == "" {
-		s = "none"
-	}
-	return s
+	return l
 }
 
 // readLog reads a JSON-lines log; lines that do not parse are skipped.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -95,32 +96,22 @@ func driveFinWait2(c *Context) error {
 // keepAliveClient makes one keep-alive request, waits for the server to
 // close the idle connection, then closes too (its FIN is what vanishes).
 func keepAliveClient(c *Context, name, arm string, port int) {
-	r := ClientResult{Name: name, Arm: arm, Start: time.Now()}
-	defer func() {
-		r.End = time.Now()
-		c.Record(r)
-	}()
-	conn, err := c.Dial("client", Addr("server", port), 2*time.Second)
-	if err != nil {
-		r.SetErr(err)
-		return
-	}
-	defer conn.Close()
-	r.Local, r.Remote = Ends(conn)
-	conn.SetDeadline(time.Now().Add(fw2Idle + 3*time.Second))
-	br := bufio.NewReader(conn)
-	status, n, err := Get(conn, br, "/", false, -1)
-	r.Status, r.Bytes = status, n
-	if err != nil {
-		r.SetErr(err)
-		return
-	}
-	got := time.Now()
-	if _, err := io.Copy(io.Discard, br); err != nil {
-		r.SetErr(fmt.Errorf("waiting for the server's close: %w", err))
-		return
-	}
-	r.Detail = fmt.Sprintf("server closed after %s idle; the client then closed (its FIN is what vanishes)", time.Since(got).Round(10*time.Millisecond))
+	c.runClient(ClientResult{Name: name, Arm: arm}, Addr("server", port), 2*time.Second, func(conn *net.TCPConn, r *ClientResult) {
+		conn.SetDeadline(time.Now().Add(fw2Idle + 3*time.Second))
+		br := bufio.NewReader(conn)
+		status, n, err := Get(conn, br, "/", false, -1)
+		r.Status, r.Bytes = status, n
+		if err != nil {
+			r.SetErr(err)
+			return
+		}
+		got := time.Now()
+		if _, err := io.Copy(io.Discard, br); err != nil {
+			r.SetErr(fmt.Errorf("waiting for the server's close: %w", err))
+			return
+		}
+		r.Detail = fmt.Sprintf("server closed after %s idle; the client then closed (its FIN is what vanishes)", time.Since(got).Round(10*time.Millisecond))
+	})
 }
 
 // fw2Conn is one client's server socket as the evidence shows it.
@@ -172,12 +163,12 @@ func judgeFinWait2(e *Evidence) Verdict {
 	orphan := summarizeFW2(e, arms[fw2ArmOrphan], fw2OrphanPort)
 	hold := summarizeFW2(e, arms[fw2ArmHold], fw2HoldPort)
 	v.Runs = []report.Run{
-		{Name: fw2ArmOrphan, Change: fmt.Sprintf("port %d: the server close()s the idle connection", fw2OrphanPort), Outcome: orphan.outcome(), Reason: orphan.text},
-		{Name: fw2ArmHold, Change: fmt.Sprintf("port %d: serve --fin-wait-shutdown: shutdown(SHUT_WR), the descriptor kept", fw2HoldPort), Outcome: hold.outcome(), Reason: hold.text},
+		{Name: fw2ArmOrphan, Change: fmt.Sprintf("port %d: the server close()s the idle connection", fw2OrphanPort), Outcome: outcomeIf(orphan.piledUp()), Reason: orphan.text},
+		{Name: fw2ArmHold, Change: fmt.Sprintf("port %d: serve --fin-wait-shutdown: shutdown(SHUT_WR), the descriptor kept", fw2HoldPort), Outcome: outcomeIf(hold.piledUp()), Reason: hold.text},
 	}
 	v.Timeline = append(orphan.timeline(e, fw2ArmOrphan), hold.timeline(e, fw2ArmHold)...)
 	v.Notes = append(v.Notes, fw2Counts(e))
-	if orphan.stuck*2 >= fw2Clients {
+	if orphan.piledUp() {
 		v.Outcome = report.Reproduced
 		v.Reason = fmt.Sprintf("server sockets piled up in FIN_WAIT_2 — %s: %s; %s: %s", fw2ArmOrphan, orphan.text, fw2ArmHold, hold.text)
 	} else {
@@ -198,12 +189,8 @@ type fw2Summary struct {
 	text                               string
 }
 
-func (s *fw2Summary) outcome() report.Outcome {
-	if s.stuck*2 >= s.n {
-		return report.Reproduced
-	}
-	return report.NotReproduced
-}
+// piledUp: half or more of the arm's server sockets sat in FIN-WAIT-2.
+func (s *fw2Summary) piledUp() bool { return s.stuck*2 >= s.n }
 
 func summarizeFW2(e *Evidence, conns []fw2Conn, port uint16) fw2Summary {
 	s := fw2Summary{n: len(conns), peak: Peak(e.CountState("server", port, sockdiag.FinWait2))}

@@ -3,6 +3,7 @@ package scenario
 import (
 	"bufio"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -146,27 +147,18 @@ func driveGPRSDeferAccept(c *Context) error {
 
 // gprsClient connects, waits gprsThink, sends one GET and records the result.
 func gprsClient(c *Context, name, arm string, port int) {
-	r := ClientResult{Name: name, Arm: arm, Start: time.Now()}
-	defer func() {
-		r.End = time.Now()
-		c.Record(r)
-	}()
-	conn, err := c.Dial("client", Addr("server", port), 8*time.Second)
-	if err != nil {
+	c.runClient(ClientResult{Name: name, Arm: arm}, Addr("server", port), 8*time.Second, func(conn *net.TCPConn, r *ClientResult) {
+		connected := time.Now()
+		if c.Wait("the clients' requests", gprsThink) != nil {
+			r.Err = "interrupted"
+			return
+		}
+		conn.SetDeadline(time.Now().Add(gprsDeadline))
+		var err error
+		r.Status, r.Bytes, err = Get(conn, bufio.NewReader(conn), "/", true, -1)
 		r.SetErr(err)
-		return
-	}
-	defer conn.Close()
-	r.Local, r.Remote = Ends(conn)
-	connected := time.Now()
-	if c.Wait("the clients' requests", gprsThink) != nil {
-		r.Err = "interrupted"
-		return
-	}
-	conn.SetDeadline(time.Now().Add(gprsDeadline))
-	r.Status, r.Bytes, err = Get(conn, bufio.NewReader(conn), "/", true, -1)
-	r.SetErr(err)
-	r.Detail = fmt.Sprintf("connected after %s", connected.Sub(r.Start).Round(time.Millisecond))
+		r.Detail = fmt.Sprintf("connected after %s", connected.Sub(r.Start).Round(time.Millisecond))
+	})
 }
 
 // gprsConn is one client's connection as the evidence shows it.
@@ -220,10 +212,7 @@ func judgeGPRSDeferAccept(e *Evidence) Verdict {
 	}
 	for i, a := range gprsArms {
 		ct := counts[i]
-		run := report.Run{Name: a.name, Change: a.change, Expected: a.expect, Outcome: report.NotReproduced}
-		if ct.swallowed > 0 {
-			run.Outcome = report.Reproduced
-		}
+		run := report.Run{Name: a.name, Change: a.change, Expected: a.expect, Outcome: outcomeIf(ct.swallowed > 0)}
 		run.Reason = fmt.Sprintf("%d/%d requests reset after the server's request socket expired silently (%d of them after the server had received and swallowed a handshake ACK); %d ok, %d other failures",
 			ct.expired, ct.n, ct.swallowed, ct.ok, ct.other)
 		v.Runs = append(v.Runs, run)

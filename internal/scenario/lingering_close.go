@@ -181,11 +181,11 @@ func judgeLingeringClose(e *Evidence) Verdict {
 	var v Verdict
 	arms := map[string]*lcArm{}
 	for _, x := range []struct{ arm, serve string }{{lcArmAbrupt, "serve-abrupt"}, {lcArmLinger, "serve-linger"}} {
-		rs := e.Client(x.arm)
-		if len(rs) == 0 || !rs[0].Local.IsValid() {
-			return Verdict{Outcome: report.Error, Reason: fmt.Sprintf("%s: the client never connected (%s)", x.arm, firstErr(rs))}
+		r, bad := armClient(e, x.arm)
+		if bad != nil {
+			return *bad
 		}
-		a := &lcArm{r: rs[0]}
+		a := &lcArm{r: r}
 		arms[x.arm] = a
 		for _, p := range e.Packets(a.r.Local, a.r.Remote) {
 			if sameEnd(p.Src, a.r.Remote) && !p.Injected && p.Flags&packet.RST != 0 {
@@ -235,13 +235,6 @@ func judgeLingeringClose(e *Evidence) Verdict {
 		v.Reason = fmt.Sprintf("no lost response with the abrupt close alone — %s: %s; %s: %s", lcArmAbrupt, ab.text, lcArmLinger, li.text)
 	}
 	return v
-}
-
-func outcomeIf(b bool) report.Outcome {
-	if b {
-		return report.Reproduced
-	}
-	return report.NotReproduced
 }
 
 func describeLC(a *lcArm) string {

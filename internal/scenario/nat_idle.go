@@ -3,6 +3,7 @@ package scenario
 import (
 	"bufio"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"time"
@@ -89,42 +90,32 @@ func driveNATIdle(c *Context) error {
 // idleClient makes a request, stays idle natIdle, then makes a second one
 // on the same connection and waits natWait for its answer.
 func idleClient(c *Context, name, arm string, port int) {
-	r := ClientResult{Name: name, Arm: arm, Start: time.Now()}
-	defer func() {
-		r.End = time.Now()
-		c.Record(r)
-	}()
-	conn, err := c.Dial("client", Addr("server", port), 2*time.Second)
-	if err != nil {
+	c.runClient(ClientResult{Name: name, Arm: arm}, Addr("server", port), 2*time.Second, func(conn *net.TCPConn, r *ClientResult) {
+		br := bufio.NewReader(conn)
+		conn.SetDeadline(time.Now().Add(2 * time.Second))
+		status, _, err := Get(conn, br, "/", false, -1)
+		if err != nil {
+			r.SetErr(fmt.Errorf("first request: %w", err))
+			return
+		}
+		c.Step(name, "first request answered %d; the connection now stays idle %s", status, natIdle)
+		if err := c.Wait("the device's idle timeout to pass", natIdle); err != nil {
+			r.SetErr(err)
+			return
+		}
+		second := time.Now()
+		c.Step(name, "second request on the idle connection")
+		conn.SetDeadline(second.Add(natWait))
+		r.Status, r.Bytes, err = Get(conn, br, "/", false, -1)
 		r.SetErr(err)
-		return
-	}
-	defer conn.Close()
-	r.Local, r.Remote = Ends(conn)
-	br := bufio.NewReader(conn)
-	conn.SetDeadline(time.Now().Add(2 * time.Second))
-	status, _, err := Get(conn, br, "/", false, -1)
-	if err != nil {
-		r.SetErr(fmt.Errorf("first request: %w", err))
-		return
-	}
-	c.Step(name, "first request answered %d; the connection now stays idle %s", status, natIdle)
-	if err := c.Wait("the device's idle timeout to pass", natIdle); err != nil {
-		r.SetErr(err)
-		return
-	}
-	second := time.Now()
-	c.Step(name, "second request on the idle connection")
-	conn.SetDeadline(second.Add(natWait))
-	r.Status, r.Bytes, err = Get(conn, br, "/", false, -1)
-	r.SetErr(err)
-	r.Detail = fmt.Sprintf("first request %d; second after %s idle: ", status, natIdle)
-	if err != nil {
-		r.Detail += fmt.Sprintf("failed after %s", time.Since(second).Round(time.Millisecond))
-	} else {
-		r.Detail += fmt.Sprintf("answered %d", r.Status)
-	}
-	r.Start = second // the row is about the second request
+		r.Detail = fmt.Sprintf("first request %d; second after %s idle: ", status, natIdle)
+		if err != nil {
+			r.Detail += fmt.Sprintf("failed after %s", time.Since(second).Round(time.Millisecond))
+		} else {
+			r.Detail += fmt.Sprintf("answered %d", r.Status)
+		}
+		r.Start = second // the row is about the second request
+	})
 }
 
 type natArm struct {
@@ -143,11 +134,11 @@ func judgeNATIdle(e *Evidence) Verdict {
 	var v Verdict
 	arms := map[string]*natArm{}
 	for _, name := range []string{natArmSilent, natArmRST} {
-		rs := e.Client(name)
-		if len(rs) == 0 || !rs[0].Local.IsValid() {
-			return Verdict{Outcome: report.Error, Reason: fmt.Sprintf("%s: the client never connected (%s)", name, firstErr(rs))}
+		r, bad := armClient(e, name)
+		if bad != nil {
+			return *bad
 		}
-		a := &natArm{r: rs[0]}
+		a := &natArm{r: r}
 		arms[name] = a
 		for _, p := range e.Packets(a.r.Local, a.r.Remote) {
 			switch {
@@ -201,14 +192,11 @@ func judgeNATIdle(e *Evidence) Verdict {
 
 	for _, name := range []string{natArmSilent, natArmRST} {
 		a := arms[name]
-		run := report.Run{Name: name, Outcome: report.NotReproduced, Reason: a.text}
+		run := report.Run{Name: name, Outcome: outcomeIf(a.failed), Reason: a.text}
 		if name == natArmSilent {
 			run.Change = fmt.Sprintf("port %d: idle-timeout 2s, mode silent", natSilentPort)
 		} else {
 			run.Change = fmt.Sprintf("port %d: idle-timeout 2s, mode rst, rst_to both", natRSTPort)
-		}
-		if a.failed {
-			run.Outcome = report.Reproduced
 		}
 		v.Runs = append(v.Runs, run)
 		label := "[" + name + "]"

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -97,16 +98,17 @@ func shortArgv(argv []string) string {
 // Serve starts `faultbox serve` in host with its JSON log in NAME.jsonl
 // (Evidence.Logs[NAME]) and returns once every --listen address is open.
 func (c *Context) Serve(host, name string, flags ...string) (*Proc, error) {
+	return c.serveAfter(nil, host, name, flags...)
+}
+
+// serveAfter is Serve with prefix (such as nice -n -10) before the command.
+func (c *Context) serveAfter(prefix []string, host, name string, flags ...string) (*Proc, error) {
 	logPath := filepath.Join(c.Dir, name+".jsonl")
-	argv := append([]string{c.Exe, "serve", "--log", logPath}, flags...)
-	p, err := c.Start(host, name, argv...)
+	argv := append(append(slices.Clone(prefix), c.Exe, "serve", "--log", logPath), flags...)
+	p, err := c.StartLogged(host, name, logPath, argv...)
 	if err != nil {
 		return nil, err
 	}
-	p.Log = logPath
-	c.mu.Lock()
-	c.logs = append(c.logs, logFile{name, logPath})
-	c.mu.Unlock()
 	want := max(1, strings.Count(" "+strings.Join(flags, " "), " --listen"))
 	ok, err := c.WaitFor(name+" to listen", 5*time.Second, func() bool {
 		return p.Exited() || countEvents(logPath, "listen") >= want

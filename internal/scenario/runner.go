@@ -1,6 +1,7 @@
 package scenario
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -346,7 +347,7 @@ func (r *runner) fill(ev *Evidence, v Verdict) {
 		rep.SampleInterval = r.s.sampleEvery()
 	}
 	rep.Timeline = append(steps, v.Timeline...)
-	slices.SortStableFunc(rep.Timeline, func(a, b report.Entry) int { return compareDur(a.At, b.At) })
+	slices.SortStableFunc(rep.Timeline, func(a, b report.Entry) int { return cmp.Compare(a.At, b.At) })
 	rep.Notes = append(rep.Notes, v.Notes...)
 	if v.Results != nil {
 		rep.Results = *v.Results
@@ -370,16 +371,6 @@ func (r *runner) fill(ev *Evidence, v Verdict) {
 	for _, e := range ev.Events {
 		rep.Events = append(rep.Events, e.Text)
 	}
-}
-
-func compareDur(a, b time.Duration) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // sysctlReport renders the sysctls for the report: "host: key" → value,

@@ -88,6 +88,14 @@ type Verdict struct {
 	Ladder []report.Conn
 }
 
+// outcomeIf is report.Reproduced when failed holds, else report.NotReproduced.
+func outcomeIf(failed bool) report.Outcome {
+	if failed {
+		return report.Reproduced
+	}
+	return report.NotReproduced
+}
+
 var (
 	regMu    sync.Mutex
 	registry = map[string]*Scenario{}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"strings"
 	"time"
@@ -23,42 +24,32 @@ import (
 // server still has data in flight, and close() follows 20 ms later (with
 // unread data, so the kernel adds a RST). It records its result.
 func cancelDownload(c *Context, name, arm string, port int, keep int64) {
-	r := ClientResult{Name: name, Arm: arm, Start: time.Now()}
-	defer func() {
-		r.End = time.Now()
-		c.Record(r)
-	}()
-	conn, err := c.Dial("client", Addr("server", port), 2*time.Second)
-	if err != nil {
-		r.SetErr(err)
-		return
-	}
-	defer conn.Close()
-	r.Local, r.Remote = Ends(conn)
-	// A fixed 64 KiB receive buffer (no autotuning) keeps the window, and
-	// so what is in flight when the client vanishes, browser-sized.
-	conn.SetReadBuffer(64 << 10)
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
-	br := bufio.NewReader(conn)
-	status, n, err := Get(conn, br, "/bytes/4gib", false, keep)
-	r.Status, r.Bytes = status, n
-	if err != nil {
-		r.SetErr(err)
-		return
-	}
-	// Read on at full speed for 2 ms so that the window is
-	// open and the server has data on the wire when the FIN leaves, as
-	// with a browser cancelling a download that is flowing.
-	conn.SetReadDeadline(time.Now().Add(2 * time.Millisecond))
-	more, _ := io.Copy(io.Discard, br)
-	n += more
-	r.Bytes = n
-	c.Step(name, "cancels the download after %s of the body: shutdown(SHUT_WR) sends its FIN", bytesText(uint32(n)))
-	if err := conn.CloseWrite(); err != nil {
-		r.SetErr(err)
-	}
-	time.Sleep(20 * time.Millisecond)
-	r.Detail = fmt.Sprintf("cancelled after %s: FIN, then close() with unread data", bytesText(uint32(n)))
+	c.runClient(ClientResult{Name: name, Arm: arm}, Addr("server", port), 2*time.Second, func(conn *net.TCPConn, r *ClientResult) {
+		// A fixed 64 KiB receive buffer (no autotuning) keeps the window,
+		// and so what is in flight when the client vanishes, browser-sized.
+		conn.SetReadBuffer(64 << 10)
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		br := bufio.NewReader(conn)
+		status, n, err := Get(conn, br, "/bytes/4gib", false, keep)
+		r.Status, r.Bytes = status, n
+		if err != nil {
+			r.SetErr(err)
+			return
+		}
+		// Read on at full speed for 2 ms so that the window is
+		// open and the server has data on the wire when the FIN leaves, as
+		// with a browser cancelling a download that is flowing.
+		conn.SetReadDeadline(time.Now().Add(2 * time.Millisecond))
+		more, _ := io.Copy(io.Discard, br)
+		n += more
+		r.Bytes = n
+		c.Step(name, "cancels the download after %s of the body: shutdown(SHUT_WR) sends its FIN", bytesText(uint32(n)))
+		if err := conn.CloseWrite(); err != nil {
+			r.SetErr(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+		r.Detail = fmt.Sprintf("cancelled after %s: FIN, then close() with unread data", bytesText(uint32(n)))
+	})
 }
 
 // teardown is what the evidence shows of one cancelled download.
