@@ -35,7 +35,13 @@ a profile (delay, loss, off-by-one RSTs, vanishing clients, ...) so that field
 failures between real TCP stacks happen on demand, deterministically.`,
 	SilenceUsage:  true,
 	SilenceErrors: true,
+	// Runs once cobra has parsed the flags and checked the arguments: an
+	// error before it is a usage error (exit 2), after it a failure (1)
+	// unless the command marked it otherwise.
+	PersistentPreRun: func(*cobra.Command, []string) { commandRan = true },
 }
+
+var commandRan bool
 
 func main() {
 	useLinesListFlags(rootCmd)
@@ -45,11 +51,14 @@ func main() {
 	}
 	fmt.Fprintln(os.Stderr, "faultbox:", err)
 	var ee *exitError
-	if errors.As(err, &ee) {
+	switch {
+	case errors.As(err, &ee):
 		os.Exit(ee.code)
+	case !commandRan: // cobra's own flag, argument and command-name errors
+		os.Exit(2)
+	default:
+		os.Exit(1)
 	}
-	// cobra's own flag and argument errors are usage errors.
-	os.Exit(2)
 }
 
 // useLinesListFlags keeps cobra from adding "[flags]" to the usage lines:

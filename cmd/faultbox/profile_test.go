@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/faultbox/faultbox/internal/testenv"
 	"github.com/faultbox/faultbox/profiles"
 )
 
@@ -21,7 +22,7 @@ func buildFaultbox(t *testing.T) string {
 	t.Helper()
 	goTool, err := exec.LookPath("go")
 	if err != nil {
-		t.Skip("no go tool in PATH")
+		testenv.Missing(t, "the go tool in PATH")
 	}
 	bin := filepath.Join(t.TempDir(), "faultbox")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -187,4 +188,27 @@ func TestProfileCommands_OutputAndExitCodes(t *testing.T) {
 			t.Errorf("exit %d, stdout\n%s\nwant\n%s", r.code, r.stdout, want)
 		}
 	})
+}
+
+// TestExitCodes_FailureIsOneUsageIsTwo: an error after cobra accepted the
+// command line is a failure (1) unless the command marks it as bad input;
+// cobra's own flag and command errors are usage errors (2).
+func TestExitCodes_FailureIsOneUsageIsTwo(t *testing.T) {
+	bin := buildFaultbox(t)
+	for _, tc := range []struct {
+		args []string
+		code int
+	}{
+		// A listen address no interface here has: the bind fails.
+		{[]string{"serve", "--listen", "198.18.0.250:80"}, 1},
+		{[]string{"serve", "--listen", "198.18.0.250:99999"}, 2},
+		{[]string{"serve", "--no-such-flag"}, 2},
+		{[]string{"no-such-command"}, 2},
+		{[]string{"lab", "status", "--name", "fbxnotup"}, 2},
+	} {
+		r := run(t, bin, tc.args...)
+		if r.code != tc.code || !strings.HasPrefix(r.stderr, "faultbox: ") {
+			t.Errorf("faultbox %s: exit %d (stderr %q), want %d", strings.Join(tc.args, " "), r.code, r.stderr, tc.code)
+		}
+	}
 }

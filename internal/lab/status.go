@@ -41,13 +41,13 @@ func running(lab string) (*State, error) {
 	}
 	st, err := ReadState(lab)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("lab %q is not up (start it with `faultbox lab up --name %s`)", lab, lab)
+		return nil, inputErrorf("lab %q is not up (start it with `faultbox lab up --name %s`)", lab, lab)
 	}
 	if err != nil {
 		return nil, err
 	}
 	if !st.Daemon.Alive() {
-		return nil, fmt.Errorf("lab %q is not running: its device (pid %d) has died; `faultbox lab down --name %s` removes what is left", lab, st.Daemon.PID, lab)
+		return nil, inputErrorf("lab %q is not running: its device (pid %d) has died; `faultbox lab down --name %s` removes what is left", lab, st.Daemon.PID, lab)
 	}
 	return st, nil
 }

@@ -24,9 +24,7 @@ const (
 
 func labNetns(t *testing.T) string {
 	t.Helper()
-	testenv.RequireNetAdmin(t)
-	ns := testenv.NewNetns(t, "proxy")
-	testenv.IP(t, ns, "link", "set", "lo", "up")
+	ns := testenv.LoopbackNetns(t, "proxy")
 	testenv.IP(t, ns, "addr", "add", "198.18.0.2/32", "dev", "lo")
 	testenv.IP(t, ns, "addr", "add", "198.18.0.3/32", "dev", "lo")
 	return ns

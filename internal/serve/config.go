@@ -8,6 +8,8 @@ package serve
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -63,6 +65,11 @@ func DefaultConfig() Config {
 
 // Validate reports the first setting that cannot work, naming its flag.
 func (c *Config) Validate() error {
+	for _, a := range c.Listen {
+		if !validListen(a) {
+			return fmt.Errorf("--listen %s: want [IP]:port, e.g. 198.18.0.2:80, [2001:db8::2]:80 or :80", a)
+		}
+	}
 	switch {
 	case len(c.Listen) == 0:
 		return errors.New("--listen: at least one address is needed")
@@ -88,6 +95,19 @@ func (c *Config) Validate() error {
 		return errors.New("--early-close-no-header needs --early-response")
 	}
 	return nil
+}
+
+// validListen reports whether a is an IP (or nothing) and a port (0: any).
+func validListen(a string) bool {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return false
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return false
+	}
+	_, err = netip.ParseAddr(host)
+	return host == "" || err == nil
 }
 
 // Size is a byte count flag value in faultbox's size units (1500b, 64kb,

@@ -108,3 +108,13 @@ func TestPatternAt_ContinuousAcrossChunks(t *testing.T) {
 		}
 	}
 }
+
+func TestConfig_ValidateRefusesListenAddressesThatAreNotIPPort(t *testing.T) {
+	for _, a := range []string{"198.18.0.2:99999", "server:80", "198.18.0.2", "[2001:db8::2]"} {
+		c := DefaultConfig()
+		c.Listen = []string{a}
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "--listen "+a) {
+			t.Errorf("--listen %s: %v", a, err)
+		}
+	}
+}

@@ -19,13 +19,7 @@ import (
 // Network tests: each runs the server and its clients on the loopback of a
 // throwaway namespace (127.0.0.1 and ::1 there, never the host's).
 
-func labNetns(t *testing.T) string {
-	t.Helper()
-	testenv.RequireNetAdmin(t)
-	ns := testenv.NewNetns(t, "serve")
-	testenv.IP(t, ns, "link", "set", "lo", "up")
-	return ns
-}
+func labNetns(t *testing.T) string { return testenv.LoopbackNetns(t, "serve") }
 
 // startIn listens inside ns and serves until the test ends.
 func startIn(t *testing.T, ns string, cfg Config) (*Server, *logBuf) {

@@ -20,13 +20,7 @@ import (
 
 const waitLimit = 3 * time.Second // every wait for a state is bounded by this
 
-func labNS(t *testing.T) string {
-	t.Helper()
-	testenv.RequireNetAdmin(t)
-	ns := testenv.NewNetns(t, "sdiag")
-	testenv.IP(t, ns, "link", "set", "lo", "up")
-	return ns
-}
+func labNS(t *testing.T) string { return testenv.LoopbackNetns(t, "sdiag") }
 
 type family struct {
 	name, network, host string

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/faultbox/faultbox/internal/testenv"
 )
 
 // ssSocket is one socket as `ss -tanoi` prints it.
@@ -66,7 +68,7 @@ func parseSS(t *testing.T, out string) map[Key]*ssSocket {
 func TestDump_AgreesWithSS_Linux(t *testing.T) {
 	ns := labNS(t)
 	if _, err := exec.LookPath("ss"); err != nil {
-		t.Skip("ss (iproute2) not installed")
+		testenv.Missing(t, "ss (iproute2)")
 	}
 	for _, fam := range families {
 		newPair(t, ns, fam)
