@@ -3,6 +3,7 @@ package tun
 import (
 	"bytes"
 	"encoding/binary"
+	"net/netip"
 
 	"github.com/faultbox/faultbox/internal/packet"
 )
@@ -123,15 +124,11 @@ func joinUDPRun(pkts []Packet, hdrs *[48]byte) (Offload, int) {
 // length of udpLen: the folded pseudo-header sum, which the kernel
 // completes with the bytes from the UDP header on.
 func partialFor(d []byte, l4, udpLen int) uint16 {
-	addrs := d[12:20]
+	src, dst := netip.AddrFrom4([4]byte(d[12:16])), netip.AddrFrom4([4]byte(d[16:20]))
 	if l4 == 40 {
-		addrs = d[8:40]
+		src, dst = netip.AddrFrom16([16]byte(d[8:24])), netip.AddrFrom16([16]byte(d[24:40]))
 	}
-	sum := uint64(^packet.Checksum(addrs)) + packet.ProtoUDP + uint64(udpLen)
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	return uint16(sum)
+	return packet.PseudoHeaderSum(src, dst, packet.ProtoUDP, udpLen)
 }
 
 // checksumsAsSent reports whether d's checksums are those its sender's

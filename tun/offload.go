@@ -76,8 +76,7 @@ type segmenter struct {
 	data        []byte
 	h           packet.Parsed // the super-packet's headers
 	hdrLen, mss int
-	n           int    // segments
-	addrSum     uint16 // folded sum of the addresses, for pseudo-header sums
+	n           int // segments
 }
 
 // init checks p's offload descriptor against its headers.
@@ -106,11 +105,6 @@ func (sg *segmenter) init(p *Packet) error {
 		return fmt.Errorf("%w: gso type %d on IPv%d proto %d", ErrBadOffload, o.GSOType, h.Version, h.Proto)
 	}
 	sg.data, sg.hdrLen, sg.mss = data, h.PayloadOff, int(o.GSOSize)
-	if h.Version == 4 {
-		sg.addrSum = ^packet.Checksum(data[12:20])
-	} else {
-		sg.addrSum = ^packet.Checksum(data[8:40])
-	}
 	if sg.hdrLen+sg.mss > 0xffff {
 		return fmt.Errorf("%w: segment of %d bytes", ErrBadOffload, sg.hdrLen+sg.mss)
 	}
@@ -183,11 +177,7 @@ func (sg *segmenter) header(i int, hdr, s []byte, partial bool) Offload {
 		s[10], s[11] = 0, 0
 		binary.BigEndian.PutUint16(s[10:12], packet.Checksum(s[:l4]))
 	}
-	sum := uint64(sg.addrSum) + uint64(h.Proto) + uint64(segLen-l4)
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	binary.BigEndian.PutUint16(s[l4+csumOff:], uint16(sum))
+	binary.BigEndian.PutUint16(s[l4+csumOff:], packet.PseudoHeaderSum(h.Src, h.Dst, h.Proto, segLen-l4))
 	return Offload{NeedsCsum: true, CsumStart: uint16(l4), CsumOffset: uint16(csumOff)}
 }
 
