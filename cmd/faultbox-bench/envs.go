@@ -19,6 +19,10 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/faultbox/faultbox/internal/lab"
 )
 
 type env interface {
@@ -140,17 +144,9 @@ func newLab(ctx context.Context, faultbox, profile string, more ...string) (*lab
 	if _, err := run(ctx, 90*time.Second, faultbox, args...); err != nil {
 		return e, err
 	}
-	data, err := os.ReadFile(filepath.Join("/run/faultbox", e.name, "state.json"))
-	if err != nil {
-		return e, fmt.Errorf("lab %s: daemon pid: %w", e.name, err)
-	}
-	var st struct {
-		Daemon struct {
-			PID int `json:"pid"`
-		} `json:"daemon"`
-	}
-	if err := json.Unmarshal(data, &st); err != nil || st.Daemon.PID <= 0 {
-		return e, fmt.Errorf("lab %s: no daemon pid in state.json (%v)", e.name, err)
+	st, err := lab.ReadState(e.name)
+	if err != nil || st.Daemon.PID <= 0 {
+		return e, fmt.Errorf("lab %s: no device pid in its state (%v)", e.name, err)
 	}
 	e.pid = st.Daemon.PID
 	return e, nil
@@ -225,7 +221,7 @@ func (e *toxiEnv) DaemonPID() int {
 	if e.proxy == nil {
 		return 0
 	}
-	return e.proxy.pid
+	return e.proxy.proc.PID
 }
 func (e *toxiEnv) Close() error {
 	if e.proxy != nil {
@@ -236,11 +232,10 @@ func (e *toxiEnv) Close() error {
 
 // bg is a process running in a host in the background.
 type bg struct {
-	cmd   *exec.Cmd
-	pid   int    // the process itself, as it wrote it
-	start string // its start time: a reused pid is never signalled
-	out   *bytes.Buffer
-	done  chan error
+	cmd  *exec.Cmd
+	proc lab.Proc // the process itself, as it wrote its pid: a reused pid is never signalled
+	out  *bytes.Buffer
+	done chan error
 }
 
 // startBG starts args in host; it records its own pid (whatever runs
@@ -266,7 +261,7 @@ func startBG(ctx context.Context, e env, host string, args ...string) (*bg, erro
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		if data, err := os.ReadFile(pidFile); err == nil {
 			if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && pid > 0 {
-				b.pid, b.start = pid, startTime(pid)
+				b.proc, _ = lab.ProcOf(pid) // gone already: the zero Proc is never signalled
 				return b, nil
 			}
 		}
@@ -292,9 +287,7 @@ func (b *bg) wait(d time.Duration) error {
 }
 
 func (b *bg) kill() {
-	if b.pid > 0 && startTime(b.pid) == b.start {
-		syscall.Kill(b.pid, syscall.SIGKILL)
-	}
+	b.proc.Signal(unix.SIGKILL)
 	b.cmd.Process.Kill()
 	b.wait(10 * time.Second)
 }
@@ -313,16 +306,6 @@ func waitListen(ctx context.Context, e env, host, proto string, port int) error 
 		return ctx.Err()
 	}
 	return fmt.Errorf("nothing listens on %s port %d in %s after 10s", proto, port, host)
-}
-
-// startTime returns field 22 of /proc/PID/stat (start time since boot), or
-// "" if pid does not exist.
-func startTime(pid int) string {
-	f, err := statFields(pid)
-	if err != nil || len(f) < 20 {
-		return ""
-	}
-	return f[19]
 }
 
 // statFields returns the fields of /proc/PID/stat after the command name:
