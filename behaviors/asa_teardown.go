@@ -97,7 +97,9 @@ func (a *ASATeardown) Handle(p *Packet) Verdict {
 		}
 		a.droppedAfterForget++
 		p.Note = "asa-teardown: flow forgotten"
-		if p.From == flow.Server && isBareACK(p) {
+		// A challenge ACK (RFC 5961) carries the server's SND.NXT; a
+		// zero-window or keepalive probe, also a bare ACK, one less.
+		if p.From == flow.Server && isBareACK(p) && p.Flow != nil && p.Seq == p.Flow.Ends[flow.Server].NextSeq {
 			a.challengeACKsDropped++
 			p.Note = "asa-teardown: challenge ACK dropped"
 		}

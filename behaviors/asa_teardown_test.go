@@ -91,6 +91,7 @@ func TestASATeardown_ForgetDropsChallengeACKs(t *testing.T) {
 		k.seg(false, packet.ACK, make([]byte, 500)),      // the server keeps writing
 		k.seg(true, packet.ACK, nil),                     // the client ACKs something
 		k.seg(false, packet.ACK, nil),                    // another challenge ACK
+		probe(k),                                         // a window probe: not a challenge ACK
 		k.seg(true, packet.RST|packet.ACK, nil),          // the client's own RST
 		k.seg(false, packet.FIN|packet.ACK, []byte("x")), // the server gives up
 	}
@@ -101,8 +102,8 @@ func TestASATeardown_ForgetDropsChallengeACKs(t *testing.T) {
 		}
 	}
 	st := a.Stats()
-	if st["dropped_after_forget"] != 6 || st["challenge_acks_dropped"] != 2 || st["rst_injected"] != 1 {
-		t.Fatalf("stats %v, want 6 dropped, 2 challenge ACKs, 1 RST", st)
+	if st["dropped_after_forget"] != 7 || st["challenge_acks_dropped"] != 2 || st["rst_injected"] != 1 {
+		t.Fatalf("stats %v, want 7 dropped, 2 challenge ACKs, 1 RST", st)
 	}
 	if len(e.injected) != 1 {
 		t.Fatalf("%d packets injected, want only the one RST", len(e.injected))
@@ -241,4 +242,13 @@ func BenchmarkASATeardown_Forgotten(b *testing.B) {
 			b.Fatal("passed")
 		}
 	}
+}
+
+// probe is the server's zero-window (or keepalive) probe: a bare ACK one
+// below its next sequence number.
+func probe(k *tcpConn) []byte {
+	k.sseq--
+	b := k.seg(false, packet.ACK, nil)
+	k.sseq++
+	return b
 }
