@@ -13,9 +13,6 @@ package e2e
 //	elb-early-response  8611 hop_by_hop: buggy      8612 hop_by_hop: correct
 
 import (
-	"bufio"
-	"encoding/json"
-	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -43,24 +40,11 @@ type elbLine struct {
 func accessLog(t *testing.T, dir string, port int) []elbLine {
 	t.Helper()
 	path := filepath.Join(dir, "lb-"+strconv.Itoa(port)+".jsonl")
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatalf("access log: %v", err)
-	}
-	defer f.Close()
 	var out []elbLine
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var l elbLine
-		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
-			t.Fatalf("%s: %q: %v", path, sc.Text(), err)
-		}
+	for _, l := range jsonLines[elbLine](t, path) {
 		if l.Event == "" {
 			out = append(out, l)
 		}
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
 	}
 	if len(out) == 0 {
 		t.Fatalf("%s: no request logged", path)
@@ -93,6 +77,36 @@ func aimed(l elbLine) bool { return l.Aimed }
 func anyReq(elbLine) bool  { return true }
 func pct(n, d int) float64 { return 100 * float64(n) / float64(max(d, 1)) }
 
+// serverLate: an aimed request answered although sent past the server's
+// 1 s idle timeout shows the server's timer firing late (a stall of the
+// machine).
+func serverLate(l elbLine) bool {
+	return l.Aimed && l.Outcome == "ok" && l.ReuseCount > 0 && l.ConnIdle >= 1000
+}
+
+// onNewConn: an aimed request the LB sent on a new connection, answered:
+// it dropped the pooled one it had held, whose FIN had arrived.
+func onNewConn(l elbLine) bool { return l.Aimed && l.Outcome == "ok" && l.ReuseCount == 0 }
+
+// wantFINNoticed checks an aimed arm of an LB that checks before reuse,
+// whose server FIN reaches the LB before the aim point (not held, or held
+// less than the aim offset): by design the LB finds the FIN in, drops the
+// pooled connection and sends the request on a new one, answered. The
+// requests the server's late timer answered are set apart, as on the
+// other aimed arms; >= 90 % of the rest must go on a new connection.
+func wantFINNoticed(t *testing.T, i int, what string, ls []elbLine) {
+	t.Helper()
+	n, f, _ := elbTally(ls, aimed)
+	late, _, _ := elbTally(ls, serverLate)
+	fresh, _, _ := elbTally(ls, onNewConn)
+	t.Logf("run %d: %s: %d/%d aimed requests got 504 (%.0f %%), %d went on a new connection, %d answered past the server's timeout",
+		i, what, f, n, pct(f, n), fresh, late)
+	if n < 10 || 2*late >= n || float64(fresh) < 0.9*float64(n-late) {
+		t.Errorf("run %d: %s: of %d aimed requests %d went on a new connection (%d got 504, %d answered late); want >= 10 aimed, >= 90 %% of the rest on a new connection",
+			i, what, n, fresh, f, late)
+	}
+}
+
 // TestELB_KeepAliveRace: against `faultbox serve --keepalive-timeout 1s`,
 // the elb proxy aiming its reuse just past the server's idle timeout gets
 // 504s for >= 90 % of the aimed requests; an LB that notices a FIN that has
@@ -108,13 +122,10 @@ func TestELB_KeepAliveRace(t *testing.T) {
 		// Issue 5: >= 90 % of the aimed requests get 504. This machine
 		// (a VM under load) was seen to freeze 0.6 s at a time: an aimed
 		// request answered although sent past the server's 1 s idle
-		// timeout shows the server's timer firing late, and one that went
-		// on a new connection shows the LB finding the FIN already in
-		// (it checked late: the FIN was held). Such requests are counted
-		// apart; they may be fewer than half.
-		serverLate := func(l elbLine) bool {
-			return l.Aimed && l.Outcome == "ok" && l.ReuseCount > 0 && l.ConnIdle >= 1000
-		}
+		// timeout shows the server's timer firing late (serverLate), and
+		// one that went on a new connection where the FIN was held shows
+		// the LB finding it already in (it checked late). Such requests
+		// are counted apart; they may be fewer than half.
 		blind := accessLog(t, r.Dir, 8601)
 		n, f, med := elbTally(blind, aimed)
 		late, _, _ := elbTally(blind, serverLate)
@@ -130,7 +141,7 @@ func TestELB_KeepAliveRace(t *testing.T) {
 		held := accessLog(t, r.Dir, 8603)
 		n, f, med = elbTally(held, aimed)
 		late, _, _ = elbTally(held, serverLate)
-		lbLate, _, _ := elbTally(held, func(l elbLine) bool { return l.Aimed && l.Outcome == "ok" && l.ReuseCount == 0 })
+		lbLate, _, _ := elbTally(held, onNewConn)
 		t.Logf("run %d: aimed, checking LB, server FIN held: %d/%d got 504 (%.0f %%), %d answered late, %d sent on a new connection, median backend time %.2f ms",
 			i, f, n, pct(f, n), late, lbLate, med)
 		rst, _, _ := elbTally(held, func(l elbLine) bool { return l.Aimed && l.Outcome == "504" && strings.Contains(l.Error, "RST") })
@@ -138,10 +149,15 @@ func TestELB_KeepAliveRace(t *testing.T) {
 			t.Errorf("run %d: FIN held: %d/%d aimed requests got 504 (%d after a RST; %d, %d mistimed); want >= 90 %% of the rest, by RST",
 				i, f, n, rst, late, lbLate)
 		}
-		checked := accessLog(t, r.Dir, 8602)
-		n, f, _ = elbTally(checked, aimed)
-		t.Logf("run %d: aimed, checking LB, FIN on time: %d/%d got 504 (%.0f %%)", i, f, n, pct(f, n))
+		// The checking LB with the FIN on time (8602) or held less than
+		// the aim offset (8604) finds it in at the aim point.
+		wantFINNoticed(t, i, "aimed, checking LB, FIN on time", accessLog(t, r.Dir, 8602))
+		wantFINNoticed(t, i, "aimed past the held FIN", accessLog(t, r.Dir, 8604))
 
+		// Logged, not asserted: unaimed traffic with random 0.5-1.5 s gaps
+		// fails only when a reuse happens to meet the server's close, a
+		// rate the scenario reports and does not expect (its run has no
+		// expected outcome).
 		low := accessLog(t, r.Dir, 8605)
 		n, f, _ = elbTally(low, anyReq)
 		nLate, fLate, _ := elbTally(low, func(l elbLine) bool { return l.ReuseCount > 0 && l.ConnIdle >= 1000 })
@@ -205,20 +221,7 @@ func TestELB_EarlyResponse(t *testing.T) {
 			t.Errorf("run %d: Connection: keep-alive forwarded: %d early answers, %d requests failed on those connections; want every one (>= 5)", i, nEarly, failed)
 		}
 
-		fix := accessLog(t, r.Dir, 8612)
-		var fixEarly, fix504 int
-		for _, l := range fix {
-			if l.Early {
-				fixEarly++
-			}
-			if l.Outcome != "ok" {
-				fix504++
-			}
-		}
-		t.Logf("run %d: not forwarded: %d early answers, %d failures", i, fixEarly, fix504)
-		if fixEarly < 5 || fix504 != 0 {
-			t.Errorf("run %d: Connection not forwarded: %d early answers, %d failures; want >= 5 and 0", i, fixEarly, fix504)
-		}
+		wantEarlyNotReused(t, i, 8612, accessLog(t, r.Dir, 8612))
 
 		seen := map[string][]string{}
 		for _, e := range r.Verdict.Timeline {
@@ -235,24 +238,51 @@ func TestELB_EarlyResponse(t *testing.T) {
 	}
 }
 
+// wantEarlyNotReused checks an arm with hop_by_hop: correct: the server
+// still answers early, and the LB, never reusing such a connection, fails
+// no request.
+func wantEarlyNotReused(t *testing.T, i, port int, ls []elbLine) {
+	t.Helper()
+	var early, failed int
+	for _, l := range ls {
+		if l.Early {
+			early++
+		}
+		if l.Outcome != "ok" {
+			failed++
+		}
+	}
+	t.Logf("run %d: :%d, Connection not forwarded: %d early answers, %d failures", i, port, early, failed)
+	if early < 5 || failed != 0 {
+		t.Errorf("run %d: :%d, Connection not forwarded: %d early answers, %d failures; want >= 5 and 0", i, port, early, failed)
+	}
+}
+
 // TestELB_FaultOffSaysNotReproduced: without the fault (the device's FIN
-// hold off; the LB not forwarding Connection), neither reproduces.
+// hold off; the LB not forwarding Connection), neither reproduces, and the
+// arm that showed the fault behaves as its fixed twin does with it on.
 func TestELB_FaultOffSaysNotReproduced(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		name string
-		port int
-	}{{"elb-keepalive-race", 8603}, {"elb-early-response", 8611}} {
+		name  string
+		check func(t *testing.T, i int, r scenarioRun)
+	}{
+		{"elb-keepalive-race", func(t *testing.T, i int, r scenarioRun) {
+			// Passthrough holds no FIN: 8603's checking LB is 8602's.
+			if !strings.Contains(r.Verdict.Reason, "its FIN not held") {
+				t.Errorf("run %d: fault off, yet the verdict does not say the FIN was not held: %s", i, r.Verdict.Reason)
+			}
+			wantFINNoticed(t, i, "fault off: aimed, checking LB, FIN not held", accessLog(t, r.Dir, 8603))
+		}},
+		{"elb-early-response", func(t *testing.T, i int, r scenarioRun) {
+			// 8611 runs hop_by_hop: correct as well.
+			wantEarlyNotReused(t, i, 8611, accessLog(t, r.Dir, 8611))
+		}},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			for i := range repeat(t) {
-				r := runScenario(t, tc.name, "--fault=false")
-				if r.Code != 1 || r.Verdict.Outcome != "not reproduced" || r.Verdict.Pass {
-					t.Errorf("run %d: --fault=false: exit %d, outcome %q, pass %v; want 1, not reproduced, false: %s",
-						i, r.Code, r.Verdict.Outcome, r.Verdict.Pass, r.Verdict.Reason)
-				}
-				n, f, _ := elbTally(accessLog(t, r.Dir, tc.port), anyReq)
-				t.Logf("run %d: fault off: port %d: %d/%d requests got 504", i, tc.port, f, n)
+				tc.check(t, i, mustNotReproduce(t, tc.name))
 			}
 		})
 	}

@@ -6,6 +6,7 @@ package e2e
 // order (servers first, then the lab).
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -305,6 +306,17 @@ func (l *lab) waitListen(host, proto string, port int) {
 	l.t.Fatalf("nothing listens on %s port %d in %s after 15s: %s", proto, port, host, last)
 }
 
+// serve starts `faultbox serve` on port of the server host (both families)
+// with extra flags, its JSON event log in a file of the test's, and
+// returns the log's path when it listens.
+func (l *lab) serve(port int, flags ...string) string {
+	l.t.Helper()
+	log := filepath.Join(l.t.TempDir(), "serve.jsonl")
+	l.start("server", fmt.Sprintf("%s serve --listen [::]:%d --log %s %s", faultbox, port, log, strings.Join(flags, " ")))
+	l.waitListen("server", "t", port)
+	return log
+}
+
 // httpServer serves dir on port in the server host (Python's http.server,
 // on every address of both families) and returns when it listens.
 func (l *lab) httpServer(dir string, port int) *proc {
@@ -330,6 +342,30 @@ func randomFile(t *testing.T, dir, name string, size int64) string {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// jsonLines decodes every line of a JSON-lines file, failing the test on
+// one that does not decode: a malformed line must not pass as zeros.
+func jsonLines[T any](t *testing.T, path string) []T {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []T
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var v T
+		if err := json.Unmarshal(sc.Bytes(), &v); err != nil {
+			t.Fatalf("%s: line %q: %v", path, sc.Text(), err)
+		}
+		out = append(out, v)
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return out
 }
 
 // fileHash returns the SHA-256 of a file and its size.

@@ -8,12 +8,12 @@ package e2e
 // does"); the server's socket states come from sock_diag in its namespace.
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -37,16 +37,6 @@ func mbClient(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return p
-}
-
-// mbServe starts `faultbox serve` on port 80 of the server host (both
-// families) with extra flags and returns its JSON event log's path.
-func mbServe(t *testing.T, l *lab, flags ...string) string {
-	t.Helper()
-	log := filepath.Join(t.TempDir(), "serve.jsonl")
-	l.start("server", fmt.Sprintf("%s serve --listen [::]:%d --log %s %s", faultbox, mbPort, log, strings.Join(flags, " ")))
-	l.waitListen("server", "t", mbPort)
-	return log
 }
 
 // mbProfile writes a profile file into a temp dir and returns its path.
@@ -110,28 +100,18 @@ func mbDescribe(socks []sockdiag.Socket) string {
 	return b.String()
 }
 
-// mbLine waits up to d for a JSON line with key in a background process's
-// log and decodes it.
+// mbLine waits up to d for the JSON line whose first key is key in a
+// background client's log (the clients print their line's kind first) and
+// decodes it.
 func mbLine(t *testing.T, p *proc, key string, d time.Duration, v any) {
 	t.Helper()
-	for deadline := time.Now().Add(d); ; {
-		data, _ := os.ReadFile(p.log)
-		for _, line := range strings.Split(string(data), "\n") {
-			if strings.Contains(line, `"`+key+`"`) {
-				if err := json.Unmarshal([]byte(line), v); err != nil {
-					t.Fatalf("client line %q: %v", line, err)
-				}
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("client printed no %q line in %v: %s", key, d, data)
-		}
-		time.Sleep(10 * time.Millisecond)
+	line := p.waitOutput(t, `{"`+key+`"`, d)
+	if err := json.Unmarshal([]byte(line), v); err != nil {
+		t.Fatalf("client line %q: %v", line, err)
 	}
 }
 
-// mbEvent is one line of serve's JSON event log.
+// mbEvent is one line of serve's JSON event log (read with jsonLines).
 type mbEvent struct {
 	Time   time.Time `json:"time"`
 	Event  string    `json:"event"`
@@ -142,24 +122,6 @@ type mbEvent struct {
 }
 
 // mbEvents reads serve's event log.
-func mbEvents(t *testing.T, path string) []mbEvent {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatalf("serve log: %v", err)
-	}
-	defer f.Close()
-	var evs []mbEvent
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var e mbEvent
-		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-			t.Fatalf("serve log line %q: %v", sc.Text(), err)
-		}
-		evs = append(evs, e)
-	}
-	return evs
-}
 
 // mbServeEnd waits up to d for serve to log the close of the connection
 // from peer port and returns the error it logged before (or "").
@@ -168,7 +130,7 @@ func mbServeEnd(t *testing.T, path string, port int, d time.Duration) (errText s
 	suffix := fmt.Sprintf(":%d", port)
 	for deadline := time.Now().Add(d); ; {
 		errText = ""
-		for _, e := range mbEvents(t, path) {
+		for _, e := range jsonLines[mbEvent](t, path) {
 			if !strings.HasSuffix(e.Peer, suffix) {
 				continue
 			}
@@ -200,6 +162,11 @@ func (s mbShut) time() time.Time { return time.Unix(0, int64(s.At*1e9)) }
 // 64 KiB, then the client's FIN (shutdown), keeping the socket open.
 func mbCancel(t *testing.T, l *lab, addr string) mbShut {
 	t.Helper()
+	// A receive buffer that starts at 4 MiB: the server, writing as fast as
+	// the device carries, must not fill the client's window before the
+	// client has read its 64 KiB and sent its FIN (with the 128 KiB default
+	// it sometimes does, and the server then sits behind a zero window).
+	l.mustExec(10*time.Second, "client", "sysctl", "-qw", "net.ipv4.tcp_rmem=4096 4194304 16777216")
 	p := l.start("client", fmt.Sprintf("timeout 30 python3 %s cancel %s %d /bytes/64mib 65536 20", mbClient(t), addr, mbPort))
 	var s mbShut
 	mbLine(t, p, "shut", 15*time.Second, &s)
@@ -210,15 +177,18 @@ func mbCancel(t *testing.T, l *lab, addr string) mbShut {
 }
 
 // mbNstat reads one kernel counter of host's namespace (nstat -a: the
-// namespace is new, so absolute values belong to this test).
+// namespace is new, so absolute values belong to this test). A value it
+// cannot read fails the test: it must not pass as 0.
 func mbNstat(t *testing.T, l *lab, host, name string) int {
 	t.Helper()
 	out := l.mustExec(10*time.Second, host, "nstat", "-asz", name)
 	for _, line := range strings.Split(out, "\n") {
 		f := strings.Fields(line)
 		if len(f) >= 2 && f[0] == name {
-			var n int
-			fmt.Sscan(f[1], &n)
+			n, err := strconv.Atoi(f[1])
+			if err != nil {
+				t.Fatalf("nstat %s: %q: %v", name, line, err)
+			}
 			return n
 		}
 	}
@@ -246,7 +216,7 @@ func TestASATeardown_RSTAtRcvNxtMinus1AfterFIN_AcceptedByLinux6(t *testing.T) {
 	t.Parallel()
 	capFile := filepath.Join(t.TempDir(), "asa.pcapng")
 	l := startLab(t, "--profile", "cisco-asa", "--capture", capFile)
-	log := mbServe(t, l, "--user-timeout", mbUserTimeout.String())
+	log := l.serve(mbPort, "--user-timeout", mbUserTimeout.String())
 	before := l.status()
 
 	var conns []mbShut
@@ -371,7 +341,7 @@ func TestASATeardown_RSTNotAtRcvNxtMinus1_ServerStuckInCloseWaitUntilUserTimeout
     offset: %d
 `, tc.offset))
 			l := startLab(t, "--profile", prof)
-			log := mbServe(t, l, "--user-timeout", mbUserTimeout.String())
+			log := l.serve(mbPort, "--user-timeout", mbUserTimeout.String())
 			before := l.status()
 			shut := mbCancel(t, l, serverV4)
 			ticks := mbWatch(t, l, "server", mbUserTimeout+5*time.Second, func(s []sockdiag.Socket) bool { return len(s) == 0 })
@@ -404,7 +374,7 @@ func TestASATeardownLostFIN_RSTIgnoredInEstablished_StuckUntilTCPRetries2(t *tes
 	t.Parallel()
 	l := startLab(t, "--profile", "cisco-asa-lost-fin")
 	l.mustExec(10*time.Second, "server", "sysctl", "-qw", "net.ipv4.tcp_retries2=3")
-	log := mbServe(t, l)
+	log := l.serve(mbPort)
 	before := l.status()
 	shut := mbCancel(t, l, serverV6)
 	ticks := mbWatch(t, l, "server", 15*time.Second, func(s []sockdiag.Socket) bool { return len(s) == 0 })
@@ -471,7 +441,7 @@ func TestDialupVanish_ServerSitsInFinWait2UntilTCPFinTimeout(t *testing.T) {
 	const n, finTimeout = 10, 3 * time.Second
 	l := startLab(t, "--profile", "dialup-vanish")
 	l.mustExec(10*time.Second, "server", "sysctl", "-qw", fmt.Sprintf("net.ipv4.tcp_fin_timeout=%d", int(finTimeout.Seconds())))
-	mbServe(t, l, "--keepalive-timeout", "500ms")
+	l.serve(mbPort, "--keepalive-timeout", "500ms")
 	before := l.status()
 
 	run := func() (fw2, tw int, lives map[sockdiag.Key][2]time.Time) {
@@ -597,7 +567,7 @@ func TestKeepaliveRace_FINDelayed20ms_ReuseJustAfterIdleTimeoutGetsECONNRESET(t 
 	t.Parallel()
 	const n, timeout, aim = 20, 200 * time.Millisecond, 205 * time.Millisecond
 	l := startLab(t, "--profile", "keepalive-race")
-	mbServe(t, l, "--keepalive-timeout", timeout.String())
+	l.serve(mbPort, "--keepalive-timeout", timeout.String())
 	before := l.status()
 
 	start := time.Now()
@@ -662,7 +632,7 @@ func mbServerConn(t *testing.T, l *lab, port int) (sockdiag.Socket, bool) {
 func TestNATIdle_SilentExpiryHangsIdleConnection(t *testing.T) {
 	t.Parallel()
 	l := startLab(t, "--profile", "nat-idle")
-	mbServe(t, l, "--keepalive-timeout", "60s", "--read-timeout", "60s")
+	l.serve(mbPort, "--keepalive-timeout", "60s", "--read-timeout", "60s")
 	before := l.status()
 
 	if res := mbIdleRun(t, l, time.Second, 2*time.Second); res.Result != "response" {
@@ -697,7 +667,7 @@ func TestNATIdle_RSTModeResetsIdleConnection(t *testing.T) {
     rst_to: both
 `)
 	l := startLab(t, "--profile", prof)
-	log := mbServe(t, l, "--keepalive-timeout", "60s", "--read-timeout", "60s")
+	log := l.serve(mbPort, "--keepalive-timeout", "60s", "--read-timeout", "60s")
 	before := l.status()
 
 	res := mbIdleRun(t, l, 6*time.Second, 2*time.Second)

@@ -14,7 +14,6 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
-	"image/png"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -136,6 +135,21 @@ func mustReproduceIn(t *testing.T, dir, name string) scenarioRun {
 	return r
 }
 
+// mustNotReproduce runs a scenario with its fault off (--fault=false) and
+// checks it exits 1 with "not reproduced", and that its summary says so.
+func mustNotReproduce(t *testing.T, name string) scenarioRun {
+	t.Helper()
+	r := runScenario(t, name, "--fault=false")
+	if r.Code != 1 || r.Verdict.Outcome != "not reproduced" || r.Verdict.Pass {
+		t.Errorf("scenario %s --fault=false: exit %d, outcome %q, pass %v; want 1, not reproduced, false: %s",
+			name, r.Code, r.Verdict.Outcome, r.Verdict.Pass, r.Verdict.Reason)
+	}
+	if !strings.Contains(r.Stderr, "NOT REPRODUCED") {
+		t.Errorf("scenario %s --fault=false: the summary does not say NOT REPRODUCED:\n%s", name, r.Stderr)
+	}
+	return r
+}
+
 // repeat is how many times each scenario runs in a row.
 func repeat(t *testing.T) int {
 	s := os.Getenv("FAULTBOX_SCENARIO_REPEAT")
@@ -238,6 +252,10 @@ func TestScenario_ASAOffByOne(t *testing.T) {
 		if o, why := runNamed(r, "offset -2, FIN forwarded"); o != "reproduced" || !strings.Contains(why, "CLOSE-WAIT") {
 			t.Errorf("run %d: offset -2: %s: %s; want stuck in CLOSE-WAIT", i, o, why)
 		}
+		// Logged, not asserted: whether a RST at RCV.NXT-1 in CLOSE-WAIT
+		// ends the socket is the server kernel's choice (Linux 6 accepts
+		// it; the 2015 stacks hung), so the scenario sets this variant no
+		// expected outcome and only reports which case the kernel fell into.
 		o, why := runNamed(r, "offset -1, FIN forwarded")
 		t.Logf("run %d: this kernel (%s), the exact 2015 sequence: %s: %s", i, r.Verdict.Kernel, o, why)
 		if r.Verdict.Sysctls["server: net.ipv4.tcp_retries2"] != "4" {
@@ -312,15 +330,8 @@ func TestScenario_FaultOffSaysNotReproduced(t *testing.T) {
 	for _, name := range []string{"nat-idle", "lingering-close"} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			for i := range repeat(t) {
-				r := runScenario(t, name, "--fault=false")
-				if r.Code != 1 || r.Verdict.Outcome != "not reproduced" || r.Verdict.Pass {
-					t.Errorf("run %d: --fault=false: exit %d, outcome %q, pass %v; want 1, not reproduced, false: %s",
-						i, r.Code, r.Verdict.Outcome, r.Verdict.Pass, r.Verdict.Reason)
-				}
-				if !strings.Contains(r.Stderr, "NOT REPRODUCED") {
-					t.Errorf("run %d: the summary does not say NOT REPRODUCED:\n%s", i, r.Stderr)
-				}
+			for range repeat(t) {
+				mustNotReproduce(t, name)
 			}
 		})
 	}
@@ -364,27 +375,9 @@ func TestScenario_ReportRendersInChromium(t *testing.T) {
 		t.Errorf("rendered timeline has %d entries", n)
 	}
 
-	shot := filepath.Join(t.TempDir(), "report.png")
-	testenv.RunChromium(t, bin, "--screenshot="+shot, "--window-size=1400,2400", "--hide-scrollbars", url)
-	f, err := os.Open(shot)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	img, err := png.Decode(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seen := map[[3]uint32]bool{}
-	b := img.Bounds()
-	for y := b.Min.Y; y < b.Max.Y; y += 9 {
-		for x := b.Min.X; x < b.Max.X; x += 9 {
-			cr, cg, cb, _ := img.At(x, y).RGBA()
-			seen[[3]uint32{cr >> 12, cg >> 12, cb >> 12}] = true
-		}
-	}
-	if len(seen) < 16 {
-		t.Errorf("screenshot has %d distinct colours: blank or unstyled", len(seen))
+	img := testenv.Screenshot(t, bin, url, filepath.Join(t.TempDir(), "report.png"), 1400, 2400)
+	if n := testenv.Colours(img, 16); n < 16 {
+		t.Errorf("screenshot has %d distinct colours: blank or unstyled", n)
 	}
 }
 

@@ -319,8 +319,7 @@ func gprsPlain(t *testing.T) string {
 func TestGPRS_64KBFetchTakesTheLinkArithmetic(t *testing.T) {
 	plain := gprsPlain(t)
 	l := startLab(t, "--profile", "passthrough")
-	l.start("server", faultbox+" serve --listen [::]:80 --response-size 1000")
-	l.waitListen("server", "t", 80)
+	l.serve(80, "--response-size", "1000")
 	lk := linkOf(t, "gprs")
 	const size = 64 << 10
 
@@ -467,11 +466,9 @@ print(json.dumps(counts))
 func poolRun(t *testing.T, profile string, seed uint64, n int) (map[string]int, int, []behaviors.EntryStatus) {
 	l := startLab(t, "--profile", "passthrough")
 	l.mustExec(10*time.Second, "server", "sysctl", "-qw", "net.ipv4.tcp_synack_retries=1")
-	log := filepath.Join(t.TempDir(), "serve.jsonl")
 	// The read timeout outlasts the idle wait: a connection the server
 	// accepted stays open for the request.
-	l.start("server", fmt.Sprintf("%s serve --listen [::]:80 --defer-accept 1 --read-timeout 60s --log %s", faultbox, log))
-	l.waitListen("server", "t", 80)
+	log := l.serve(80, "--defer-accept", "1", "--read-timeout", "60s")
 	l.applySeed(profile, seed)
 	out := l.mustExec(120*time.Second, "client", "python3", "-c", poolClient, serverV4, "80", strconv.Itoa(n), "8")
 	var counts map[string]int
