@@ -103,17 +103,29 @@ func stripFIN(p *Packet) {
 }
 
 // FlowState returns the current behavior's state for this packet's flow,
-// creating a zero T on first use. It returns nil when there is no flow.
+// zero on first use. It returns nil when there is no flow.
 func FlowState[T any](p *Packet) *T {
 	if p.slot == nil {
 		return nil
 	}
-	if s, ok := (*p.slot).(*T); ok {
-		return s
+	inc := p.Flow.Incarnation
+	if c, ok := (*p.slot).(*flowCell[T]); ok {
+		if c.incarnation != inc { // left by an evicted flow: reuse its memory
+			var zero T
+			c.v, c.incarnation = zero, inc
+		}
+		return &c.v
 	}
-	s := new(T)
-	*p.slot = s
-	return s
+	c := &flowCell[T]{incarnation: inc}
+	*p.slot = c
+	return &c.v
+}
+
+// flowCell is a behavior's state for one flow, tagged with the flow
+// incarnation it belongs to.
+type flowCell[T any] struct {
+	incarnation uint32
+	v           T
 }
 
 // Inject sends a synthesized packet. pkt is copied.

@@ -75,12 +75,14 @@ func (c *Chain) NeedsSegments(p *Packet) bool {
 func (c *Chain) Run(p *Packet, env Env, scratch []byte) Verdict {
 	f := p.Flow
 	if f != nil && (f.Generation != c.Generation || len(f.Behavior) != len(c.Entries)) {
-		f.Generation = c.Generation
+		if f.Generation != c.Generation { // another chain: its state means nothing here
+			clear(f.Behavior[:cap(f.Behavior)])
+			f.Generation = c.Generation
+		}
 		if cap(f.Behavior) < len(c.Entries) {
 			f.Behavior = make([]any, len(c.Entries))
 		} else {
-			f.Behavior = f.Behavior[:len(c.Entries)]
-			clear(f.Behavior)
+			f.Behavior = f.Behavior[:len(c.Entries)] // a new flow: earlier flows' state is reused
 		}
 	}
 	for i, e := range c.Entries {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/faultbox/faultbox/internal/flow"
 	"github.com/faultbox/faultbox/internal/packet"
 )
 
@@ -130,4 +131,45 @@ func BenchmarkHandshakeDrop_Established(b *testing.B) {
 	r := newBenchRig(b, "ack-drop", newHandshakeDrop(b, "ack-drop", func(d *HandshakeDrop) { d.Count = 3 }))
 	up, down := benchEstablished(r)
 	r.loop(b, up, down)
+}
+
+// A flow that takes over an evicted flow's slot starts with fresh state:
+// the count begins again, although the state's memory is reused.
+func TestSYNDrop_EvictedFlowStateIsFresh(t *testing.T) {
+	h := newHarness(t, "syn-drop", newHandshakeDrop(t, "syn-drop", func(d *HandshakeDrop) { d.Count = 1 }), Match{})
+	h.flows = flow.NewTable(1, flow.DefaultTimeouts) // one slot: every new tuple evicts
+	a, b := newConn(client4, server4, 1, 2), newConn(client4, server4, 1, 2)
+	b.cport = 40001
+	synA, synB := a.seg(true, packet.SYN, nil), b.seg(true, packet.SYN, nil)
+	got := verdicts(h, synA, synA, synB, synB, synA, synA)
+	want := []Verdict{Drop, Pass, Drop, Pass, Drop, Pass}
+	if !sameVerdicts(got, want) {
+		t.Fatalf("verdicts %v, want %v", got, want)
+	}
+	if allocs := testing.AllocsPerRun(100, func() { verdicts1(h, synB); verdicts1(h, synA) }); allocs != 0 {
+		t.Errorf("%.1f allocations per pair of new flows, want 0 (the evicted flow's state is reused)", allocs)
+	}
+}
+
+func verdicts1(h *harness, seg []byte) Verdict { v, _ := h.send(seg); return v }
+
+// BenchmarkHandshakeDrop_SYNFlood sends SYNs of distinct tuples through a
+// full table: each one evicts a flow and needs per-flow state.
+func BenchmarkHandshakeDrop_SYNFlood(b *testing.B) {
+	r := newBenchRig(b, "syn-drop", newHandshakeDrop(b, "syn-drop", func(d *HandshakeDrop) { d.Count = 1 }))
+	syns := make([][]byte, 4096) // four times the rig's table
+	for i := range syns {
+		c := newConn(client4, server4, 1, 2)
+		c.cport = uint16(10000 + i)
+		syns[i] = c.seg(true, packet.SYN, nil)
+	}
+	for i, s := range syns { // fill the table: eviction from here on
+		r.run(s, int64(i))
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		if r.run(syns[i%len(syns)], int64(len(syns)+i)) != Drop {
+			b.Fatal("a new flow's first SYN passed")
+		}
+	}
 }

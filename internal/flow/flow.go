@@ -98,7 +98,11 @@ type Flow struct {
 	Created    int64
 	LastSeen   int64
 	Generation uint32 // chain generation the behavior state belongs to
-	Behavior   []any  // per-behavior state, indexed by chain position
+	// Incarnation counts the flows this slot has held. Behavior keeps the
+	// state of earlier flows, beyond its length too, so a new flow reuses
+	// that memory: state made for an older incarnation reads as zero.
+	Incarnation uint32
+	Behavior    []any // per-behavior state, indexed by chain position
 
 	prev, next int32 // LRU list; -1 terminates
 }

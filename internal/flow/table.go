@@ -185,10 +185,10 @@ func (t *Table) insert(pos uint64, k Key, p *packet.Parsed, fromLo bool, now int
 }
 
 func (t *Table) reset(f *Flow, k Key, p *packet.Parsed, fromLo bool, now int64) {
-	state := f.Behavior[:0]
-	clear(state[:cap(state)]) // keep the memory, drop the old flow's state
-	prev, next := f.prev, f.next
-	*f = Flow{Key: k, Created: now, LastSeen: now, Behavior: state, prev: prev, next: next}
+	// The old flow's behavior state stays for the new one to reuse (see
+	// Incarnation): a SYN flood then allocates no state once the table is full.
+	*f = Flow{Key: k, Created: now, LastSeen: now, Generation: f.Generation, Incarnation: f.Incarnation + 1,
+		Behavior: f.Behavior[:0], prev: f.prev, next: f.next}
 	f.Ends[Client].WScale, f.Ends[Server].WScale = -1, -1
 	switch {
 	case p.Flags&(packet.SYN|packet.ACK) == packet.SYN:

@@ -139,9 +139,14 @@ func TestTable_NewSYNOnFinishedTupleStartsAFreshFlow(t *testing.T) {
 		t.Fatal("no reset state")
 	}
 	f.Behavior = append(f.Behavior, "old state")
+	old := f.Incarnation
 	f, _ = tb.Track(seg(t, cli, srv, 40000, 80, 9000, 0, packet.SYN, 0), 2)
-	if f.State != SynSent || f.Ends[Client].ISN != 9000 || len(f.Behavior) != 0 || f.Behavior[:1][0] != nil {
+	if f.State != SynSent || f.Ends[Client].ISN != 9000 || len(f.Behavior) != 0 {
 		t.Fatalf("reused tuple: state %v isn %d behavior %v", f.State, f.Ends[Client].ISN, f.Behavior)
+	}
+	// The old state's memory stays for reuse, marked as another flow's.
+	if f.Incarnation == old || f.Behavior[:1][0] != "old state" {
+		t.Fatalf("reused tuple: incarnation %d (was %d), kept state %v", f.Incarnation, old, f.Behavior[:1])
 	}
 }
 
