@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/faultbox/faultbox/internal/yamlnode"
 	"gopkg.in/yaml.v3"
 )
 
@@ -107,66 +108,6 @@ func (c *checker) check(n *yaml.Node, depth, aliasLine int) (int, error) {
 	return 0, nil
 }
 
-// deref follows an alias to its anchored node (check has vetted both).
-func deref(n *yaml.Node) *yaml.Node {
-	for i := 0; i < 8 && n.Kind == yaml.AliasNode && n.Alias != nil; i++ {
-		n = n.Alias
-	}
-	return n
-}
-
-// pair is one key of a mapping with its value.
-type pair struct {
-	key  string
-	line int
-	val  *yaml.Node
-}
-
-// pairs returns a mapping's keys in order, refusing duplicates and
-// non-scalar keys. The returned error carries the offending line.
-func pairs(n *yaml.Node) ([]pair, *lineError) {
-	out := make([]pair, 0, len(n.Content)/2)
-	seen := make(map[string]int, len(n.Content)/2)
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k := deref(n.Content[i])
-		if k.Kind != yaml.ScalarNode || k.ShortTag() == "!!null" {
-			return nil, &lineError{k.Line, fmt.Errorf("keys must be plain names, found %s", describe(k))}
-		}
-		if first, dup := seen[k.Value]; dup {
-			return nil, &lineError{k.Line, fmt.Errorf("duplicate key %q (first at line %d)", k.Value, first)}
-		}
-		seen[k.Value] = k.Line
-		out = append(out, pair{key: k.Value, line: k.Line, val: n.Content[i+1]})
-	}
-	return out, nil
-}
-
-// lineError is an error about a node other than the one being decoded,
-// e.g. one element of a list.
-type lineError struct {
-	line int
-	err  error
-}
-
-func (e *lineError) Error() string { return e.err.Error() }
-
-// describe names what a node is, for "expected X, found Y" messages.
-func describe(n *yaml.Node) string {
-	n = deref(n)
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	case yaml.ScalarNode:
-		if n.ShortTag() == "!!null" {
-			return "no value"
-		}
-		return fmt.Sprintf("%q", n.Value)
-	}
-	return "nothing"
-}
-
 // param is one settable field of a behavior or a match, by its YAML name.
 type param struct {
 	name string
@@ -217,23 +158,23 @@ var (
 // key's line under prefix (e.g. "match."), so later errors about a field
 // can point at it.
 func decodeStruct(v reflect.Value, n *yaml.Node, prefix string, lines map[string]int) *Error {
-	n = deref(n)
+	n = yamlnode.Deref(n)
 	ps := params(v)
 	if n.Kind != yaml.MappingNode {
-		return &Error{Line: n.Line, Path: strings.TrimSuffix(prefix, "."), Err: fmt.Errorf("expected a mapping of %s, found %s", paramNames(ps), describe(n))}
+		return &Error{Line: n.Line, Path: strings.TrimSuffix(prefix, "."), Err: fmt.Errorf("expected a mapping of %s, found %s", paramNames(ps), yamlnode.Describe(n))}
 	}
-	kvs, lerr := pairs(n)
+	kvs, lerr := yamlnode.Pairs(n)
 	if lerr != nil {
-		return &Error{Line: lerr.line, Path: strings.TrimSuffix(prefix, "."), Err: lerr.err}
+		return &Error{Line: lerr.Line, Path: strings.TrimSuffix(prefix, "."), Err: lerr.Err}
 	}
 	for _, kv := range kvs {
-		p, ok := lookup(ps, kv.key)
+		p, ok := lookup(ps, kv.Key)
 		if !ok {
-			return &Error{Line: kv.line, Path: strings.TrimSuffix(prefix, "."), Err: unknown("key", kv.key, ps)}
+			return &Error{Line: kv.Line, Path: strings.TrimSuffix(prefix, "."), Err: unknown("key", kv.Key, ps)}
 		}
-		lines[prefix+kv.key] = kv.line
-		if err := setValue(p.v, kv.val); err != nil {
-			return fieldErr(kv, prefix+kv.key, err)
+		lines[prefix+kv.Key] = kv.Line
+		if err := setValue(p.v, kv.Val); err != nil {
+			return fieldErr(kv, prefix+kv.Key, err)
 		}
 	}
 	return nil
@@ -249,14 +190,14 @@ func lookup(ps []param, name string) (param, bool) {
 }
 
 // fieldErr places err from decoding kv's value at its line.
-func fieldErr(kv pair, path string, err error) *Error {
-	line := deref(kv.val).Line
-	var le *lineError
+func fieldErr(kv yamlnode.Pair, path string, err error) *Error {
+	line := yamlnode.Deref(kv.Val).Line
+	var le *yamlnode.LineError
 	if errors.As(err, &le) {
-		line, err = le.line, le.err
+		line, err = le.Line, le.Err
 	}
 	if line == 0 {
-		line = kv.line
+		line = kv.Line
 	}
 	return &Error{Line: line, Path: path, Err: err}
 }
@@ -282,14 +223,14 @@ func unknownOf(what, key string, known []string) error {
 
 // setValue decodes scalar or list n into v according to v's type.
 func setValue(v reflect.Value, n *yaml.Node) error {
-	n = deref(n)
+	n = yamlnode.Deref(n)
 	t := v.Type()
 	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
 		return fmt.Errorf("has no value (expected %s)", typeName(t))
 	}
 	scalar := func() error {
 		if n.Kind != yaml.ScalarNode {
-			return fmt.Errorf("expected %s, found %s", typeName(t), describe(n))
+			return fmt.Errorf("expected %s, found %s", typeName(t), yamlnode.Describe(n))
 		}
 		return nil
 	}
@@ -321,7 +262,7 @@ func setValue(v reflect.Value, n *yaml.Node) error {
 		v.SetString(n.Value)
 	case reflect.Bool:
 		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" {
-			return fmt.Errorf("expected true or false, found %s", describe(n))
+			return fmt.Errorf("expected true or false, found %s", yamlnode.Describe(n))
 		}
 		var b bool
 		if err := n.Decode(&b); err != nil {
@@ -330,7 +271,7 @@ func setValue(v reflect.Value, n *yaml.Node) error {
 		v.SetBool(b)
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
 		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
-			return fmt.Errorf("expected an integer, found %s", describe(n))
+			return fmt.Errorf("expected an integer, found %s", yamlnode.Describe(n))
 		}
 		var x int64
 		if err := n.Decode(&x); err != nil || v.OverflowInt(x) {
@@ -339,7 +280,7 @@ func setValue(v reflect.Value, n *yaml.Node) error {
 		v.SetInt(x)
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
 		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
-			return fmt.Errorf("expected a whole number, found %s", describe(n))
+			return fmt.Errorf("expected a whole number, found %s", yamlnode.Describe(n))
 		}
 		if strings.HasPrefix(strings.TrimSpace(n.Value), "-") {
 			return fmt.Errorf("%s is negative (expected 0 or more)", n.Value)
@@ -351,7 +292,7 @@ func setValue(v reflect.Value, n *yaml.Node) error {
 		v.SetUint(x)
 	case reflect.Float32, reflect.Float64:
 		if n.Kind != yaml.ScalarNode || (n.ShortTag() != "!!int" && n.ShortTag() != "!!float") {
-			return fmt.Errorf("expected a number, found %s", describe(n))
+			return fmt.Errorf("expected a number, found %s", yamlnode.Describe(n))
 		}
 		var f float64
 		if err := n.Decode(&f); err != nil || math.IsNaN(f) || math.IsInf(f, 0) || v.OverflowFloat(f) {
@@ -368,9 +309,9 @@ func setValue(v reflect.Value, n *yaml.Node) error {
 		}
 		out := reflect.MakeSlice(t, 0, len(items))
 		for _, it := range items {
-			it = deref(it)
+			it = yamlnode.Deref(it)
 			if it.Kind != yaml.ScalarNode || it.ShortTag() == "!!null" {
-				return &lineError{it.Line, fmt.Errorf("expected a string or a list of strings, found %s in the list", describe(it))}
+				return &yamlnode.LineError{Line: it.Line, Err: fmt.Errorf("expected a string or a list of strings, found %s in the list", yamlnode.Describe(it))}
 			}
 			out = reflect.Append(out, reflect.ValueOf(it.Value).Convert(t.Elem()))
 		}

@@ -26,6 +26,7 @@ import (
 	"syscall"
 
 	"github.com/faultbox/faultbox/behaviors"
+	"github.com/faultbox/faultbox/internal/yamlnode"
 	"gopkg.in/yaml.v3"
 )
 
@@ -149,50 +150,50 @@ func Parse(file string, data []byte) (*Profile, error) {
 	if line, err := c.check(root, 1, 0); err != nil {
 		return nil, fail(line, "", err)
 	}
-	root = deref(root)
+	root = yamlnode.Deref(root)
 	if root.Kind != yaml.MappingNode {
-		return nil, fail(root.Line, "", fmt.Errorf("the top level must be a mapping with keys %s; found %s", strings.Join(topKeys, ", "), describe(root)))
+		return nil, fail(root.Line, "", fmt.Errorf("the top level must be a mapping with keys %s; found %s", strings.Join(topKeys, ", "), yamlnode.Describe(root)))
 	}
-	kvs, lerr := pairs(root)
+	kvs, lerr := yamlnode.Pairs(root)
 	if lerr != nil {
-		return nil, fail(lerr.line, "", lerr.err)
+		return nil, fail(lerr.Line, "", lerr.Err)
 	}
 	p := &Profile{File: file, YAML: data}
 	seen := map[string]bool{}
 	for _, kv := range kvs {
-		seen[kv.key] = true
+		seen[kv.Key] = true
 		var err error
-		switch kv.key {
+		switch kv.Key {
 		case "name":
-			err = setValue(reflect.ValueOf(&p.Name).Elem(), kv.val)
+			err = setValue(reflect.ValueOf(&p.Name).Elem(), kv.Val)
 			if err == nil && !nameRE.MatchString(p.Name) {
 				err = fmt.Errorf("%q is not a name of letters, digits, '.', '_' and '-' (at most 64)", p.Name)
 			}
 		case "description":
-			err = setValue(reflect.ValueOf(&p.Description).Elem(), kv.val)
+			err = setValue(reflect.ValueOf(&p.Description).Elem(), kv.Val)
 		case "sources":
-			err = setValue(reflect.ValueOf(&p.Sources).Elem(), kv.val)
+			err = setValue(reflect.ValueOf(&p.Sources).Elem(), kv.Val)
 		case "seed":
 			var s uint64
-			if err = setValue(reflect.ValueOf(&s).Elem(), kv.val); err == nil {
+			if err = setValue(reflect.ValueOf(&s).Elem(), kv.Val); err == nil {
 				p.Seed = &s
 			}
 		case "behaviors":
-			if err := p.decodeBehaviors(kv.val); err != nil {
+			if err := p.decodeBehaviors(kv.Val); err != nil {
 				err.File = file
 				return nil, err
 			}
 		case "proxy":
-			if v := deref(kv.val); v.Kind == yaml.MappingNode {
+			if v := yamlnode.Deref(kv.Val); v.Kind == yaml.MappingNode {
 				p.Proxy = v
 			} else {
-				err = fmt.Errorf("expected a mapping of proxy settings, found %s", describe(v))
+				err = fmt.Errorf("expected a mapping of proxy settings, found %s", yamlnode.Describe(v))
 			}
 		default:
-			return nil, fail(kv.line, "", unknownOf("key", kv.key, topKeys))
+			return nil, fail(kv.Line, "", unknownOf("key", kv.Key, topKeys))
 		}
 		if err != nil {
-			e := fieldErr(kv, kv.key, err)
+			e := fieldErr(kv, kv.Key, err)
 			e.File = file
 			return nil, e
 		}
@@ -260,9 +261,9 @@ func yamlError(file string, data []byte, err error) error {
 
 // decodeBehaviors decodes the behaviors list. Errors lack only the file.
 func (p *Profile) decodeBehaviors(n *yaml.Node) *Error {
-	n = deref(n)
+	n = yamlnode.Deref(n)
 	if n.Kind != yaml.SequenceNode {
-		return &Error{Line: n.Line, Path: "behaviors", Err: fmt.Errorf("expected a list of behaviors (`[]` for none), found %s", describe(n))}
+		return &Error{Line: n.Line, Path: "behaviors", Err: fmt.Errorf("expected a list of behaviors (`[]` for none), found %s", yamlnode.Describe(n))}
 	}
 	if len(n.Content) > maxBehaviors {
 		return &Error{Line: n.Line, Path: "behaviors", Err: fmt.Errorf("has %d entries; a profile may have at most %d", len(n.Content), maxBehaviors)}
@@ -280,26 +281,26 @@ func (p *Profile) decodeBehaviors(n *yaml.Node) *Error {
 // decodeSpec decodes behaviors[i]: its type, match and parameters, then
 // validates the parameters and the match.
 func decodeSpec(i int, n *yaml.Node) (*Spec, *Error) {
-	n = deref(n)
+	n = yamlnode.Deref(n)
 	where := fmt.Sprintf("behaviors[%d]", i)
 	if n.Kind != yaml.MappingNode {
-		return nil, &Error{Line: n.Line, Path: where, Err: fmt.Errorf("expected a mapping with a type, found %s", describe(n))}
+		return nil, &Error{Line: n.Line, Path: where, Err: fmt.Errorf("expected a mapping with a type, found %s", yamlnode.Describe(n))}
 	}
-	kvs, lerr := pairs(n)
+	kvs, lerr := yamlnode.Pairs(n)
 	if lerr != nil {
-		return nil, &Error{Line: lerr.line, Path: where, Err: lerr.err}
+		return nil, &Error{Line: lerr.Line, Path: where, Err: lerr.Err}
 	}
 	s := &Spec{Line: n.Line, lines: map[string]int{}}
 	for _, kv := range kvs {
-		if kv.key != "type" {
+		if kv.Key != "type" {
 			continue
 		}
-		if err := setValue(reflect.ValueOf(&s.Type).Elem(), kv.val); err != nil {
+		if err := setValue(reflect.ValueOf(&s.Type).Elem(), kv.Val); err != nil {
 			return nil, fieldErr(kv, where+": type", err)
 		}
 		b, err := behaviors.New(s.Type)
 		if err != nil {
-			return nil, &Error{Line: kv.line, Path: where + ": type", Err: unknownOf("behavior", s.Type, behaviors.Names())}
+			return nil, &Error{Line: kv.Line, Path: where + ": type", Err: unknownOf("behavior", s.Type, behaviors.Names())}
 		}
 		s.Behavior = b
 	}
@@ -309,22 +310,22 @@ func decodeSpec(i int, n *yaml.Node) (*Spec, *Error) {
 	where += " (" + s.Type + ")"
 	ps := params(reflect.ValueOf(s.Behavior))
 	for _, kv := range kvs {
-		switch kv.key {
+		switch kv.Key {
 		case "type":
 		case "match":
-			s.lines["match"] = kv.line
-			if err := decodeStruct(reflect.ValueOf(&s.Match).Elem(), kv.val, "match.", s.lines); err != nil {
+			s.lines["match"] = kv.Line
+			if err := decodeStruct(reflect.ValueOf(&s.Match).Elem(), kv.Val, "match.", s.lines); err != nil {
 				err.Path = where + ": " + err.Path
 				return nil, err
 			}
 		default:
-			p, ok := lookup(ps, kv.key)
+			p, ok := lookup(ps, kv.Key)
 			if !ok {
-				return nil, &Error{Line: kv.line, Path: where, Err: unknownParam(s.Type, kv.key, ps)}
+				return nil, &Error{Line: kv.Line, Path: where, Err: unknownParam(s.Type, kv.Key, ps)}
 			}
-			s.lines[kv.key] = kv.line
-			if err := setValue(p.v, kv.val); err != nil {
-				return nil, fieldErr(kv, where+": "+kv.key, err)
+			s.lines[kv.Key] = kv.Line
+			if err := setValue(p.v, kv.Val); err != nil {
+				return nil, fieldErr(kv, where+": "+kv.Key, err)
 			}
 		}
 	}

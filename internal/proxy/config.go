@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/faultbox/faultbox/behaviors"
+	"github.com/faultbox/faultbox/internal/yamlnode"
 	"github.com/faultbox/faultbox/profiles"
 	"gopkg.in/yaml.v3"
 )
@@ -134,7 +135,7 @@ func Decode(file string, n *yaml.Node) (*Config, error) {
 	fail := func(line int, path string, err error) error {
 		return &profiles.Error{File: file, Line: line, Path: strings.TrimSuffix("proxy: "+path, ": "), Err: err}
 	}
-	n = deref(n)
+	n = yamlnode.Deref(n)
 	if n == nil || n.Kind != yaml.MappingNode {
 		line := 0
 		if n != nil {
@@ -142,17 +143,17 @@ func Decode(file string, n *yaml.Node) (*Config, error) {
 		}
 		return nil, fail(line, "", errors.New("expected a mapping with at least mode: juniper-dx or mode: elb"))
 	}
-	kvs, err := pairs(n)
-	if err != nil {
-		return nil, err.at(file)
+	kvs, lerr := yamlnode.Pairs(n)
+	if lerr != nil {
+		return nil, fail(lerr.Line, "", lerr.Err)
 	}
 	var c Config
 	var modeSet bool
 	for _, kv := range kvs {
-		if kv.key == "mode" {
+		if kv.Key == "mode" {
 			var m string
-			if err := enum(&m, kv.val, ModeJuniperDX, ModeELB); err != nil {
-				return nil, fail(kv.valLine(), "mode", err)
+			if err := enum(&m, kv.Val, ModeJuniperDX, ModeELB); err != nil {
+				return nil, fail(kv.ValLine(), "mode", err)
 			}
 			c, modeSet = Defaults(m), true
 		}
@@ -162,23 +163,23 @@ func Decode(file string, n *yaml.Node) (*Config, error) {
 	}
 	lines := map[string]int{}
 	for _, kv := range kvs {
-		lines[kv.key] = kv.line
-		if kv.key == "mode" {
+		lines[kv.Key] = kv.Line
+		if kv.Key == "mode" {
 			continue
 		}
-		f, ok := lookupField(kv.key)
+		f, ok := lookupField(kv.Key)
 		switch {
 		case !ok:
-			return nil, fail(kv.line, "", unknownKey(kv.key, fieldNames(c.Mode)))
+			return nil, fail(kv.Line, "", unknownKey(kv.Key, fieldNames(c.Mode)))
 		case f.mode != "" && f.mode != c.Mode:
-			return nil, fail(kv.line, kv.key, fmt.Errorf("applies to mode %s only (this profile's mode is %s)", f.mode, c.Mode))
+			return nil, fail(kv.Line, kv.Key, fmt.Errorf("applies to mode %s only (this profile's mode is %s)", f.mode, c.Mode))
 		}
-		if err := f.set(&c, kv.val); err != nil {
+		if err := f.set(&c, kv.Val); err != nil {
 			var le *lineErr
 			if errors.As(err, &le) {
-				return nil, fail(le.line, kv.key+": "+le.path, le.err)
+				return nil, fail(le.line, kv.Key+": "+le.path, le.err)
 			}
-			return nil, fail(kv.valLine(), kv.key, err)
+			return nil, fail(kv.ValLine(), kv.Key, err)
 		}
 	}
 	if c.Mode == ModeJuniperDX && c.QueueTimeout <= c.MinIdle {
@@ -202,31 +203,31 @@ func lookupField(name string) (field, bool) {
 
 // decodeAim decodes aim_at_idle_timeout: {backend_idle: D, offset: D}.
 func decodeAim(c *Config, n *yaml.Node) error {
-	n = deref(n)
+	n = yamlnode.Deref(n)
 	if n.Kind != yaml.MappingNode {
-		return fmt.Errorf("expected a mapping {backend_idle: 1s, offset: 5ms}, found %s", describe(n))
+		return fmt.Errorf("expected a mapping {backend_idle: 1s, offset: 5ms}, found %s", yamlnode.Describe(n))
 	}
-	kvs, lerr := pairs(n)
+	kvs, lerr := yamlnode.Pairs(n)
 	if lerr != nil {
-		return lerr
+		return &lineErr{line: lerr.Line, err: lerr.Err}
 	}
 	a := &Aim{}
 	var hasIdle bool
 	for _, kv := range kvs {
 		var err error
-		switch kv.key {
+		switch kv.Key {
 		case "backend_idle":
 			hasIdle = true
-			if err = duration(&a.BackendIdle, kv.val, false); err == nil && a.BackendIdle <= 0 {
+			if err = duration(&a.BackendIdle, kv.Val, false); err == nil && a.BackendIdle <= 0 {
 				err = errors.New("must be more than 0")
 			}
 		case "offset":
-			err = duration(&a.Offset, kv.val, true)
+			err = duration(&a.Offset, kv.Val, true)
 		default:
-			return &lineErr{line: kv.line, err: unknownKey(kv.key, []string{"backend_idle", "offset"})}
+			return &lineErr{line: kv.Line, err: unknownKey(kv.Key, []string{"backend_idle", "offset"})}
 		}
 		if err != nil {
-			return &lineErr{line: kv.valLine(), path: kv.key, err: err}
+			return &lineErr{line: kv.ValLine(), path: kv.Key, err: err}
 		}
 	}
 	if !hasIdle {
@@ -266,9 +267,9 @@ func positive(get func(*Config) *time.Duration) func(*Config, *yaml.Node) error 
 }
 
 func scalar(n *yaml.Node, want string) (string, error) {
-	n = deref(n)
+	n = yamlnode.Deref(n)
 	if n.Kind != yaml.ScalarNode || n.ShortTag() == "!!null" {
-		return "", fmt.Errorf("expected %s, found %s", want, describe(n))
+		return "", fmt.Errorf("expected %s, found %s", want, yamlnode.Describe(n))
 	}
 	return strings.TrimSpace(n.Value), nil
 }
@@ -290,18 +291,18 @@ func duration(d *time.Duration, n *yaml.Node, negOK bool) error {
 }
 
 func boolean(b *bool, n *yaml.Node) error {
-	n = deref(n)
+	n = yamlnode.Deref(n)
 	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" {
-		return fmt.Errorf("expected true or false, found %s", describe(n))
+		return fmt.Errorf("expected true or false, found %s", yamlnode.Describe(n))
 	}
 	return n.Decode(b)
 }
 
 func integer(i *int, n *yaml.Node, lo, hi int) error {
-	n = deref(n)
+	n = yamlnode.Deref(n)
 	var v int
 	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" || n.Decode(&v) != nil {
-		return fmt.Errorf("expected a whole number from %d to %d, found %s", lo, hi, describe(n))
+		return fmt.Errorf("expected a whole number from %d to %d, found %s", lo, hi, yamlnode.Describe(n))
 	}
 	if v < lo || v > hi {
 		return fmt.Errorf("%d is out of range (%d to %d)", v, lo, hi)
@@ -343,59 +344,4 @@ func enum(s *string, n *yaml.Node, choices ...string) error {
 
 func unknownKey(key string, known []string) error {
 	return fmt.Errorf("unknown key %q (known: %s)", key, strings.Join(known, ", "))
-}
-
-// pair is one key of a mapping with its value.
-type pair struct {
-	key  string
-	line int
-	val  *yaml.Node
-}
-
-func (p pair) valLine() int {
-	if l := deref(p.val).Line; l > 0 {
-		return l
-	}
-	return p.line
-}
-
-// pairs returns a mapping's keys in order, refusing duplicates and keys
-// that are not plain names.
-func pairs(n *yaml.Node) ([]pair, *lineErr) {
-	out := make([]pair, 0, len(n.Content)/2)
-	seen := map[string]int{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k := deref(n.Content[i])
-		if k.Kind != yaml.ScalarNode || k.ShortTag() == "!!null" {
-			return nil, &lineErr{line: k.Line, err: fmt.Errorf("keys must be plain names, found %s", describe(k))}
-		}
-		if first, dup := seen[k.Value]; dup {
-			return nil, &lineErr{line: k.Line, err: fmt.Errorf("duplicate key %q (first at line %d)", k.Value, first)}
-		}
-		seen[k.Value] = k.Line
-		out = append(out, pair{key: k.Value, line: k.Line, val: n.Content[i+1]})
-	}
-	return out, nil
-}
-
-// deref follows aliases (the profiles loader has already bounded them).
-func deref(n *yaml.Node) *yaml.Node {
-	for i := 0; i < 8 && n != nil && n.Kind == yaml.AliasNode && n.Alias != nil; i++ {
-		n = n.Alias
-	}
-	return n
-}
-
-func describe(n *yaml.Node) string {
-	switch n = deref(n); {
-	case n.Kind == yaml.MappingNode:
-		return "a mapping"
-	case n.Kind == yaml.SequenceNode:
-		return "a list"
-	case n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null":
-		return "no value"
-	case n.Kind == yaml.ScalarNode:
-		return fmt.Sprintf("%q", n.Value)
-	}
-	return "nothing"
 }
