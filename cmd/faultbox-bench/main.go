@@ -3,11 +3,12 @@
 // labs (passthrough, and a per-segment behavior on every TCP segment), and
 // prints one table of throughput (iperf3, 1 and 4 streams), retransmits,
 // 1-byte ping-pong round-trip time, small-UDP packets per second and the
-// device's CPU, each with its ratio to the veth pair. Then the accuracy
+// device's CPU, each with its ratio to the veth pair: medians over rounds
+// that measure every configuration in turn (rounds.go). Then the accuracy
 // sections (accuracy.go, loss.go): delay error, rate against tbf, loss
 // against its model.
 //
-//	faultbox-bench [-faultbox bin/faultbox] [-t 5s] [-n 20000] [-udp 3s] [-only veth,passthrough,log]
+//	faultbox-bench [-faultbox bin/faultbox] [-rounds 3] [-t 5s] [-n 20000] [-udp 3s] [-only veth,passthrough,log]
 //	               [-accuracy delay,rate,loss]
 //
 // It needs root. Everything it creates (namespaces fbx-b-*, labs b-*, the
@@ -94,10 +95,15 @@ func runMain() int {
 	dur := flag.Duration("t", 5*time.Second, "iperf3 duration of each run")
 	rtts := flag.Int("n", 20000, "ping-pong round trips")
 	udpDur := flag.Duration("udp", 3*time.Second, "UDP sending time")
+	nRounds := flag.Int("rounds", 3, "measure every configuration this many times, in turn; the table shows medians")
 	only := flag.String("only", "veth,passthrough,passthrough-cpu,log,log-cpu,toxiproxy", "configurations to run, in order")
 	sections := flag.String("accuracy", "delay,rate,loss", "accuracy sections to run after the table (delay, rate, loss; empty: none)")
 	toxiproxy := flag.String("toxiproxy", "", "toxiproxy-server binary (go install github.com/Shopify/toxiproxy/v2/cmd/server); without it that row is skipped")
 	flag.Parse()
+	if *nRounds < 1 || *nRounds > 20 {
+		fmt.Fprintf(os.Stderr, "faultbox-bench: -rounds %d: want 1 to 20\n", *nRounds)
+		return 2
+	}
 
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "faultbox-bench: needs root (namespaces, TUN devices)")
@@ -167,44 +173,28 @@ func runMain() int {
 	}
 
 	m := measurer{self: self, dur: *dur, rtts: *rtts, udpDur: *udpDur}
-	var results []result
-	for _, c := range configs {
-		if ctx.Err() != nil {
-			break
-		}
-		fmt.Fprintf(os.Stderr, "== %s\n", c.name)
-		r := result{config: c}
-		var e env
-		switch c.kind {
-		case "veth":
-			e, r.err = newVeth(ctx)
-		case "lab":
-			e, r.err = newLab(ctx, fbPath, c.profile, c.labArgs...)
-		case "toxiproxy":
-			e, r.err = newToxiproxy(ctx, *toxiproxy, iperfPort, ppPort)
-		}
-		if r.err == nil {
-			r.err = m.measure(ctx, e, &r)
-		}
-		if e != nil {
-			if err := e.Close(); err != nil && r.err == nil {
-				r.err = err
+	var rounds [][]result
+	for round := 1; round <= *nRounds && ctx.Err() == nil; round++ {
+		var results []result
+		for _, c := range configs {
+			if ctx.Err() != nil {
+				break
 			}
+			fmt.Fprintf(os.Stderr, "== round %d/%d: %s\n", round, *nRounds, strings.TrimSpace(c.name))
+			results = append(results, m.measureConfig(ctx, fbPath, *toxiproxy, c))
 		}
-		if r.err != nil {
-			fmt.Fprintf(os.Stderr, "   %s: %v\n", c.name, r.err)
-		}
-		results = append(results, r)
+		rounds = append(rounds, results)
 	}
 	if ctx.Err() != nil {
 		fmt.Fprintln(os.Stderr, "faultbox-bench: interrupted; cleaning up")
 		return 130
 	}
-	if len(results) > 0 {
-		printTable(results, *dur)
+	rows := combine(rounds)
+	if len(rows) > 0 {
+		printTable(rows, *dur, *nRounds)
 	}
 	code := 0
-	for _, r := range results {
+	for _, r := range rows {
 		if r.err != nil {
 			code = 1
 		}
@@ -270,6 +260,32 @@ func runAccuracy(ctx context.Context, a accuracy, list string) error {
 		return ctx.Err()
 	}
 	return failed
+}
+
+// measureConfig sets up c's network, measures it and tears it down.
+func (m measurer) measureConfig(ctx context.Context, faultbox, toxiproxy string, c config) result {
+	r := result{config: c}
+	var e env
+	switch c.kind {
+	case "veth":
+		e, r.err = newVeth(ctx)
+	case "lab":
+		e, r.err = newLab(ctx, faultbox, c.profile, c.labArgs...)
+	case "toxiproxy":
+		e, r.err = newToxiproxy(ctx, toxiproxy, iperfPort, ppPort)
+	}
+	if r.err == nil {
+		r.err = m.measure(ctx, e, &r)
+	}
+	if e != nil {
+		if err := e.Close(); err != nil && r.err == nil {
+			r.err = err
+		}
+	}
+	if r.err != nil {
+		fmt.Fprintf(os.Stderr, "   %s: %v\n", strings.TrimSpace(c.name), r.err)
+	}
+	return r
 }
 
 type measurer struct {
@@ -424,16 +440,22 @@ func lastJSON(out string, v any) error {
 	return fmt.Errorf("no result in output: %q", out)
 }
 
-func printTable(results []result, dur time.Duration) {
-	var base *result
-	if i := slices.IndexFunc(results, func(r result) bool { return r.kind == "veth" && r.err == nil }); i >= 0 {
-		base = &results[i]
+func printTable(rows []row, dur time.Duration, rounds int) {
+	var base *row
+	if i := slices.IndexFunc(rows, func(r row) bool { return r.kind == "veth" && r.rounds > 0 }); i >= 0 {
+		base = &rows[i]
 	}
-	ratio := func(v, b float64) string {
-		if base == nil || b == 0 || v == 0 {
+	ratio := func(s spread) string {
+		if s.n == 0 {
 			return "-"
 		}
-		return fmt.Sprintf("%.0f%%", 100*v/b)
+		return fmt.Sprintf("%.0f%%", 100*s.med)
+	}
+	span := func(s spread) string {
+		if s.n == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.0f-%.0f", 100*s.lo, 100*s.hi)
 	}
 	us := func(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d)/1e3) }
 	added := func(d, b time.Duration) string {
@@ -443,14 +465,18 @@ func printTable(results []result, dur time.Duration) {
 		return fmt.Sprintf("%+.1f", float64(d-b)/1e3)
 	}
 
-	fmt.Printf("\nfaultbox-bench: %s, %d CPUs, iperf3 -t %v; ratios are to the veth pair of this run\n\n",
-		kernel(), runtime.NumCPU(), dur)
+	fmt.Printf("\nfaultbox-bench: %s, %d CPUs, iperf3 -t %v, %d rounds; medians over the rounds,\n", kernel(), runtime.NumCPU(), dur, rounds)
+	fmt.Print("each ratio taken against the veth pair of its own round\n\n")
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "configuration\tGbit/s 1|4 streams\tratio 1|4\tretrans 1|4\tRTT p50|p99 us\tadded p50|p99 us\tUDP kpps\tratio\tdevice CPU\tCPU-s/Gbit\t")
-	for _, r := range results {
-		if r.err != nil {
-			fmt.Fprintf(tw, "%s\tfailed: %v\t\t\t\t\t\t\t\t\t\n", r.name, oneLine(r.err))
+	fmt.Fprintln(tw, "configuration\tGbit/s 1|4 streams\tratio 1|4\tratio range %\tretrans 1|4\tRTT p50|p99 us\tadded p50|p99 us\tUDP kpps\tratio\tdevice CPU\tCPU-s/Gbit\t")
+	for _, r := range rows {
+		if r.rounds == 0 {
+			fmt.Fprintf(tw, "%s\tfailed: %v\t\t\t\t\t\t\t\t\t\t\n", r.name, oneLine(r.err))
 			continue
+		}
+		name := r.name
+		if r.rounds < rounds {
+			name = fmt.Sprintf("%s (%d of %d rounds: %v)", name, r.rounds, rounds, oneLine(r.err))
 		}
 		cpu, perGbit := "-", "-"
 		if r.cpuWall > 0 {
@@ -459,21 +485,22 @@ func printTable(results []result, dur time.Duration) {
 				perGbit = fmt.Sprintf("%.3f", r.cpuSeconds/r.gbits)
 			}
 		}
-		var b result
+		var b row
 		if base != nil {
 			b = *base
 		}
-		fmt.Fprintf(tw, "%s\t%.2f | %.2f\t%s | %s\t%d | %d\t%s | %s\t%s | %s\t%s\t%s\t%s\t%s\t\n",
-			r.name, r.gbit[0], r.gbit[1],
-			ratio(r.gbit[0], b.gbit[0]), ratio(r.gbit[1], b.gbit[1]),
+		fmt.Fprintf(tw, "%s\t%.2f | %.2f\t%s | %s\t%s | %s\t%d | %d\t%s | %s\t%s | %s\t%s\t%s\t%s\t%s\t\n",
+			name, r.gbit[0], r.gbit[1],
+			ratio(r.ratio[0]), ratio(r.ratio[1]), span(r.ratio[0]), span(r.ratio[1]),
 			r.retrans[0], r.retrans[1],
 			us(r.p50), us(r.p99), added(r.p50, b.p50), added(r.p99, b.p99),
-			kpps(r.pps), ratio(r.pps, b.pps), cpu, perGbit)
+			kpps(r.pps), ratio(r.ratio[2]), cpu, perGbit)
 	}
 	tw.Flush()
-	fmt.Println("\nUDP: 64-byte payloads, packets/s received (the sender offers as many as it can);")
-	fmt.Println("device CPU: user+system time of the faultbox daemon (or toxiproxy) over both iperf3 runs;")
-	fmt.Println("toxiproxy runs in the server's namespace of a veth pair and carries TCP only.")
+	fmt.Println("\nretrans: the most in one round; UDP: 64-byte payloads, packets/s received (the sender")
+	fmt.Println("offers as many as it can); device CPU: user+system time of the faultbox daemon (or")
+	fmt.Println("toxiproxy) over all iperf3 runs; toxiproxy runs in the server's namespace of a veth")
+	fmt.Println("pair and carries TCP only.")
 }
 
 func kpps(pps float64) string {
