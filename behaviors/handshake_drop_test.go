@@ -43,9 +43,7 @@ func sameVerdicts(a, b []Verdict) bool {
 
 func TestSYNDrop_CountPerFlow(t *testing.T) {
 	h := newHarness(t, "syn-drop", newHandshakeDrop(t, "syn-drop", func(d *HandshakeDrop) { d.Count = 2 }), Match{})
-	a, b := newConn(client4, server4, 1, 2), newConn(client4, server4, 1, 2)
-	b.cport = 40001
-	synA, synB := a.seg(true, packet.SYN, nil), b.seg(true, packet.SYN, nil)
+	a, synA, synB := twoSYNs()
 	got := verdicts(h, synA, synA, synB, synA, synB, synB)
 	want := []Verdict{Drop, Drop, Drop, Pass, Drop, Pass}
 	if !sameVerdicts(got, want) {
@@ -138,20 +136,22 @@ func BenchmarkHandshakeDrop_Established(b *testing.B) {
 func TestSYNDrop_EvictedFlowStateIsFresh(t *testing.T) {
 	h := newHarness(t, "syn-drop", newHandshakeDrop(t, "syn-drop", func(d *HandshakeDrop) { d.Count = 1 }), Match{})
 	h.flows = flow.NewTable(1, flow.DefaultTimeouts) // one slot: every new tuple evicts
-	a, b := newConn(client4, server4, 1, 2), newConn(client4, server4, 1, 2)
-	b.cport = 40001
-	synA, synB := a.seg(true, packet.SYN, nil), b.seg(true, packet.SYN, nil)
-	got := verdicts(h, synA, synA, synB, synB, synA, synA)
-	want := []Verdict{Drop, Pass, Drop, Pass, Drop, Pass}
-	if !sameVerdicts(got, want) {
+	_, synA, synB := twoSYNs()
+	if got, want := verdicts(h, synA, synA, synB, synB, synA, synA), []Verdict{Drop, Pass, Drop, Pass, Drop, Pass}; !sameVerdicts(got, want) {
 		t.Fatalf("verdicts %v, want %v", got, want)
 	}
-	if allocs := testing.AllocsPerRun(100, func() { verdicts1(h, synB); verdicts1(h, synA) }); allocs != 0 {
+	if allocs := testing.AllocsPerRun(100, func() { h.send(synB); h.send(synA) }); allocs != 0 {
 		t.Errorf("%.1f allocations per pair of new flows, want 0 (the evicted flow's state is reused)", allocs)
 	}
 }
 
-func verdicts1(h *harness, seg []byte) Verdict { v, _ := h.send(seg); return v }
+// twoSYNs returns connection a and the SYNs of a and of a second client
+// port.
+func twoSYNs() (a *tcpConn, synA, synB []byte) {
+	a, b := newConn(client4, server4, 1, 2), newConn(client4, server4, 1, 2)
+	b.cport = 40001
+	return a, a.seg(true, packet.SYN, nil), b.seg(true, packet.SYN, nil)
+}
 
 // BenchmarkHandshakeDrop_SYNFlood sends SYNs of distinct tuples through a
 // full table: each one evicts a flow and needs per-flow state.
