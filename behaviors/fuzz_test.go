@@ -11,6 +11,7 @@ import (
 
 	"github.com/faultbox/faultbox/behaviors"
 	"github.com/faultbox/faultbox/internal/flow"
+	"github.com/faultbox/faultbox/internal/fuzzframe"
 	"github.com/faultbox/faultbox/internal/packet"
 	"github.com/faultbox/faultbox/profiles"
 )
@@ -91,24 +92,6 @@ func fuzzProfiles(f *testing.F) (single map[string][]*profiles.Profile, all []*p
 	return single, all
 }
 
-// frames splits fuzz input into packets: each is a 4-byte header (time step,
-// flags, 16-bit length) then that many bytes (fewer at the end of the
-// input). The engine's fuzz target reads the same frames, and the seed
-// corpora in testdata/fuzz are written in this form.
-func frames(data []byte, fn func(step uint8, flags uint8, pkt []byte)) {
-	for len(data) >= 4 {
-		step, flags, n := data[0], data[1], int(data[2])<<8|int(data[3])
-		data = data[4:]
-		n = min(n, len(data))
-		fn(step, flags, data[:n])
-		data = data[n:]
-	}
-}
-
-// stepNs turns a frame's time step into nanoseconds: 0 to ~6.5 s, small
-// steps fine-grained, so delays, idle timeouts and outages all come round.
-func stepNs(step uint8) int64 { return int64(step) * int64(step) * int64(100*time.Microsecond) }
-
 // fuzzEnv is the engine's side of behaviors.Env, checking what behaviors
 // inject.
 type fuzzEnv struct {
@@ -169,8 +152,8 @@ func runChain(t *testing.T, name string, chain *behaviors.Chain, data []byte) {
 	var parsed packet.Parsed
 	var bp behaviors.Packet
 	buf := make([]byte, 0, 1<<16)
-	frames(data, func(step, _ uint8, pkt []byte) {
-		env.now += stepNs(step)
+	fuzzframe.Each(data, func(step, _ uint8, pkt []byte) {
+		env.now += fuzzframe.StepNs(step)
 		buf = append(buf[:0], pkt...)
 		parsed.Decode(buf)
 		env.in = parsed.Buf // live: a duplicate copies it as earlier behaviors left it

@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -9,6 +8,7 @@ import (
 	"time"
 
 	"github.com/faultbox/faultbox/internal/flow"
+	"github.com/faultbox/faultbox/internal/fuzzframe"
 	"github.com/faultbox/faultbox/internal/packet"
 	"github.com/faultbox/faultbox/profiles"
 	"github.com/faultbox/faultbox/tun"
@@ -80,42 +80,6 @@ func (t *fuzzTimer) Close() error    { t.once.Do(func() { close(t.done) }); retu
 type nopCapture struct{ n int }
 
 func (c *nopCapture) Record(r Record) { c.n++ }
-
-// Frame flags of the engine's fuzz input (frames as in behaviors' fuzz
-// target: step, flags, 16-bit length, bytes). With fuzzOffload set, the
-// first 8 bytes are an offload descriptor: gso_size, hdr_len, csum_start,
-// csum_offset.
-const (
-	fuzzFromServer = 1 << 0
-	fuzzGSOShift   = 1 // bits 1-2: GSO type
-	fuzzNeedsCsum  = 1 << 3
-	fuzzOffload    = fuzzNeedsCsum | 3<<fuzzGSOShift
-)
-
-// fuzzFrames calls fn for each frame of data, with its offload descriptor.
-func fuzzFrames(data []byte, fn func(step, flags uint8, pkt []byte, o tun.Offload)) {
-	for len(data) >= 4 {
-		step, flags, n := data[0], data[1], int(binary.BigEndian.Uint16(data[2:4]))
-		data = data[4:]
-		n = min(n, len(data))
-		pkt := data[:n]
-		data = data[n:]
-		var o tun.Offload
-		if flags&fuzzOffload != 0 {
-			if len(pkt) < 8 {
-				continue
-			}
-			o = tun.Offload{GSOType: flags >> fuzzGSOShift & 3, NeedsCsum: flags&fuzzNeedsCsum != 0,
-				GSOSize: binary.BigEndian.Uint16(pkt[0:]), HdrLen: binary.BigEndian.Uint16(pkt[2:]),
-				CsumStart: binary.BigEndian.Uint16(pkt[4:]), CsumOffset: binary.BigEndian.Uint16(pkt[6:])}
-			pkt = pkt[8:]
-		}
-		if len(pkt) == 0 || len(pkt) > tun.MaxPacket {
-			continue // a TUN read never returns these
-		}
-		fn(step, flags, pkt, o)
-	}
-}
 
 // fuzzLab is an engine with two MemPorts, driven synchronously: the test
 // plays the read loops and the delay-line writers on a fake clock.
@@ -287,12 +251,12 @@ func FuzzEngine(f *testing.F) {
 				pkts, offs = pkts[:0], offs[:0]
 			}
 		}
-		fuzzFrames(data, func(step, flags uint8, pkt []byte, o tun.Offload) {
-			side := int(flags & fuzzFromServer)
+		fuzzframe.EachOffload(data, func(step, flags uint8, pkt []byte, o tun.Offload) {
+			side := int(flags & fuzzframe.FromServer)
 			if step != 0 || side != from || len(pkts) == BatchSize {
 				flush()
 				from = side
-				l.now += int64(step) * int64(step) * int64(100*time.Microsecond)
+				l.now += fuzzframe.StepNs(step)
 				l.release()
 			}
 			pkts = append(pkts, pkt)
@@ -315,22 +279,9 @@ func fuzzSeeds(f *testing.F) [][]byte {
 	var out [][]byte
 	for _, c := range []struct{ cl, sv netip.Addr }{{clientAddr, serverAddr}, {client6, server6}} {
 		var b []byte
-		add := func(step, flags uint8, pkt []byte, o *tun.Offload) {
-			n := len(pkt)
-			if o != nil {
-				n += 8
-			}
-			b = append(b, step, flags, byte(n>>8), byte(n))
-			if o != nil {
-				b = binary.BigEndian.AppendUint16(b, o.GSOSize)
-				b = binary.BigEndian.AppendUint16(b, o.HdrLen)
-				b = binary.BigEndian.AppendUint16(b, o.CsumStart)
-				b = binary.BigEndian.AppendUint16(b, o.CsumOffset)
-			}
-			b = append(b, pkt...)
-		}
+		add := func(step, flags uint8, pkt []byte, o *tun.Offload) { b = fuzzframe.Append(b, step, flags, o, pkt) }
 		add(1, 0, tcpSeg(c.cl, c.sv, 40000, 80, 1000, 0, packet.SYN, nil), nil)
-		add(10, fuzzFromServer, tcpSeg(c.sv, c.cl, 80, 40000, 5000, 1001, packet.SYN|packet.ACK, nil), nil)
+		add(10, fuzzframe.FromServer, tcpSeg(c.sv, c.cl, 80, 40000, 5000, 1001, packet.SYN|packet.ACK, nil), nil)
 		add(10, 0, tcpSeg(c.cl, c.sv, 40000, 80, 1001, 5001, packet.ACK, nil), nil)
 		add(1, 0, tcpSeg(c.cl, c.sv, 40000, 80, 1001, 5001, packet.ACK|packet.PSH, []byte("GET / HTTP/1.1\r\n\r\n")), nil)
 		super := tcpSeg(c.sv, c.cl, 80, 40000, 5001, 1019, packet.ACK|packet.PSH, make([]byte, 4000))
@@ -340,11 +291,11 @@ func fuzzSeeds(f *testing.F) [][]byte {
 			hdr, gso = 60, tun.GSOTCPv6
 		}
 		o := tun.Offload{GSOSize: 1400, HdrLen: uint16(hdr), CsumStart: uint16(hdr - 20), CsumOffset: 16}
-		add(5, fuzzFromServer|gso<<fuzzGSOShift|fuzzNeedsCsum, super, &o)
-		add(0, fuzzFromServer|gso<<fuzzGSOShift, super, &tun.Offload{GSOSize: 7, HdrLen: 9000})
-		add(50, fuzzFromServer, tcpSeg(c.sv, c.cl, 80, 40000, 9001, 1019, packet.ACK|packet.FIN, nil), nil)
+		add(5, fuzzframe.FromServer|gso<<fuzzframe.GSOShift|fuzzframe.NeedsCsum, super, &o)
+		add(0, fuzzframe.FromServer|gso<<fuzzframe.GSOShift, super, &tun.Offload{GSOSize: 7, HdrLen: 9000})
+		add(50, fuzzframe.FromServer, tcpSeg(c.sv, c.cl, 80, 40000, 9001, 1019, packet.ACK|packet.FIN, nil), nil)
 		add(5, 0, tcpSeg(c.cl, c.sv, 40000, 80, 1019, 9002, packet.ACK|packet.FIN, nil), nil)
-		add(5, fuzzFromServer, tcpSeg(c.sv, c.cl, 80, 40000, 9002, 1020, packet.ACK, nil), nil)
+		add(5, fuzzframe.FromServer, tcpSeg(c.sv, c.cl, 80, 40000, 9002, 1020, packet.ACK, nil), nil)
 		out = append(out, b)
 	}
 	return out

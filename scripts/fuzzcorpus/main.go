@@ -33,7 +33,6 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"math"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -42,6 +41,7 @@ import (
 
 	"github.com/gopacket/gopacket/pcapgo"
 
+	"github.com/faultbox/faultbox/internal/fuzzframe"
 	"github.com/faultbox/faultbox/internal/packet"
 	"github.com/faultbox/faultbox/tun"
 )
@@ -245,37 +245,6 @@ func superOffload(data []byte) tun.Offload {
 	return o
 }
 
-// Frame flags of FuzzEngine (see internal/engine/fuzz_test.go).
-const (
-	fromServer = 1 << 0
-	gsoShift   = 1
-	needsCsum  = 1 << 3
-)
-
-// frame appends one frame of the fuzz targets' input format: time step,
-// flags, 16-bit length, bytes (for FuzzEngine with an offload descriptor
-// first when flags say so).
-func frame(b []byte, step, flags uint8, o *tun.Offload, pkt []byte) []byte {
-	n := len(pkt)
-	if o != nil {
-		n += 8
-	}
-	b = append(b, step, flags, byte(n>>8), byte(n))
-	if o != nil {
-		b = binary.BigEndian.AppendUint16(b, o.GSOSize)
-		b = binary.BigEndian.AppendUint16(b, o.HdrLen)
-		b = binary.BigEndian.AppendUint16(b, o.CsumStart)
-		b = binary.BigEndian.AppendUint16(b, o.CsumOffset)
-	}
-	return append(b, pkt...)
-}
-
-// step turns the time between two packets into a frame's step (the fuzz
-// targets wait step² × 100 µs).
-func step(d time.Duration) uint8 {
-	return uint8(min(255, math.Ceil(math.Sqrt(float64(d)/float64(100*time.Microsecond)))))
-}
-
 // sequences: for FuzzBehaviors and FuzzEngine, the captured connections
 // packet by packet with their timing (long transfers cut to their first
 // 14 and last 8 packets), the non-TCP packets, and a connection with hand-made
@@ -338,21 +307,21 @@ func (w *writer) sequence(name string, seq []captured) {
 	}
 	prev := seq[0].t
 	for _, c := range seq {
-		st := step(c.t.Sub(prev))
+		st := fuzzframe.Step(c.t.Sub(prev))
 		prev = c.t
 		var flags uint8
 		if c.fromServer {
-			flags = fromServer
+			flags = fuzzframe.FromServer
 		}
 		data := c.data
 		if len(data) <= 1500 {
-			beh = frame(beh, st, flags, nil, data)
-			eng = frame(eng, st, flags, nil, data)
+			beh = fuzzframe.Append(beh, st, flags, nil, data)
+			eng = fuzzframe.Append(eng, st, flags, nil, data)
 			continue
 		}
 		data = trimSuper(data, 4)
 		o := superOffload(data)
-		eng = frame(eng, st, flags|o.GSOType<<gsoShift|needsCsum, &o, data)
+		eng = fuzzframe.Append(eng, st, flags|o.GSOType<<fuzzframe.GSOShift|fuzzframe.NeedsCsum, &o, data)
 		p := tun.Packet{Buf: make([]byte, tun.Headroom+len(data)), Off: tun.Headroom, Len: len(data), Offload: o}
 		copy(p.Data(), data)
 		n, err := tun.Split(&p, segs)
@@ -360,7 +329,7 @@ func (w *writer) sequence(name string, seq []captured) {
 			log.Fatalf("%s: split: %v", name, err)
 		}
 		for i := 0; i < n; i++ {
-			beh = frame(beh, st, flags, nil, segs[i].Data())
+			beh = fuzzframe.Append(beh, st, flags, nil, segs[i].Data())
 			st = 0
 		}
 	}
