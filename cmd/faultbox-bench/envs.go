@@ -322,6 +322,46 @@ func statFields(pid int) ([]string, error) {
 	return strings.Fields(string(data[i+1:])), nil
 }
 
+// machineBusy is the CPU time all CPUs have spent not idle since boot, in
+// seconds; 0 if /proc/stat is unreadable.
+func machineBusy() float64 {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "   machine cpu: %v\n", err)
+		return 0
+	}
+	busy, err := parseBusy(string(data))
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "   machine cpu: %v\n", err)
+	}
+	return busy
+}
+
+// parseBusy reads the "cpu" line of /proc/stat: user nice system idle
+// iowait irq softirq steal (guest time is already in user). Busy is all but
+// idle and iowait.
+func parseBusy(stat string) (float64, error) {
+	line, _, _ := strings.Cut(stat, "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, fmt.Errorf("/proc/stat: no cpu line")
+	}
+	var busy uint64
+	for i := 1; i <= 8; i++ {
+		v, err := strconv.ParseUint(f[i], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/stat: %v", err)
+		}
+		if i != 4 && i != 5 {
+			busy += v
+		}
+	}
+	return float64(busy) / userHZ, nil
+}
+
+// USER_HZ: /proc reports clock ticks of 1/100 s on Linux.
+const userHZ = 100
+
 // cpuSeconds is the user+system CPU time of pid and all its threads.
 func cpuSeconds(pid int) (float64, error) {
 	f, err := statFields(pid)
@@ -337,6 +377,5 @@ func cpuSeconds(pid int) (float64, error) {
 	if err1 != nil || err2 != nil {
 		return 0, fmt.Errorf("/proc/%d/stat: bad times", pid)
 	}
-	const userHZ = 100 // USER_HZ: /proc reports clock ticks of 1/100 s on Linux
 	return float64(ut+st) / userHZ, nil
 }

@@ -2,9 +2,10 @@
 // side in one run, a direct veth pair between two namespaces and faultbox
 // labs (passthrough, and a per-segment behavior on every TCP segment), and
 // prints one table of throughput (iperf3, 1 and 4 streams), retransmits,
-// 1-byte ping-pong round-trip time, small-UDP packets per second and the
-// device's CPU, each with its ratio to the veth pair: medians over rounds
-// that measure every configuration in turn (rounds.go). Then the accuracy
+// 1-byte ping-pong round-trip time and small-UDP packets per second, each
+// with its ratio to the veth pair, and one of the device's and the machine's
+// CPU: medians over rounds that measure every configuration in turn
+// (rounds.go). Then the accuracy
 // sections (accuracy.go, loss.go): delay error, rate against tbf, loss
 // against its model.
 //
@@ -68,7 +69,9 @@ type result struct {
 	p50, p99   time.Duration
 	pps        float64
 	sentPPS    float64
-	cpuSeconds float64 // device, over both iperf3 runs
+	device     bool    // a process carries the traffic (faultbox, toxiproxy)
+	cpuSeconds float64 // that process's CPU time over both iperf3 runs
+	machineCPU float64 // busy CPU time of the whole machine over those runs
 	cpuWall    float64 // wall seconds of those runs
 	gbits      float64 // Gbit received over those runs
 }
@@ -307,7 +310,7 @@ func (m measurer) measure(ctx context.Context, e env, r *result) error {
 	if err := waitListen(ctx, e, "server", "t", iperfPort); err != nil {
 		return err
 	}
-	cpu0, wall0 := m.cpu(e), time.Now()
+	cpu0, busy0, wall0 := m.cpu(e), machineBusy(), time.Now()
 	for i, streams := range []int{1, 4} {
 		res, err := m.iperf(ctx, e, addr, e.ClientPort(iperfPort), streams)
 		if err != nil {
@@ -317,9 +320,8 @@ func (m measurer) measure(ctx context.Context, e env, r *result) error {
 		r.gbits += res.gbitTotal
 		fmt.Fprintf(os.Stderr, "   iperf3 -P %d: %.2f Gbit/s, %d retransmits\n", streams, res.gbit, res.retrans)
 	}
-	if pid := e.DaemonPID(); pid > 0 {
-		r.cpuSeconds, r.cpuWall = m.cpu(e)-cpu0, time.Since(wall0).Seconds()
-	}
+	r.device = e.DaemonPID() > 0
+	r.cpuSeconds, r.machineCPU, r.cpuWall = m.cpu(e)-cpu0, machineBusy()-busy0, time.Since(wall0).Seconds()
 
 	// Round-trip time of 1-byte ping-pong.
 	pps, err := startBG(ctx, e, "server", m.self, "pp-server", "-listen", fmt.Sprintf("%s:%d", addr, ppPort))
@@ -468,39 +470,68 @@ func printTable(rows []row, dur time.Duration, rounds int) {
 	fmt.Printf("\nfaultbox-bench: %s, %d CPUs, iperf3 -t %v, %d rounds; medians over the rounds,\n", kernel(), runtime.NumCPU(), dur, rounds)
 	fmt.Print("each ratio taken against the veth pair of its own round\n\n")
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "configuration\tGbit/s 1|4 streams\tratio 1|4\tratio range %\tretrans 1|4\tRTT p50|p99 us\tadded p50|p99 us\tUDP kpps\tratio\tdevice CPU\tCPU-s/Gbit\t")
+	fmt.Fprintln(tw, "configuration\tGbit/s 1|4 streams\tratio 1|4\tratio range %\tretrans 1|4\tRTT p50|p99 us\tadded p50|p99 us\tUDP kpps\tratio\t")
 	for _, r := range rows {
 		if r.rounds == 0 {
-			fmt.Fprintf(tw, "%s\tfailed: %v\t\t\t\t\t\t\t\t\t\t\n", r.name, oneLine(r.err))
+			fmt.Fprintf(tw, "%s\tfailed: %v\t\t\t\t\t\t\t\t\n", r.name, oneLine(r.err))
 			continue
 		}
 		name := r.name
 		if r.rounds < rounds {
 			name = fmt.Sprintf("%s (%d of %d rounds: %v)", name, r.rounds, rounds, oneLine(r.err))
 		}
-		cpu, perGbit := "-", "-"
-		if r.cpuWall > 0 {
-			cpu = fmt.Sprintf("%.0f%%", 100*r.cpuSeconds/r.cpuWall)
-			if r.gbits > 0 {
-				perGbit = fmt.Sprintf("%.3f", r.cpuSeconds/r.gbits)
-			}
-		}
 		var b row
 		if base != nil {
 			b = *base
 		}
-		fmt.Fprintf(tw, "%s\t%.2f | %.2f\t%s | %s\t%s | %s\t%d | %d\t%s | %s\t%s | %s\t%s\t%s\t%s\t%s\t\n",
+		fmt.Fprintf(tw, "%s\t%.2f | %.2f\t%s | %s\t%s | %s\t%d | %d\t%s | %s\t%s | %s\t%s\t%s\t\n",
 			name, r.gbit[0], r.gbit[1],
 			ratio(r.ratio[0]), ratio(r.ratio[1]), span(r.ratio[0]), span(r.ratio[1]),
 			r.retrans[0], r.retrans[1],
 			us(r.p50), us(r.p99), added(r.p50, b.p50), added(r.p99, b.p99),
-			kpps(r.pps), ratio(r.ratio[2]), cpu, perGbit)
+			kpps(r.pps), ratio(r.ratio[2]))
 	}
 	tw.Flush()
 	fmt.Println("\nretrans: the most in one round; UDP: 64-byte payloads, packets/s received (the sender")
-	fmt.Println("offers as many as it can); device CPU: user+system time of the faultbox daemon (or")
-	fmt.Println("toxiproxy) over all iperf3 runs; toxiproxy runs in the server's namespace of a veth")
-	fmt.Println("pair and carries TCP only.")
+	fmt.Println("offers as many as it can); toxiproxy runs in the server's namespace of a veth pair and")
+	fmt.Println("carries TCP only.")
+	printCPU(rows, base)
+}
+
+// printCPU is the CPU table: what the device and the whole machine spent
+// per Gbit over the iperf3 runs. Where every CPU is busy, throughput is
+// CPUs / (CPU-s per Gbit), so the ratio of the machine's costs is the best
+// throughput ratio the CPUs allow, however the work is placed.
+func printCPU(rows []row, base *row) {
+	perGbit := func(s float64, r row) string {
+		if r.gbits <= 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.3f", s/r.gbits)
+	}
+	fmt.Printf("\nCPU over all iperf3 runs (%d CPUs)\n\n", runtime.NumCPU())
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "configuration\tdevice CPU\tdevice CPU-s/Gbit\tmachine busy\tmachine CPU-s/Gbit\tratio at equal CPU\t")
+	for _, r := range rows {
+		if r.rounds == 0 || r.cpuWall <= 0 {
+			continue
+		}
+		device, devicePer := "-", "-"
+		if r.device {
+			device, devicePer = fmt.Sprintf("%.0f%%", 100*r.cpuSeconds/r.cpuWall), perGbit(r.cpuSeconds, r)
+		}
+		equal := "-"
+		if base != nil && r.kind != "veth" && base.gbits > 0 && r.machineCPU > 0 {
+			equal = fmt.Sprintf("%.0f%%", 100*(base.machineCPU/base.gbits)/(r.machineCPU/r.gbits))
+		}
+		busy := 100 * r.machineCPU / r.cpuWall / float64(runtime.NumCPU())
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%.0f%%\t%s\t%s\t\n", r.name, device, devicePer, busy, perGbit(r.machineCPU, r), equal)
+	}
+	tw.Flush()
+	fmt.Println("\ndevice: user+system time of the faultbox daemon (or toxiproxy), including the receiving")
+	fmt.Println("hosts' TCP work the kernel does inside its writes; machine: every CPU's time not idle.")
+	fmt.Println("ratio at equal CPU: the veth pair's machine CPU-s/Gbit over this row's, the throughput")
+	fmt.Println("ratio if both kept every CPU busy (a busy-polling device counts its polling as busy).")
 }
 
 func kpps(pps float64) string {

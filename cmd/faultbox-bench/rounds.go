@@ -85,9 +85,10 @@ func medianResult(rs []result) result {
 	m.p99 = time.Duration(median(rs, func(r result) float64 { return float64(r.p99) }))
 	m.pps = median(rs, func(r result) float64 { return r.pps })
 	m.sentPPS = median(rs, func(r result) float64 { return r.sentPPS })
-	m.cpuSeconds, m.cpuWall, m.gbits = 0, 0, 0
+	m.cpuSeconds, m.machineCPU, m.cpuWall, m.gbits = 0, 0, 0, 0
 	for _, r := range rs {
 		m.cpuSeconds += r.cpuSeconds
+		m.machineCPU += r.machineCPU
 		m.cpuWall += r.cpuWall
 		m.gbits += r.gbits
 	}
