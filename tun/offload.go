@@ -77,6 +77,10 @@ type segmenter struct {
 	h           packet.Parsed // the super-packet's headers
 	hdrLen, mss int
 	n           int // segments
+	// Sums of the headers' fields every segment shares, so each segment
+	// adds only its own: the IPv4 header without length, ID and checksum,
+	// and the pseudo-header without length.
+	ipSum, pseudoSum uint64
 }
 
 // init checks p's offload descriptor against its headers.
@@ -108,6 +112,12 @@ func (sg *segmenter) init(p *Packet) error {
 	if sg.hdrLen+sg.mss > 0xffff {
 		return fmt.Errorf("%w: segment of %d bytes", ErrBadOffload, sg.hdrLen+sg.mss)
 	}
+	if h.Version == 4 {
+		sg.ipSum = packet.PartialSum(data[:2], 0)
+		sg.ipSum = packet.PartialSum(data[6:10], sg.ipSum)
+		sg.ipSum = packet.PartialSum(data[12:h.L4Off], sg.ipSum)
+	}
+	sg.pseudoSum = packet.PseudoHeaderPartialSum(h.Src, h.Dst, h.Proto)
 	payload := len(data) - sg.hdrLen
 	sg.n = (payload + sg.mss - 1) / sg.mss
 	if sg.n == 0 {
@@ -145,8 +155,10 @@ func (sg *segmenter) header(i int, hdr, s []byte, partial bool) Offload {
 	l4, segLen := h.L4Off, len(s)
 	copy(s, hdr[:sg.hdrLen])
 	if h.Version == 4 {
+		id := binary.BigEndian.Uint16(hdr[4:6]) + uint16(i)
 		binary.BigEndian.PutUint16(s[2:4], uint16(segLen))
-		binary.BigEndian.PutUint16(s[4:6], binary.BigEndian.Uint16(hdr[4:6])+uint16(i))
+		binary.BigEndian.PutUint16(s[4:6], id)
+		binary.BigEndian.PutUint16(s[10:12], packet.FinishChecksum(sg.ipSum+uint64(segLen)+uint64(id)))
 	} else {
 		binary.BigEndian.PutUint16(s[4:6], uint16(segLen-40))
 	}
@@ -173,11 +185,7 @@ func (sg *segmenter) header(i int, hdr, s []byte, partial bool) Offload {
 	if h.Proto == packet.ProtoUDP {
 		csumOff = 6
 	}
-	if h.Version == 4 {
-		s[10], s[11] = 0, 0
-		binary.BigEndian.PutUint16(s[10:12], packet.Checksum(s[:l4]))
-	}
-	binary.BigEndian.PutUint16(s[l4+csumOff:], packet.PseudoHeaderSum(h.Src, h.Dst, h.Proto, segLen-l4))
+	binary.BigEndian.PutUint16(s[l4+csumOff:], packet.FoldPseudoHeader(sg.pseudoSum, segLen-l4))
 	return Offload{NeedsCsum: true, CsumStart: uint16(l4), CsumOffset: uint16(csumOff)}
 }
 

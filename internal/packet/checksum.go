@@ -45,6 +45,23 @@ func pseudoSum(src, dst netip.Addr, proto uint8, length int) uint64 {
 	return acc + uint64(proto) + uint64(length)
 }
 
+// PartialSum adds b's 16-bit words to acc, an unfolded one's-complement
+// sum: headers that differ only in a few fields (the segments of one
+// super-packet) can share the sum of the rest and add their own fields.
+func PartialSum(b []byte, acc uint64) uint64 { return sum(b, acc) }
+
+// FinishChecksum folds and inverts a PartialSum into a checksum field.
+func FinishChecksum(acc uint64) uint16 { return ^fold(acc) }
+
+// PseudoHeaderPartialSum is the pseudo-header's PartialSum without its
+// length, which FoldPseudoHeader adds.
+func PseudoHeaderPartialSum(src, dst netip.Addr, proto uint8) uint64 {
+	return pseudoSum(src, dst, proto, 0)
+}
+
+// FoldPseudoHeader is PseudoHeaderSum from a PseudoHeaderPartialSum.
+func FoldPseudoHeader(partial uint64, length int) uint16 { return fold(partial + uint64(length)) }
+
 // PseudoHeaderSum is the folded (not inverted) pseudo-header sum that an
 // offloaded packet carries in its checksum field: the kernel, or Complete,
 // adds the transport bytes and inverts.

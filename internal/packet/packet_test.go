@@ -197,3 +197,25 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func TestPartialSums_MatchTheWholeSums(t *testing.T) {
+	b := []byte{0x45, 0, 0x05, 0xdc, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2, 0xab}
+	for n := 0; n <= len(b); n++ {
+		for cut := 0; cut <= n; cut += 2 {
+			if got, want := FinishChecksum(PartialSum(b[cut:n], PartialSum(b[:cut], 0))), Checksum(b[:n]); got != want {
+				t.Errorf("%d bytes summed in two parts at %d: %#04x, want %#04x", n, cut, got, want)
+			}
+		}
+	}
+	for _, a := range [][2]netip.Addr{
+		{netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.255.254")},
+		{netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8:ffff::2")},
+	} {
+		base := PseudoHeaderPartialSum(a[0], a[1], ProtoTCP)
+		for _, length := range []int{0, 1, 20, 1480, 65535, 70000} {
+			if got, want := FoldPseudoHeader(base, length), PseudoHeaderSum(a[0], a[1], ProtoTCP, length); got != want {
+				t.Errorf("%v length %d: %#04x, want %#04x", a, length, got, want)
+			}
+		}
+	}
+}
