@@ -80,6 +80,10 @@ type result struct {
 // own (the last one) and busy-polls there.
 var ownCPU = []string{"--cpus", strconv.Itoa(runtime.NumCPU() - 1), "--busy-poll", "1ms"}
 
+// sharedSpin are the lab up flags of the rows where the device shares the
+// CPUs and polls briefly before it sleeps.
+var sharedSpin = []string{"--busy-poll", "20us"}
+
 func main() {
 	if len(os.Args) > 1 {
 		if probe, ok := probes[os.Args[1]]; ok {
@@ -99,7 +103,7 @@ func runMain() int {
 	rtts := flag.Int("n", 20000, "ping-pong round trips")
 	udpDur := flag.Duration("udp", 3*time.Second, "UDP sending time")
 	nRounds := flag.Int("rounds", 3, "measure every configuration this many times, in turn; the table shows medians")
-	only := flag.String("only", "veth,passthrough,passthrough-cpu,log,log-cpu,toxiproxy", "configurations to run, in order")
+	only := flag.String("only", "veth,passthrough,passthrough-spin,passthrough-cpu,log,log-cpu,toxiproxy", "configurations to run, in order")
 	sections := flag.String("accuracy", "delay,rate,loss", "accuracy sections to run after the table (delay, rate, loss; empty: none)")
 	toxiproxy := flag.String("toxiproxy", "", "toxiproxy-server binary (go install github.com/Shopify/toxiproxy/v2/cmd/server); without it that row is skipped")
 	flag.Parse()
@@ -142,15 +146,17 @@ func runMain() int {
 		return 1
 	}
 	// The -cpu rows give the device a CPU of its own (the last one) and
-	// let it busy-poll there.
+	// let it busy-poll there; the -spin row polls briefly on shared CPUs.
 	ownName := "  " + strings.Join(ownCPU, " ")
+	spinName := "  " + strings.Join(sharedSpin, " ")
 	all := map[string]config{
-		"veth":            {"veth (direct)", "veth", "", nil},
-		"passthrough":     {"faultbox passthrough", "lab", "passthrough", nil},
-		"passthrough-cpu": {ownName, "lab", "passthrough", ownCPU},
-		"log":             {"faultbox log all TCP", "lab", logProfile, nil},
-		"log-cpu":         {ownName, "lab", logProfile, ownCPU},
-		"toxiproxy":       {"toxiproxy (TCP proxy)", "toxiproxy", "", nil},
+		"veth":             {"veth (direct)", "veth", "", nil},
+		"passthrough":      {"faultbox passthrough", "lab", "passthrough", nil},
+		"passthrough-spin": {spinName, "lab", "passthrough", sharedSpin},
+		"passthrough-cpu":  {ownName, "lab", "passthrough", ownCPU},
+		"log":              {"faultbox log all TCP", "lab", logProfile, nil},
+		"log-cpu":          {ownName, "lab", logProfile, ownCPU},
+		"toxiproxy":        {"toxiproxy (TCP proxy)", "toxiproxy", "", nil},
 	}
 	var configs []config
 	for _, n := range strings.Split(*only, ",") {
@@ -159,7 +165,7 @@ func runMain() int {
 		}
 		c, ok := all[strings.TrimSpace(n)]
 		if !ok {
-			fmt.Fprintf(os.Stderr, "faultbox-bench: -only: unknown configuration %q (veth, passthrough, passthrough-cpu, log, log-cpu, toxiproxy)\n", n)
+			fmt.Fprintf(os.Stderr, "faultbox-bench: -only: unknown configuration %q (veth, passthrough, passthrough-spin, passthrough-cpu, log, log-cpu, toxiproxy)\n", n)
 			return 2
 		}
 		if c.kind == "toxiproxy" {

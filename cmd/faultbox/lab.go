@@ -50,7 +50,7 @@ func newLabUpCmd() *cobra.Command {
 	var hosts, cpus string
 	var seed uint64
 	cmd := &cobra.Command{
-		Use:   "up [--name N] [--hosts client,server[,lb]] [--profile NAME|FILE] [--seed S] [--capture F.pcapng] [--mtu 1500] [--cpus LIST [--busy-poll 1ms]]",
+		Use:   "up [--name N] [--hosts client,server[,lb]] [--profile NAME|FILE] [--seed S] [--capture F.pcapng] [--mtu 1500] [--busy-poll 20us] [--cpus LIST [--busy-poll 1ms]]",
 		Short: "Create a lab and start its device",
 		Long: `Create one namespace per host, start the device in the background and return
 once traffic flows between the hosts over IPv4 and IPv6. Hosts client, server
@@ -60,6 +60,7 @@ profile's, else random; it is printed and shown by lab status.`,
 		Example: `  sudo faultbox lab up
   sudo faultbox lab up --name web --hosts client,lb,server --profile cisco-asa --seed 42
   sudo faultbox lab up --profile ./my-profile.yaml --capture /tmp/lab.pcapng
+  sudo faultbox lab up --busy-poll 20us           # answers within 20us cost no wake-up
   sudo faultbox lab up --cpus 1 --busy-poll 1ms   # the device polls on CPU 1`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -86,7 +87,7 @@ profile's, else random; it is printed and shown by lab status.`,
 	cmd.Flags().StringVar(&o.Capture, "capture", "", "write every packet of every port to this pcapng file")
 	cmd.Flags().IntVar(&o.MTU, "mtu", 1500, "MTU of every host's interface")
 	cmd.Flags().StringVar(&cpus, "cpus", "", "run the device on these CPUs only, e.g. 1 or 2-3 (default: any); a CPU of its own spares it migrations")
-	cmd.Flags().DurationVar(&o.BusyPoll, "busy-poll", 0, "with --cpus: keep polling this long (e.g. 1ms) after the last packet before sleeping; lower latency, one CPU kept busy")
+	cmd.Flags().DurationVar(&o.BusyPoll, "busy-poll", 0, "keep polling this long after the last packet before sleeping, for lower latency: up to 100us on shared CPUs (e.g. 20us), longer with --cpus (e.g. 1ms; keeps that CPU busy)")
 	return cmd
 }
 

@@ -42,8 +42,8 @@ type Config struct {
 	OnFailure func(error) // called once if a port fails for good
 	// BusyPoll, when positive, runs the packet path on one goroutine that
 	// polls every port and delay line and sleeps only after BusyPoll
-	// without work (poll.go): for a device with a CPU of its own. Ports
-	// must then be tun.Pollers.
+	// without work (poll.go): long on a CPU of its own, or briefly on
+	// shared CPUs. Ports must then be tun.Pollers.
 	BusyPoll time.Duration
 }
 

@@ -316,7 +316,8 @@ func dialIn(t *testing.T, ns, addr string) net.Conn {
 
 func TestLab_TwoLabsAtOnce(t *testing.T) {
 	a, b := newLab(t), newLab(t)
-	mustRun(t, "lab", "up", "--name", a)
+	// a shares the CPUs and polls briefly before it sleeps.
+	mustRun(t, "lab", "up", "--name", a, "--busy-poll", "20us")
 	mustRun(t, "lab", "up", "--name", b, "--hosts", "client,lb,server", "--profile", "block-port-81", "--cpus", "0", "--busy-poll", "1ms")
 	// The device of b runs on CPU 0 only, its Go runtime sized to it, and
 	// polls (the curls below go through it).
@@ -325,6 +326,9 @@ func TestLab_TwoLabsAtOnce(t *testing.T) {
 	}
 	if s := labStatus(t, b); len(s.CPUs) != 1 || s.CPUs[0] != 0 || s.BusyPoll != "1ms" {
 		t.Errorf("lab %s --cpus 0 --busy-poll 1ms: status says cpus %v busy-poll %q", b, s.CPUs, s.BusyPoll)
+	}
+	if s := labStatus(t, a); len(s.CPUs) != 0 || s.BusyPoll != "20µs" {
+		t.Errorf("lab %s --busy-poll 20us: status says cpus %v busy-poll %q", a, s.CPUs, s.BusyPoll)
 	}
 	serveHTTP(t, Namespace(a, "server"), "[2001:db8::2]:80")
 	serveHTTP(t, Namespace(b, "server"), "[2001:db8::2]:80")
@@ -475,7 +479,7 @@ func TestLab_Errors(t *testing.T) {
 		{[]string{"lab", "up", "--name", name, "--capture", "/nonexistent-dir/x.pcapng"}, "does not exist"},
 		{[]string{"lab", "up", "--name", name, "--cpus", "one"}, "cpus"},
 		{[]string{"lab", "up", "--name", name, "--cpus", "1000"}, "CPU 1000 is not one"},
-		{[]string{"lab", "up", "--name", name, "--busy-poll", "1ms"}, "--cpus"},
+		{[]string{"lab", "up", "--name", name, "--busy-poll", "1ms"}, "--cpus, or poll at most 100µs"},
 		{[]string{"lab", "up", "--name", name, "--cpus", "0", "--busy-poll", "5s"}, "busy-poll 5s"},
 		{[]string{"lab", "status", "--name", name}, "is not up"},
 		{[]string{"lab", "exec", "--name", name, "client", "--", "true"}, "is not up"},
