@@ -20,8 +20,8 @@ import (
 // A packet arriving while it polls costs no wake-up: measured on 2 CPUs
 // with the device pinned to one, ping-pong p50 20-22 µs instead of 29-34,
 // and 64-byte UDP 670 k packets/s instead of 490 k. Polling 20 µs on shared
-// CPUs: p50 26 µs instead of 35, for 46 % of veth's TCP with 4 streams
-// instead of 53 % (make bench medians over 3 rounds).
+// CPUs: p50 9 µs lower than the default, for 43-46 % of veth's TCP with 4
+// streams instead of 53-54 % (two make bench runs, medians of 3 rounds).
 
 // pollIdleCap bounds one sleep, also with nothing scheduled, and is the
 // longest sleep when a port has no file descriptor to wait on (MemPort).
