@@ -235,11 +235,18 @@ func runAccuracy(ctx context.Context, a accuracy, list string) error {
 	if want["delay"] {
 		fmt.Fprintln(os.Stderr, "== delay accuracy")
 		load := loadavg() + "; " + stallCheck(2*time.Second)
-		rows, err := a.delays(ctx, "default")
-		if err == nil {
+		var rows []delayRow
+		var err error
+		for _, mode := range []struct {
+			name string
+			args []string
+		}{{"default", nil}, {"spin 20us", sharedSpin}, {"busy-poll", ownCPU}} {
 			var more []delayRow
-			more, err = a.delays(ctx, "busy-poll", ownCPU...)
+			more, err = a.delays(ctx, mode.name, mode.args...)
 			rows = append(rows, more...)
+			if err != nil {
+				break
+			}
 		}
 		printDelays(rows, load)
 		for _, r := range rows {
