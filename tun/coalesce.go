@@ -56,10 +56,14 @@ func udpHdrOff(p *Packet) (l4, payload int, ok bool) {
 // joins the first).
 func udpRun(pkts []Packet) int {
 	l4, size, ok := udpHdrOff(&pkts[0])
-	if !ok || size == 0 || len(pkts) < 2 || !checksumsAsSent(pkts[0].Data(), l4) {
+	if !ok || size == 0 || len(pkts) < 2 {
 		return 1
 	}
 	first := pkts[0].Data()
+	pseudo := pseudoPartial(first, l4) // the run shares its addresses
+	if !checksumsAsSent(first, l4, pseudo) {
+		return 1
+	}
 	total := len(first)
 	n := 1
 	for n < len(pkts) && n < maxUDPRun {
@@ -68,7 +72,7 @@ func udpRun(pkts []Packet) int {
 			break
 		}
 		d := pkts[n].Data()
-		if !sameUDPFlowHeaders(first, d, l4) || !checksumsAsSent(d, l4) {
+		if !sameUDPFlowHeaders(first, d, l4) || !checksumsAsSent(d, l4, pseudo) {
 			break
 		}
 		if l4 == 20 && binary.BigEndian.Uint16(d[4:6]) != binary.BigEndian.Uint16(first[4:6])+uint16(n) {
@@ -113,30 +117,31 @@ func joinUDPRun(pkts []Packet, hdrs *[48]byte) (Offload, int) {
 	} else {
 		binary.BigEndian.PutUint16(d[4:6], uint16(udpLen))
 	}
-	csum := partialFor(d, l4, udpLen)
+	csum := packet.FoldPseudoHeader(pseudoPartial(d, l4), udpLen)
 	binary.BigEndian.PutUint16(d[l4+4:], uint16(udpLen))
 	binary.BigEndian.PutUint16(d[l4+6:], csum)
 	return Offload{GSOType: GSOUDPL4, NeedsCsum: true, HdrLen: uint16(l4 + 8), GSOSize: uint16(size),
 		CsumStart: uint16(l4), CsumOffset: 6}, l4 + 8
 }
 
-// partialFor is the partial checksum a UDP packet d carries for a UDP
-// length of udpLen: the folded pseudo-header sum, which the kernel
-// completes with the bytes from the UDP header on.
-func partialFor(d []byte, l4, udpLen int) uint16 {
+// pseudoPartial is UDP packet d's pseudo-header sum without its length: a
+// partial checksum (what the kernel completes from the UDP header on) is
+// packet.FoldPseudoHeader of it and the UDP length.
+func pseudoPartial(d []byte, l4 int) uint64 {
 	src, dst := netip.AddrFrom4([4]byte(d[12:16])), netip.AddrFrom4([4]byte(d[16:20]))
 	if l4 == 40 {
 		src, dst = netip.AddrFrom16([16]byte(d[8:24])), netip.AddrFrom16([16]byte(d[24:40]))
 	}
-	return packet.PseudoHeaderSum(src, dst, packet.ProtoUDP, udpLen)
+	return packet.PseudoHeaderPartialSum(src, dst, packet.ProtoUDP)
 }
 
 // checksumsAsSent reports whether d's checksums are those its sender's
 // kernel wrote: the IPv4 header checksum right, and the UDP field the
-// partial checksum for d's own length. Segmenting the run rewrites both.
-func checksumsAsSent(d []byte, l4 int) bool {
+// partial checksum for d's own length (pseudo: pseudoPartial of d).
+// Segmenting the run rewrites both.
+func checksumsAsSent(d []byte, l4 int, pseudo uint64) bool {
 	return (l4 != 20 || packet.Checksum(d[:20]) == 0) &&
-		binary.BigEndian.Uint16(d[l4+6:]) == partialFor(d, l4, len(d)-l4)
+		binary.BigEndian.Uint16(d[l4+6:]) == packet.FoldPseudoHeader(pseudo, len(d)-l4)
 }
 
 // restoreUDPRun undoes joinUDPRun on the first packet.

@@ -117,7 +117,7 @@ func growUDP(p *Packet, delta int) {
 	d[10], d[11] = 0, 0
 	binary.BigEndian.PutUint16(d[10:], packet.Checksum(d[:20]))
 	binary.BigEndian.PutUint16(d[24:], uint16(len(d)-20))
-	binary.BigEndian.PutUint16(d[26:], partialFor(d, 20, len(d)-20))
+	binary.BigEndian.PutUint16(d[26:], packet.FoldPseudoHeader(pseudoPartial(d, 20), len(d)-20))
 }
 
 // FuzzUDPRun: whatever the datagrams, a run is at least the first and at
