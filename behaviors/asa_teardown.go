@@ -99,7 +99,7 @@ func (a *ASATeardown) Handle(p *Packet) Verdict {
 		p.Note = "asa-teardown: flow forgotten"
 		// A challenge ACK (RFC 5961) carries the server's SND.NXT; a
 		// zero-window or keepalive probe, also a bare ACK, one less.
-		if p.From == flow.Server && isBareACK(p) && p.Flow != nil && p.Seq == p.Flow.Ends[flow.Server].NextSeq {
+		if p.From == flow.Server && isBareACK(p) && p.Seq == p.Flow.Ends[flow.Server].NextSeq {
 			a.challengeACKsDropped++
 			p.Note = "asa-teardown: challenge ACK dropped"
 		}

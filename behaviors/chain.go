@@ -2,6 +2,7 @@ package behaviors
 
 import (
 	"math/rand/v2"
+	"slices"
 	"sort"
 )
 
@@ -74,15 +75,13 @@ func (c *Chain) NeedsSegments(p *Packet) bool {
 // capture, the note of the behavior that decided or changed the packet.
 func (c *Chain) Run(p *Packet, env Env, scratch []byte) Verdict {
 	f := p.Flow
-	if f != nil && (f.Generation != c.Generation || len(f.Behavior) != len(c.Entries)) {
+	if f != nil {
 		if f.Generation != c.Generation { // another chain: its state means nothing here
 			clear(f.Behavior[:cap(f.Behavior)])
 			f.Generation = c.Generation
 		}
-		if cap(f.Behavior) < len(c.Entries) {
-			f.Behavior = make([]any, len(c.Entries))
-		} else {
-			f.Behavior = f.Behavior[:len(c.Entries)] // a new flow: earlier flows' state is reused
+		if n := len(c.Entries); len(f.Behavior) != n { // a new flow: earlier flows' state memory is reused
+			f.Behavior = slices.Grow(f.Behavior[:0], n)[:n]
 		}
 	}
 	for i, e := range c.Entries {

@@ -243,10 +243,7 @@ func seedConnections() [][]byte {
 	for _, c := range [][2]string{{"198.18.0.1", "198.18.0.2"}, {"2001:db8::1", "2001:db8::2"}} {
 		k := behaviors.NewTestConn(netip.MustParseAddr(c[0]), netip.MustParseAddr(c[1]), 1000, 0xfffff000)
 		var b []byte
-		add := func(step uint8, pkt []byte) {
-			b = append(b, step, 0, byte(len(pkt)>>8), byte(len(pkt)))
-			b = append(b, pkt...)
-		}
+		add := func(step uint8, pkt []byte) { b = fuzzframe.Append(b, step, 0, nil, pkt) }
 		add(0, k.Seg(true, packet.SYN, nil))
 		add(10, k.Seg(false, packet.SYN|packet.ACK, nil))
 		add(10, k.Seg(true, packet.ACK, nil))

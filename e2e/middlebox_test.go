@@ -121,8 +121,6 @@ type mbEvent struct {
 	Reason string    `json:"reason"`
 }
 
-// mbEvents reads serve's event log.
-
 // mbServeEnd waits up to d for serve to log the close of the connection
 // from peer port and returns the error it logged before (or "").
 func mbServeEnd(t *testing.T, path string, port int, d time.Duration) (errText string, closed time.Time) {

@@ -3,7 +3,6 @@ package tun
 import (
 	"bytes"
 	"encoding/binary"
-	"net/netip"
 
 	"github.com/faultbox/faultbox/internal/packet"
 )
@@ -128,11 +127,11 @@ func joinUDPRun(pkts []Packet, hdrs *[48]byte) (Offload, int) {
 // partial checksum (what the kernel completes from the UDP header on) is
 // packet.FoldPseudoHeader of it and the UDP length.
 func pseudoPartial(d []byte, l4 int) uint64 {
-	src, dst := netip.AddrFrom4([4]byte(d[12:16])), netip.AddrFrom4([4]byte(d[16:20]))
+	addrs := d[12:20]
 	if l4 == 40 {
-		src, dst = netip.AddrFrom16([16]byte(d[8:24])), netip.AddrFrom16([16]byte(d[24:40]))
+		addrs = d[8:40]
 	}
-	return packet.PseudoHeaderPartialSum(src, dst, packet.ProtoUDP)
+	return packet.PartialSum(addrs, packet.ProtoUDP)
 }
 
 // checksumsAsSent reports whether d's checksums are those its sender's

@@ -175,7 +175,7 @@ func printDelays(rows []delayRow, load string) {
 	tw.Flush()
 	fmt.Println("\nOne-way delay: the receiving kernel's timestamp (SO_TIMESTAMPNS, converted to CLOCK_MONOTONIC) minus the")
 	fmt.Println("sender's CLOCK_MONOTONIC stamp in the payload, taken just before send(). It covers the sender's send(),")
-	fmt.Println("its TUN, the device's read, its delay line (a timerfd; spin: the device polls 20us on shared CPUs, then")
+	fmt.Println("its TUN, the device's read, its delay line (a timerfd; spin: the device polls " + sharedSpin[1] + " on shared CPUs, then")
 	fmt.Println("sleeps in ppoll until the next departure; busy-poll: it watches the clock on a CPU of its own), its")
 	fmt.Println("write; the passthrough rows are that path without a delay line. 'p99 at the app'")
 	fmt.Println("adds the receiving process's wake-up (stamped when recv returns).")

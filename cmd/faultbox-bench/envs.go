@@ -308,20 +308,6 @@ func waitListen(ctx context.Context, e env, host, proto string, port int) error 
 	return fmt.Errorf("nothing listens on %s port %d in %s after 10s", proto, port, host)
 }
 
-// statFields returns the fields of /proc/PID/stat after the command name:
-// [0] is field 3 (state).
-func statFields(pid int) ([]string, error) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return nil, err
-	}
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return nil, fmt.Errorf("/proc/%d/stat: unreadable", pid)
-	}
-	return strings.Fields(string(data[i+1:])), nil
-}
-
 // machineBusy is the CPU time all CPUs have spent not idle since boot, in
 // seconds; 0 if /proc/stat is unreadable.
 func machineBusy() float64 {
@@ -359,16 +345,23 @@ func parseBusy(stat string) (float64, error) {
 	return float64(busy) / userHZ, nil
 }
 
-// USER_HZ: /proc reports clock ticks of 1/100 s on Linux.
+// userHZ is USER_HZ: /proc reports clock ticks of 1/100 s on Linux.
 const userHZ = 100
 
 // cpuSeconds is the user+system CPU time of pid and all its threads.
 func cpuSeconds(pid int) (float64, error) {
-	f, err := statFields(pid)
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
 		return 0, err
 	}
-	// utime is field 14, so [11]; stime [12].
+	// The command name may hold spaces and parentheses: the fields after
+	// it start at the last ')', [0] is field 3 (state), utime is field 14
+	// ([11]) and stime [12].
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: unreadable", pid)
+	}
+	f := strings.Fields(string(data[i+1:]))
 	if len(f) < 13 {
 		return 0, fmt.Errorf("/proc/%d/stat: short", pid)
 	}

@@ -5,9 +5,8 @@
 // 1-byte ping-pong round-trip time and small-UDP packets per second, each
 // with its ratio to the veth pair, and one of the device's and the machine's
 // CPU: medians over rounds that measure every configuration in turn
-// (rounds.go). Then the accuracy
-// sections (accuracy.go, loss.go): delay error, rate against tbf, loss
-// against its model.
+// (rounds.go). Then the accuracy sections (accuracy.go, loss.go): delay
+// error, rate against tbf, loss against its model.
 //
 //	faultbox-bench [-faultbox bin/faultbox] [-rounds 3] [-t 5s] [-n 20000] [-udp 3s] [-only veth,passthrough,log]
 //	               [-accuracy delay,rate,loss]
@@ -60,6 +59,10 @@ type config struct {
 	labArgs []string // more lab up flags
 }
 
+// device reports whether a process carries c's traffic (faultbox,
+// toxiproxy), whose CPU time the table shows.
+func (c config) device() bool { return c.kind != "veth" }
+
 // result is one configuration's measurements.
 type result struct {
 	config
@@ -68,9 +71,7 @@ type result struct {
 	retrans    [2]int
 	p50, p99   time.Duration
 	pps        float64
-	sentPPS    float64
-	device     bool    // a process carries the traffic (faultbox, toxiproxy)
-	cpuSeconds float64 // that process's CPU time over both iperf3 runs
+	cpuSeconds float64 // the device's CPU time over both iperf3 runs
 	machineCPU float64 // busy CPU time of the whole machine over those runs
 	cpuWall    float64 // wall seconds of those runs
 	gbits      float64 // Gbit received over those runs
@@ -83,6 +84,39 @@ var ownCPU = []string{"--cpus", strconv.Itoa(runtime.NumCPU() - 1), "--busy-poll
 // sharedSpin are the lab up flags of the rows where the device shares the
 // CPUs and polls briefly before it sleeps.
 var sharedSpin = []string{"--busy-poll", "20us"}
+
+// configNames are the table's configurations, in their default order.
+var configNames = []string{"veth", "passthrough", "passthrough-spin", "passthrough-cpu", "log", "log-cpu", "toxiproxy"}
+
+// configsOf returns the configurations named in only (comma-separated), in
+// its order; logProfile is the log rows' profile.
+func configsOf(only, logProfile string) ([]config, error) {
+	// The -cpu rows give the device a CPU of its own (the last one) and
+	// let it busy-poll there; the -spin row polls briefly on shared CPUs.
+	ownName := "  " + strings.Join(ownCPU, " ")
+	spinName := "  " + strings.Join(sharedSpin, " ")
+	all := map[string]config{
+		"veth":             {"veth (direct)", "veth", "", nil},
+		"passthrough":      {"faultbox passthrough", "lab", "passthrough", nil},
+		"passthrough-spin": {spinName, "lab", "passthrough", sharedSpin},
+		"passthrough-cpu":  {ownName, "lab", "passthrough", ownCPU},
+		"log":              {"faultbox log all TCP", "lab", logProfile, nil},
+		"log-cpu":          {ownName, "lab", logProfile, ownCPU},
+		"toxiproxy":        {"toxiproxy (TCP proxy)", "toxiproxy", "", nil},
+	}
+	var configs []config
+	for _, n := range strings.Split(only, ",") {
+		if strings.TrimSpace(n) == "" {
+			continue // -only "": the accuracy sections alone
+		}
+		c, ok := all[strings.TrimSpace(n)]
+		if !ok {
+			return nil, fmt.Errorf("-only: unknown configuration %q (%s)", n, strings.Join(configNames, ", "))
+		}
+		configs = append(configs, c)
+	}
+	return configs, nil
+}
 
 func main() {
 	if len(os.Args) > 1 {
@@ -103,7 +137,7 @@ func runMain() int {
 	rtts := flag.Int("n", 20000, "ping-pong round trips")
 	udpDur := flag.Duration("udp", 3*time.Second, "UDP sending time")
 	nRounds := flag.Int("rounds", 3, "measure every configuration this many times, in turn; the table shows medians")
-	only := flag.String("only", "veth,passthrough,passthrough-spin,passthrough-cpu,log,log-cpu,toxiproxy", "configurations to run, in order")
+	only := flag.String("only", strings.Join(configNames, ","), "configurations to run, in order")
 	sections := flag.String("accuracy", "delay,rate,loss", "accuracy sections to run after the table (delay, rate, loss; empty: none)")
 	toxiproxy := flag.String("toxiproxy", "", "toxiproxy-server binary (go install github.com/Shopify/toxiproxy/v2/cmd/server); without it that row is skipped")
 	flag.Parse()
@@ -145,29 +179,13 @@ func runMain() int {
 		fmt.Fprintln(os.Stderr, "faultbox-bench:", err)
 		return 1
 	}
-	// The -cpu rows give the device a CPU of its own (the last one) and
-	// let it busy-poll there; the -spin row polls briefly on shared CPUs.
-	ownName := "  " + strings.Join(ownCPU, " ")
-	spinName := "  " + strings.Join(sharedSpin, " ")
-	all := map[string]config{
-		"veth":             {"veth (direct)", "veth", "", nil},
-		"passthrough":      {"faultbox passthrough", "lab", "passthrough", nil},
-		"passthrough-spin": {spinName, "lab", "passthrough", sharedSpin},
-		"passthrough-cpu":  {ownName, "lab", "passthrough", ownCPU},
-		"log":              {"faultbox log all TCP", "lab", logProfile, nil},
-		"log-cpu":          {ownName, "lab", logProfile, ownCPU},
-		"toxiproxy":        {"toxiproxy (TCP proxy)", "toxiproxy", "", nil},
+	named, err := configsOf(*only, logProfile)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "faultbox-bench:", err)
+		return 2
 	}
 	var configs []config
-	for _, n := range strings.Split(*only, ",") {
-		if strings.TrimSpace(n) == "" {
-			continue // -only "": the accuracy sections alone
-		}
-		c, ok := all[strings.TrimSpace(n)]
-		if !ok {
-			fmt.Fprintf(os.Stderr, "faultbox-bench: -only: unknown configuration %q (veth, passthrough, passthrough-spin, passthrough-cpu, log, log-cpu, toxiproxy)\n", n)
-			return 2
-		}
+	for _, c := range named {
 		if c.kind == "toxiproxy" {
 			if *toxiproxy == "" {
 				fmt.Fprintln(os.Stderr, "faultbox-bench: no -toxiproxy binary: skipping the toxiproxy row")
@@ -240,7 +258,7 @@ func runAccuracy(ctx context.Context, a accuracy, list string) error {
 		for _, mode := range []struct {
 			name string
 			args []string
-		}{{"default", nil}, {"spin 20us", sharedSpin}, {"busy-poll", ownCPU}} {
+		}{{"default", nil}, {"spin " + sharedSpin[1], sharedSpin}, {"busy-poll", ownCPU}} {
 			var more []delayRow
 			more, err = a.delays(ctx, mode.name, mode.args...)
 			rows = append(rows, more...)
@@ -333,7 +351,6 @@ func (m measurer) measure(ctx context.Context, e env, r *result) error {
 		r.gbits += res.gbitTotal
 		fmt.Fprintf(os.Stderr, "   iperf3 -P %d: %.2f Gbit/s, %d retransmits\n", streams, res.gbit, res.retrans)
 	}
-	r.device = e.DaemonPID() > 0
 	r.cpuSeconds, r.machineCPU, r.cpuWall = m.cpu(e)-cpu0, machineBusy()-busy0, time.Since(wall0).Seconds()
 
 	// Round-trip time of 1-byte ping-pong.
@@ -376,7 +393,7 @@ func (m measurer) measure(ctx context.Context, e env, r *result) error {
 	if err := lastJSON(recv.out.String(), &got); err != nil {
 		return fmt.Errorf("udp-recv: %v", err)
 	}
-	r.pps, r.sentPPS = got.PPS, sent.PPS
+	r.pps = got.PPS
 	fmt.Fprintf(os.Stderr, "   udp 64 B: sent %.0f pps, received %.0f pps (%d of %d)\n", sent.PPS, got.PPS, got.Packets, sent.Packets)
 	return nil
 }
@@ -482,6 +499,10 @@ func printTable(rows []row, dur time.Duration, rounds int) {
 
 	fmt.Printf("\nfaultbox-bench: %s, %d CPUs, iperf3 -t %v, %d rounds; medians over the rounds,\n", kernel(), runtime.NumCPU(), dur, rounds)
 	fmt.Print("each ratio taken against the veth pair of its own round\n\n")
+	var b row // the veth pair, if measured
+	if base != nil {
+		b = *base
+	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "configuration\tGbit/s 1|4 streams\tratio 1|4\tratio range %\tretrans 1|4\tRTT p50|p99 us\tadded p50|p99 us\tUDP kpps\tratio\t")
 	for _, r := range rows {
@@ -492,10 +513,6 @@ func printTable(rows []row, dur time.Duration, rounds int) {
 		name := r.name
 		if r.rounds < rounds {
 			name = fmt.Sprintf("%s (%d of %d rounds: %v)", name, r.rounds, rounds, oneLine(r.err))
-		}
-		var b row
-		if base != nil {
-			b = *base
 		}
 		fmt.Fprintf(tw, "%s\t%.2f | %.2f\t%s | %s\t%s | %s\t%d | %d\t%s | %s\t%s | %s\t%s\t%s\t\n",
 			name, r.gbit[0], r.gbit[1],
@@ -530,7 +547,7 @@ func printCPU(rows []row, base *row) {
 			continue
 		}
 		device, devicePer := "-", "-"
-		if r.device {
+		if r.device() {
 			device, devicePer = fmt.Sprintf("%.0f%%", 100*r.cpuSeconds/r.cpuWall), perGbit(r.cpuSeconds, r)
 		}
 		equal := "-"

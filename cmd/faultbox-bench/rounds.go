@@ -56,8 +56,7 @@ func combine(rounds [][]result) []row {
 			}
 		}
 		if len(ok) == 0 {
-			rows[c].result = rounds[0][c]
-			rows[c].err = failed
+			rows[c].config, rows[c].err = rounds[0][c].config, failed
 			continue
 		}
 		rows[c].result = medianResult(ok)
@@ -84,7 +83,6 @@ func medianResult(rs []result) result {
 	m.p50 = time.Duration(median(rs, func(r result) float64 { return float64(r.p50) }))
 	m.p99 = time.Duration(median(rs, func(r result) float64 { return float64(r.p99) }))
 	m.pps = median(rs, func(r result) float64 { return r.pps })
-	m.sentPPS = median(rs, func(r result) float64 { return r.sentPPS })
 	m.cpuSeconds, m.machineCPU, m.cpuWall, m.gbits = 0, 0, 0, 0
 	for _, r := range rs {
 		m.cpuSeconds += r.cpuSeconds

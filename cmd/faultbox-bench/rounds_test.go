@@ -10,7 +10,7 @@ func TestCombine_MediansAndPerRoundRatios(t *testing.T) {
 	veth := config{name: "veth", kind: "veth"}
 	dev := config{name: "dev", kind: "lab"}
 	res := func(c config, g1, g4 float64, p50 time.Duration, retrans int) result {
-		return result{config: c, gbit: [2]float64{g1, g4}, p50: p50, retrans: [2]int{retrans, 0}, pps: 100 * g1, cpuSeconds: 1, machineCPU: 4, cpuWall: 2, gbits: 10}
+		return result{config: c, gbit: [2]float64{g1, g4}, p50: p50, retrans: [2]int{retrans, 0}, pps: 1000 * (g1 + g4), cpuSeconds: 1, machineCPU: 4, cpuWall: 2, gbits: 10}
 	}
 	rounds := [][]result{
 		{res(veth, 40, 40, 10, 0), res(dev, 30, 20, 30, 5)},  // ratios 75, 50
@@ -27,6 +27,12 @@ func TestCombine_MediansAndPerRoundRatios(t *testing.T) {
 	}
 	if r := d.ratio[1]; r.med != 0.6 {
 		t.Errorf("4-stream ratio %+v, want median 0.6", r)
+	}
+	if r := d.ratio[2]; r.med != 0.625 || d.pps != 50000 {
+		t.Errorf("UDP ratio %+v, pps %v; want median 0.625 of 50000 pps", r, d.pps)
+	}
+	if r := rows[0].ratio[0]; r.med != 1 || r.n != 3 {
+		t.Errorf("veth against itself: %+v", r)
 	}
 	if d.cpuSeconds != 3 || d.machineCPU != 12 || d.cpuWall != 6 || d.gbits != 30 {
 		t.Errorf("CPU sums %v %v %v %v", d.cpuSeconds, d.machineCPU, d.cpuWall, d.gbits)

@@ -87,7 +87,7 @@ profile's, else random; it is printed and shown by lab status.`,
 	cmd.Flags().StringVar(&o.Capture, "capture", "", "write every packet of every port to this pcapng file")
 	cmd.Flags().IntVar(&o.MTU, "mtu", 1500, "MTU of every host's interface")
 	cmd.Flags().StringVar(&cpus, "cpus", "", "run the device on these CPUs only, e.g. 1 or 2-3 (default: any); a CPU of its own spares it migrations")
-	cmd.Flags().DurationVar(&o.BusyPoll, "busy-poll", 0, fmt.Sprintf("keep polling this long after the last packet before sleeping, for lower latency: up to %v on shared CPUs (e.g. 20us), longer with --cpus (e.g. 1ms; keeps that CPU busy)", lab.SharedBusyPoll))
+	cmd.Flags().DurationVar(&o.BusyPoll, "busy-poll", 0, fmt.Sprintf("keep polling this long after the last packet before sleeping, for lower latency: up to %v on shared CPUs (e.g. 20us), up to 1s with --cpus (e.g. 1ms; keeps that CPU busy)", lab.SharedBusyPoll))
 	return cmd
 }
 

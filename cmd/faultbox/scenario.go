@@ -49,7 +49,7 @@ func newScenarioRunCmd() *cobra.Command {
 	var seed uint64
 	var asJSON, fault bool
 	cmd := &cobra.Command{
-		Use:   "run NAME [--seed S] [--report DIR] [--json] [--keep-lab]",
+		Use:   "run NAME [--seed S] [--report DIR] [--json] [--keep-lab] [--fault=false]",
 		Short: "Run one scenario and print its verdict",
 		Long: `Run scenario NAME in a lab of its own (named sc + 6 hex digits), then print the
 verdict, the reason and a short timeline. The report directory (default: a

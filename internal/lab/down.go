@@ -83,16 +83,24 @@ func Down(lab string) ([]string, error) {
 	return removed, errors.Join(errs...)
 }
 
-// labNamespaces returns the namespaces named as lab's: those that exist
-// and those whose /etc/netns files are left. The error is listing's; the
-// namespaces found are returned all the same.
-func labNamespaces(lab string) ([]string, error) {
+// knownNamespaces returns the names of the namespaces that exist and of
+// the /etc/netns entries (which may outlive their namespace); a name may
+// come twice. The error is listing's; the names found are returned all the
+// same.
+func knownNamespaces() ([]string, error) {
 	names, err := listNamespaces()
 	if ents, rerr := os.ReadDir(NetnsEtc); rerr == nil {
 		for _, e := range ents {
 			names = append(names, e.Name())
 		}
 	}
+	return names, err
+}
+
+// labNamespaces returns the known namespaces (knownNamespaces) named as
+// lab's.
+func labNamespaces(lab string) ([]string, error) {
+	names, err := knownNamespaces()
 	var out []string
 	for _, ns := range names {
 		if namespaceOf(lab, ns) {
@@ -140,17 +148,11 @@ func DownAll() ([]string, error) {
 			errs = append(errs, fmt.Errorf("lab %s: %w", n, err))
 		}
 	}
-	list, err := listNamespaces()
+	known, err := knownNamespaces()
 	if err != nil {
 		errs = append(errs, err)
 	}
-	var etc []string
-	if ents, err := os.ReadDir(NetnsEtc); err == nil {
-		for _, e := range ents {
-			etc = append(etc, e.Name())
-		}
-	}
-	for _, ns := range leftoverNamespaces(list, etc) {
+	for _, ns := range leftoverNamespaces(known) {
 		r, err := removeNetns(ns)
 		removed = append(removed, r...)
 		if err != nil {
@@ -160,11 +162,11 @@ func DownAll() ([]string, error) {
 	return removed, errors.Join(errs...)
 }
 
-// leftoverNamespaces picks, from the namespaces and /etc/netns entries that
-// exist, the ones faultbox made: named fbx-*.
-func leftoverNamespaces(namespaces, etc []string) []string {
+// leftoverNamespaces picks, from the known namespaces (knownNamespaces),
+// the ones faultbox made: named fbx-*, each once.
+func leftoverNamespaces(known []string) []string {
 	var out []string
-	for _, ns := range slices.Concat(namespaces, etc) {
+	for _, ns := range known {
 		if strings.HasPrefix(ns, NSPrefix) && !slices.Contains(out, ns) {
 			out = append(out, ns)
 		}

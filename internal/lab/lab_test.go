@@ -318,7 +318,8 @@ func TestParseNetnsList(t *testing.T) {
 }
 
 func TestLeftoverNamespaces_AllFbxAndNothingElse(t *testing.T) {
-	got := leftoverNamespaces([]string{"fbx-a-client", "docker", "fbx-t-tun-0a0b0c", "fbxnot"}, []string{"fbx-a-client", "fbx-b-server", "cni"})
+	// Namespaces, then /etc/netns entries, as knownNamespaces lists them.
+	got := leftoverNamespaces([]string{"fbx-a-client", "docker", "fbx-t-tun-0a0b0c", "fbxnot", "fbx-a-client", "fbx-b-server", "cni"})
 	if !slices.Equal(got, []string{"fbx-a-client", "fbx-b-server", "fbx-t-tun-0a0b0c"}) {
 		t.Errorf("leftoverNamespaces = %v", got)
 	}
@@ -390,6 +391,34 @@ func TestParseCPUs(t *testing.T) {
 	for _, in := range []string{"x", "-1", "3-1", "1,", "1-", "5000"} {
 		if _, err := ParseCPUs(in); !IsInputError(err) {
 			t.Errorf("ParseCPUs(%q): %v, want an input error", in, err)
+		}
+	}
+}
+
+// Without CPUs of its own the device may poll up to SharedBusyPoll; with
+// them, up to 1s.
+func TestCheckBusyPoll_SharedCPUsPollBriefly(t *testing.T) {
+	for _, c := range []struct {
+		d    time.Duration
+		cpus []int
+		want string // "": accepted; else in the input error
+	}{
+		{0, nil, ""},
+		{20 * time.Microsecond, nil, ""},
+		{SharedBusyPoll, nil, ""},
+		{SharedBusyPoll + time.Nanosecond, nil, "--cpus, or poll at most 100µs"},
+		{time.Millisecond, nil, "--cpus"},
+		{time.Millisecond, []int{0}, ""},
+		{time.Second, []int{0}, ""},
+		{time.Second + time.Nanosecond, []int{0}, "want 0 (off) to 1s"},
+		{-time.Nanosecond, nil, "want 0 (off) to 1s"},
+	} {
+		err := checkBusyPoll(c.d, c.cpus)
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("busy-poll %v cpus %v: %v, want accepted", c.d, c.cpus, err)
+		case c.want != "" && (!IsInputError(err) || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("busy-poll %v cpus %v: %v, want an input error with %q", c.d, c.cpus, err, c.want)
 		}
 	}
 }

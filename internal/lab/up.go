@@ -58,6 +58,18 @@ type Options struct {
 // busy.
 const SharedBusyPoll = 100 * time.Microsecond
 
+// checkBusyPoll refuses a busy-poll outside 0 to 1s, and one longer than
+// SharedBusyPoll unless the device has CPUs of its own.
+func checkBusyPoll(d time.Duration, cpus []int) error {
+	if d < 0 || d > time.Second {
+		return inputErrorf("busy-poll %v: want 0 (off) to 1s", d)
+	}
+	if d > SharedBusyPoll && len(cpus) == 0 {
+		return inputErrorf("busy-poll %v keeps a CPU busy: give the device CPUs of its own with --cpus, or poll at most %v", d, SharedBusyPoll)
+	}
+	return nil
+}
+
 // ErrInUse means a lab of that name is up (errors.Is matches it).
 var ErrInUse = errors.New("lab name in use")
 
@@ -98,11 +110,8 @@ func Up(o Options) (*State, error) {
 	if err := checkCPUs(o.CPUs); err != nil {
 		return nil, err
 	}
-	if o.BusyPoll < 0 || o.BusyPoll > time.Second {
-		return nil, inputErrorf("busy-poll %v: want 0 (off) to 1s", o.BusyPoll)
-	}
-	if o.BusyPoll > SharedBusyPoll && len(o.CPUs) == 0 {
-		return nil, inputErrorf("busy-poll %v keeps a CPU busy: give the device CPUs of its own with --cpus, or poll at most %v", o.BusyPoll, SharedBusyPoll)
+	if err := checkBusyPoll(o.BusyPoll, o.CPUs); err != nil {
+		return nil, err
 	}
 	if err := CheckPrivileges(); err != nil {
 		return nil, err

@@ -54,20 +54,16 @@ func PartialSum(b []byte, acc uint64) uint64 { return sum(b, acc) }
 func FinishChecksum(acc uint64) uint16 { return ^fold(acc) }
 
 // PseudoHeaderPartialSum is the pseudo-header's PartialSum without its
-// length, which FoldPseudoHeader adds.
+// length, which FoldPseudoHeader adds: the packets of one flow share it.
 func PseudoHeaderPartialSum(src, dst netip.Addr, proto uint8) uint64 {
 	return pseudoSum(src, dst, proto, 0)
 }
 
-// FoldPseudoHeader is PseudoHeaderSum from a PseudoHeaderPartialSum.
+// FoldPseudoHeader is the folded (not inverted) pseudo-header sum, from its
+// PseudoHeaderPartialSum and the transport length, that an offloaded packet
+// carries in its checksum field: the kernel, or tun's Complete, adds the
+// transport bytes and inverts.
 func FoldPseudoHeader(partial uint64, length int) uint16 { return fold(partial + uint64(length)) }
-
-// PseudoHeaderSum is the folded (not inverted) pseudo-header sum that an
-// offloaded packet carries in its checksum field: the kernel, or Complete,
-// adds the transport bytes and inverts.
-func PseudoHeaderSum(src, dst netip.Addr, proto uint8, length int) uint16 {
-	return fold(pseudoSum(src, dst, proto, length))
-}
 
 // FixChecksums recomputes the IPv4 header checksum and the TCP/UDP/ICMP
 // checksum of a decoded packet after its bytes were changed. It does nothing

@@ -142,7 +142,7 @@ func judgeASAOffByOne(e *Evidence) Verdict {
 	var stuck, cases []string
 	offByOne := false
 	for _, a := range asaOffByOneArms {
-		r, bad := armClient(e, a.name)
+		r, bad := armClient(e, a.name, fmt.Sprintf("variant %q: its client", a.name))
 		if bad != nil {
 			return *bad
 		}

@@ -76,7 +76,7 @@ func judgeStuckSend(e *Evidence) Verdict {
 	var parts []string
 	var plain *teardown
 	for i, a := range stuckSendArms {
-		r, bad := armClient(e, a.name)
+		r, bad := armClient(e, a.name, fmt.Sprintf("arm %q: its client", a.name))
 		if bad != nil {
 			return *bad
 		}

@@ -239,19 +239,18 @@ func waitListening(c *Context, host, what string, p *Proc, ports ...int) error {
 		}
 		return true
 	})
+	exited := p != nil && p.Exited()
+	if err != nil || ok && !exited {
+		return err
+	}
 	why := "(see the *.err files in the report)"
 	if p != nil {
 		why = tailFile(p.Stderr, 5)
 	}
-	switch {
-	case err != nil:
-		return err
-	case p != nil && p.Exited():
+	if exited {
 		return fmt.Errorf("%s exited at once: %s", what, why)
-	case !ok:
-		return fmt.Errorf("%s did not listen on %v within 10s: %s", what, ports, why)
 	}
-	return nil
+	return fmt.Errorf("%s did not listen on %v within 10s: %s", what, ports, why)
 }
 
 // hsConn is what the capture shows of one TCP connection from a client

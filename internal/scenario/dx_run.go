@@ -221,8 +221,7 @@ func agesText(ages []time.Duration) string {
 
 // request sends one GET through arm a's DX and records what came back.
 func (pl *dxPlan) request(c *Context, a dxArm, n int) {
-	r := ClientResult{Name: fmt.Sprintf("request %d", n), Arm: a.Name}
-	c.runClient(r, Addr("lb", int(a.Port)), 2*time.Second, func(conn *net.TCPConn, r *ClientResult) {
+	c.runClient(ClientResult{Name: fmt.Sprintf("request %d", n), Arm: a.Name}, Addr("lb", int(a.Port)), 2*time.Second, func(conn *net.TCPConn, r *ClientResult) {
 		conn.SetDeadline(time.Now().Add(pl.Deadline))
 		var err error
 		r.Status, r.Bytes, err = Get(conn, bufio.NewReader(conn), "/", true, -1)

@@ -112,7 +112,7 @@ func driveELBKeepAliveRace(c *Context) error {
 		ports = append(ports, a.port)
 		flags = append(flags, "--listen", Addr("server", a.port))
 	}
-	if _, err := c.serveAfter(elbNice, "server", "serve", flags...); err != nil {
+	if _, err := c.servePrefixed(elbNice, "server", "serve", flags...); err != nil {
 		return err
 	}
 	for _, a := range elbRaceArms {

@@ -59,8 +59,8 @@ func (e *Evidence) Client(arm string) []ClientResult {
 }
 
 // armClient returns the result of arm's client (its first), or an error
-// verdict when it never connected.
-func armClient(e *Evidence, arm string) (ClientResult, *Verdict) {
+// verdict "<who> never connected (<why>)" when it never connected.
+func armClient(e *Evidence, arm, who string) (ClientResult, *Verdict) {
 	rs := e.Client(arm)
 	if len(rs) > 0 && rs[0].Local.IsValid() {
 		return rs[0], nil
@@ -72,7 +72,7 @@ func armClient(e *Evidence, arm string) (ClientResult, *Verdict) {
 			break
 		}
 	}
-	return ClientResult{}, &Verdict{Outcome: report.Error, Reason: fmt.Sprintf("%q: its client never connected (%s)", arm, why)}
+	return ClientResult{}, &Verdict{Outcome: report.Error, Reason: who + " never connected (" + why + ")"}
 }
 
 // Packets returns the captured packets of the connection between a and b

@@ -181,7 +181,7 @@ func judgeLingeringClose(e *Evidence) Verdict {
 	var v Verdict
 	arms := map[string]*lcArm{}
 	for _, x := range []struct{ arm, serve string }{{lcArmAbrupt, "serve-abrupt"}, {lcArmLinger, "serve-linger"}} {
-		r, bad := armClient(e, x.arm)
+		r, bad := armClient(e, x.arm, x.arm+": the client")
 		if bad != nil {
 			return *bad
 		}

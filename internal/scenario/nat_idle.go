@@ -134,7 +134,7 @@ func judgeNATIdle(e *Evidence) Verdict {
 	var v Verdict
 	arms := map[string]*natArm{}
 	for _, name := range []string{natArmSilent, natArmRST} {
-		r, bad := armClient(e, name)
+		r, bad := armClient(e, name, name+": the client")
 		if bad != nil {
 			return *bad
 		}

@@ -98,11 +98,11 @@ func shortArgv(argv []string) string {
 // Serve starts `faultbox serve` in host with its JSON log in NAME.jsonl
 // (Evidence.Logs[NAME]) and returns once every --listen address is open.
 func (c *Context) Serve(host, name string, flags ...string) (*Proc, error) {
-	return c.serveAfter(nil, host, name, flags...)
+	return c.servePrefixed(nil, host, name, flags...)
 }
 
-// serveAfter is Serve with prefix (such as nice -n -10) before the command.
-func (c *Context) serveAfter(prefix []string, host, name string, flags ...string) (*Proc, error) {
+// servePrefixed is Serve with prefix (such as nice -n -10) before the command.
+func (c *Context) servePrefixed(prefix []string, host, name string, flags ...string) (*Proc, error) {
 	logPath := filepath.Join(c.Dir, name+".jsonl")
 	argv := append(append(slices.Clone(prefix), c.Exe, "serve", "--log", logPath), flags...)
 	p, err := c.StartLogged(host, name, logPath, argv...)

@@ -3,6 +3,7 @@ package scenario
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"strings"
@@ -298,8 +299,15 @@ func TestScenarioASAJudge_StuckWithoutOffByOneIsNotTheASAFailure(t *testing.T) {
 
 func TestScenarioASAJudge_MissingClientIsAnError(t *testing.T) {
 	s := newSynth(time.Second)
-	if v := judgeASAOffByOne(s.e); v.Outcome != report.Error {
-		t.Errorf("outcome %s with no clients, want error", v.Outcome)
+	want := fmt.Sprintf("variant %q: its client never connected (no result)", asaOffByOneArms[0].name)
+	if v := judgeASAOffByOne(s.e); v.Outcome != report.Error || v.Reason != want {
+		t.Errorf("outcome %s (%s) with no clients, want error: %s", v.Outcome, v.Reason, want)
+	}
+	// A client whose dial failed: the verdict gives its error.
+	s.e.Clients = []ClientResult{{Name: "client", Arm: natArmSilent, Err: "dial tcp: i/o timeout"}}
+	want = natArmSilent + ": the client never connected (dial tcp: i/o timeout)"
+	if v := judgeNATIdle(s.e); v.Outcome != report.Error || v.Reason != want {
+		t.Errorf("outcome %s (%s) with a failed dial, want error: %s", v.Outcome, v.Reason, want)
 	}
 }
 

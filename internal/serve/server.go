@@ -58,8 +58,6 @@ func listenNetwork(addr string, all []string) string {
 		return "tcp4"
 	case ip != nil && !ip.IsUnspecified():
 		return "tcp6"
-	case ip == nil && host != "":
-		return "tcp" // a name: let the resolver decide
 	}
 	for _, other := range all {
 		h, p, err := net.SplitHostPort(other)
