@@ -286,6 +286,11 @@ func Complete(p *Packet) error {
 	if field+2 > len(data) {
 		return fmt.Errorf("%w: checksum at %d+%d beyond packet of %d bytes", ErrBadOffload, o.CsumStart, o.CsumOffset, len(data))
 	}
+	// A kernel starts the sum at the transport header; a start inside the
+	// IP header would write the checksum over it.
+	if ip := ipHeaderLen(data); start < ip {
+		return fmt.Errorf("%w: checksum start %d inside the IP header of %d bytes", ErrBadOffload, start, ip)
+	}
 	// The field holds the folded pseudo-header sum, so the checksum over
 	// everything from csum_start is the final value (as skb_checksum_help).
 	c := packet.Checksum(data[start:])
@@ -295,6 +300,18 @@ func Complete(p *Packet) error {
 	binary.BigEndian.PutUint16(data[field:], c)
 	p.Offload = Offload{}
 	return nil
+}
+
+// ipHeaderLen is the length of data's fixed IP header (IPv4 with its
+// options), or more than data holds when that is unknown.
+func ipHeaderLen(data []byte) int {
+	switch {
+	case len(data) > 0 && data[0]>>4 == 4:
+		return int(data[0]&0x0f) * 4
+	case len(data) > 0 && data[0]>>4 == 6:
+		return 40
+	}
+	return len(data) + 1
 }
 
 func packetData(p *Packet) ([]byte, error) {

@@ -281,6 +281,31 @@ func TestComplete_FinishesPartialChecksum(t *testing.T) {
 	}
 }
 
+// A checksum start inside the IP header (no kernel sends one) is refused,
+// not written over the header: the fuzz target found such a packet leaving
+// with its version byte overwritten.
+func TestComplete_RefusesAStartInsideTheIPHeader(t *testing.T) {
+	for _, tc := range []struct {
+		dst   netip.Addr
+		start uint16
+	}{{dst4, 0}, {dst4, 19}, {dst6, 0}, {dst6, 39}} {
+		src := src4
+		if tc.dst.Is6() {
+			src = src6
+		}
+		buf := make([]byte, BufSize)
+		n := packet.BuildTCP(buf[Headroom:], packet.TCPSpec{Src: src, Dst: tc.dst, SrcPort: 1, DstPort: 2, Seq: 3, Flags: packet.ACK, Payload: []byte("hello")})
+		p := Packet{Buf: buf, Off: Headroom, Len: n, Offload: Offload{NeedsCsum: true, CsumStart: tc.start}}
+		before := append([]byte(nil), p.Data()...)
+		if err := Complete(&p); !errors.Is(err, ErrBadOffload) {
+			t.Errorf("%v csum_start %d: err %v, want ErrBadOffload", tc.dst, tc.start, err)
+		}
+		if !bytes.Equal(p.Data(), before) {
+			t.Errorf("%v csum_start %d: packet changed", tc.dst, tc.start)
+		}
+	}
+}
+
 func TestSplit_HostileHeadersGiveErrors(t *testing.T) {
 	good := func() Packet {
 		return buildSuper(t, superSpec{seq: 1, flags: packet.ACK, opts: tsOpts, payload: 3000, mss: 1000})
