@@ -21,6 +21,7 @@ import (
 
 	fblab "github.com/faultbox/faultbox/internal/lab"
 	"github.com/faultbox/faultbox/internal/testenv"
+	"github.com/faultbox/faultbox/tun"
 	"golang.org/x/sys/unix"
 )
 
@@ -370,8 +371,53 @@ func TestHardening_PassthroughLosesNothing(t *testing.T) {
 	if c.Dropped != 0 || c.Unreadable != 0 || c.WriteDrops != 0 {
 		t.Errorf("passthrough lost packets: dropped %d unreadable %d write_drops %d", c.Dropped, c.Unreadable, c.WriteDrops)
 	}
+	if qd := l.counter(l.status(), "queue_drops"); qd != 0 {
+		t.Errorf("passthrough lost %.0f packets in the device's input queues", qd)
+	}
 	if c.In < 2*big/65536 {
 		t.Errorf("device read %d packets, fewer than 2 GiB in 64 KiB super-packets", c.In)
+	}
+}
+
+// A device that falls behind loses packets in its input queues, which no
+// behavior dropped; status must count them and say so. Stopping the daemon
+// makes it fall behind for sure: every datagram past a queue's worth is
+// lost, and only those.
+func TestHardening_StalledDeviceCountsItsQueueDrops(t *testing.T) {
+	t.Parallel()
+	l := startLab(t, "--profile", "passthrough")
+	pid := l.daemon().PID
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatalf("stopping the device (pid %d): %v", pid, err)
+	}
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+				t.Errorf("resuming the device (pid %d): %v", pid, err)
+			}
+		}
+	}
+	t.Cleanup(resume) // before lab down, which needs the daemon
+	const sent = 6000
+	l.mustExec(60*time.Second, "client", "bash", "-c",
+		fmt.Sprintf("for i in $(seq %d); do echo x >/dev/udp/198.18.0.2/9; done", sent))
+	resume()
+
+	st := l.status()
+	got := l.counter(st, "queue_drops")
+	t.Logf("%d datagrams sent to the stopped device, %.0f lost in its queues", sent, got)
+	if lo := float64(sent - tun.DefaultTxQueueLen); got < lo || got > sent {
+		t.Errorf("queue_drops %.0f after %d datagrams into a stopped device's queue of %d, want %.0f-%d",
+			got, sent, tun.DefaultTxQueueLen, lo, sent)
+	}
+	r := fb(30*time.Second, "lab", "status", "--name", l.name)
+	if r.Code != 0 {
+		t.Fatalf("lab status: %s", r)
+	}
+	if want := fmt.Sprintf("the device lost %.0f packets that no behavior dropped", got); !strings.Contains(r.Stdout, want) {
+		t.Errorf("lab status does not warn %q:\n%s", want, r.Stdout)
 	}
 }
 

@@ -85,8 +85,11 @@ type Port interface {
 
 // PortStats are a port's lifetime counters.
 type PortStats struct {
-	ReadPackets  uint64 `json:"read_packets"`
-	ReadBytes    uint64 `json:"read_bytes"`
+	ReadPackets uint64 `json:"read_packets"`
+	ReadBytes   uint64 `json:"read_bytes"`
+	// QueueDrops are packets the kernel dropped before the device read
+	// them: its queue was full because the device fell behind.
+	QueueDrops   uint64 `json:"queue_drops"`
 	ReadDrops    uint64 `json:"read_drops"` // read but not describable (unknown GSO type)
 	WritePackets uint64 `json:"write_packets"`
 	WriteBytes   uint64 `json:"write_bytes"`

@@ -13,6 +13,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// DefaultTxQueueLen is Options.TxQueueLen's default.
+const DefaultTxQueueLen = 4096
+
 // Options say which TUN device to open and how.
 type Options struct {
 	// Name is the interface name inside the namespace, e.g. "fbx0"; empty
@@ -24,8 +27,11 @@ type Options struct {
 	// MTU of the interface; 0 means 1500.
 	MTU int
 	// TxQueueLen is the interface's transmit queue, the packets the kernel
-	// holds for us before dropping; 0 means 1000. TUN's default of 500
-	// overflows when a TSO sender bursts while the engine is busy.
+	// holds for us before dropping them (PortStats.QueueDrops); 0 means
+	// 4096. TUN's default of 500 overflows when a TSO sender bursts while the
+	// engine is busy. 64-byte UDP, offered as fast as a sender on the same
+	// 2 CPUs can, through the lab (8 interleaved runs): with 1000 the median
+	// was 260 k packets/s (220-297 k), with 4096 332 k (253-395 k).
 	TxQueueLen int
 	// Offload asks for the virtio header (IFF_VNET_HDR) with checksum and
 	// TCP segmentation offload, so the kernel hands over 64 KB super-packets
@@ -59,6 +65,7 @@ type Device struct {
 	rc       syscall.RawConn
 	closed   atomic.Bool
 	fd       int // for WaitFD; the file owns it
+	link     *linkStats
 
 	// Per-call state of Read and Write, kept here so that the closures handed
 	// to the netpoller are built once in Open rather than on every call.
@@ -98,7 +105,7 @@ func Open(o Options) (*Device, error) {
 		return nil, fmt.Errorf("tun: mtu %d out of range 68..%d", o.MTU, MaxPacket)
 	}
 	if o.TxQueueLen == 0 {
-		o.TxQueueLen = 1000
+		o.TxQueueLen = DefaultTxQueueLen
 	}
 	if o.TxQueueLen < 0 {
 		return nil, fmt.Errorf("tun: negative txqueuelen %d", o.TxQueueLen)
@@ -109,11 +116,19 @@ func Open(o Options) (*Device, error) {
 		fd            int
 		name          string
 		offloads, uso bool
+		link          *linkStats
 	}
 	err := netns.Do(o.NetNS, func() error {
 		var err error
 		r.fd, r.name, r.offloads, r.uso, err = create(o)
-		return err
+		if err != nil {
+			return err
+		}
+		if r.link, err = openLinkStats(r.name); err != nil {
+			unix.Close(r.fd)
+			return fmt.Errorf("tun %s: counters: %w", r.name, err)
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("tun %s: %w", o.Name, err)
@@ -123,9 +138,10 @@ func Open(o Options) (*Device, error) {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		f.Close()
+		r.link.close()
 		return nil, fmt.Errorf("tun %s: %w", r.name, err)
 	}
-	d := &Device{name: r.name, mtu: o.MTU, offloads: r.offloads, file: f, rc: rc, fd: r.fd}
+	d := &Device{name: r.name, mtu: o.MTU, offloads: r.offloads, file: f, rc: rc, fd: r.fd, link: r.link}
 	d.uso.Store(r.uso)
 	d.readFn = d.readBatch
 	d.writeFn = d.writeBatch
@@ -497,9 +513,12 @@ func putVnetHdr(h []byte, o Offload) {
 	binary.NativeEndian.PutUint16(h[8:], o.CsumOffset)
 }
 
-// Stats returns the device's counters.
+// Stats returns the device's counters. QueueDrops comes from the kernel;
+// if it cannot be read, the last value read stands.
 func (d *Device) Stats() PortStats {
+	queueDrops, _ := d.link.txDropped()
 	return PortStats{
+		QueueDrops:    queueDrops,
 		ReadPackets:   d.readPackets.Load(),
 		ReadBytes:     d.readBytes.Load(),
 		ReadDrops:     d.readDrops.Load(),
@@ -517,5 +536,7 @@ func (d *Device) Close() error {
 	if d.closed.Swap(true) {
 		return nil
 	}
+	d.link.txDropped() // the last count, before the interface goes
+	d.link.close()
 	return d.file.Close()
 }

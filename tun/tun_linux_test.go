@@ -318,7 +318,7 @@ func TestOpen_ConfiguresLink_Linux(t *testing.T) {
 	}
 	defer d2.Close()
 	out, _ = exec.Command("ip", "-n", ns, "-d", "link", "show", d2.Name()).CombinedOutput()
-	if !strings.HasPrefix(d2.Name(), "tun") || !strings.Contains(string(out), "mtu 1500") || !strings.Contains(string(out), "qlen 1000") || !strings.Contains(string(out), "vnet_hdr off") {
+	if !strings.HasPrefix(d2.Name(), "tun") || !strings.Contains(string(out), "mtu 1500") || !strings.Contains(string(out), "qlen "+strconv.Itoa(DefaultTxQueueLen)) || !strings.Contains(string(out), "vnet_hdr off") {
 		t.Errorf("defaults: name %q\n%s", d2.Name(), out)
 	}
 
@@ -327,6 +327,38 @@ func TestOpen_ConfiguresLink_Linux(t *testing.T) {
 			d.Close()
 			t.Errorf("Open(%+v) succeeded", bad)
 		}
+	}
+}
+
+// The kernel's drops at a full queue show in Stats as QueueDrops, counted
+// like ip -s link counts them, and survive Close.
+func TestStats_QueueDropsAreTheKernelsTxDropped_Linux(t *testing.T) {
+	testenv.RequireNetAdmin(t)
+	const qlen, sent = 16, 200
+	d, ns := openIn(t, "tunq", Options{TxQueueLen: qlen}, "198.18.0.1", "")
+	if s := d.Stats(); s.QueueDrops != 0 {
+		t.Fatalf("QueueDrops %d before any traffic", s.QueueDrops)
+	}
+	// Nothing reads the device: all but a queue's worth are dropped.
+	out, err := exec.Command("ip", "netns", "exec", ns, "bash", "-c",
+		"for i in $(seq "+strconv.Itoa(sent)+"); do echo x >/dev/udp/198.18.0.2/9; done").CombinedOutput()
+	if err != nil {
+		t.Fatalf("sending: %v: %s", err, out)
+	}
+	got := d.Stats().QueueDrops
+	if got < sent-qlen || got > sent {
+		t.Errorf("QueueDrops %d after %d datagrams into a queue of %d, want %d-%d", got, sent, qlen, sent-qlen, sent)
+	}
+	out, err = exec.Command("ip", "-n", ns, "-j", "-s", "link", "show", "fbx0").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip -s link: %v: %s", err, out)
+	}
+	if want := `"dropped":` + strconv.FormatUint(got, 10) + `,"carrier_errors"`; !strings.Contains(string(out), want) {
+		t.Errorf("QueueDrops %d, but ip -s link says otherwise (want %s):\n%s", got, want, out)
+	}
+	d.Close()
+	if after := d.Stats().QueueDrops; after != got {
+		t.Errorf("QueueDrops %d after Close, %d before", after, got)
 	}
 }
 

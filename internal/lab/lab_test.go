@@ -336,7 +336,7 @@ func TestWriteStatus_ShowsHostsCountersAndBehaviors(t *testing.T) {
 			FlowState: map[string]int{"established": 2, "closed": 10},
 			Ports: []engine.PortStatus{
 				{Name: "client", Device: "fbx0", Offloads: true, Stats: tun.PortStats{ReadPackets: 500, WritePackets: 490, GSOPackets: 17}},
-				{Name: "server", Device: "fbx0", Offloads: false, Stats: tun.PortStats{ReadPackets: 501, WriteDrops: 5}},
+				{Name: "server", Device: "fbx0", Offloads: false, Stats: tun.PortStats{ReadPackets: 501, WriteDrops: 5, QueueDrops: 8}},
 			},
 			Behaviors: []behaviors.EntryStatus{
 				{Type: "loss", Match: "downstream", Counters: behaviors.EntryCounters{Matched: 300, Dropped: 11}, Extra: map[string]uint64{"bursts": 4, "a": 1}},
@@ -363,9 +363,20 @@ func TestWriteStatus_ShowsHostsCountersAndBehaviors(t *testing.T) {
 		if len(f) > 5 && f[0] == "client" && (f[5] != "on" || f[6] != "500" || f[10] != "17") {
 			t.Errorf("client row %q: want offload on, 500 read, 17 gso", l)
 		}
-		if len(f) > 5 && f[0] == "server" && (f[5] != "off" || f[11] != "5") {
-			t.Errorf("server row %q: want offload off, 5 drops", l)
+		if len(f) > 5 && f[0] == "server" && (f[5] != "off" || f[11] != "8" || f[12] != "5") {
+			t.Errorf("server row %q: want offload off, 8 queue drops, 5 drops", l)
 		}
+	}
+	if !strings.Contains(out, "warning: the device lost 8 packets that no behavior dropped") {
+		t.Errorf("status does not warn of the queue drops:\n%s", out)
+	}
+	st.Ports[1].Stats.QueueDrops = 0
+	b.Reset()
+	if err := WriteStatus(&b, st); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(b.String(), "warning") {
+		t.Errorf("a warning without queue drops:\n%s", b.String())
 	}
 }
 

@@ -70,6 +70,23 @@ func GetStatus(lab string) (*Status, error) {
 	return resp.Status, nil
 }
 
+// QueueDropsWarning says what n packets lost in the device's input queues
+// mean for a run, and what helps.
+func QueueDropsWarning(n uint64) string {
+	return fmt.Sprintf("the device lost %d packets that no behavior dropped: the kernel had no room for them in "+
+		"its input queues (QUEUE DROPS) because it fell behind. A device with a CPU of its own keeps up longer "+
+		"(lab up --cpus 1 --busy-poll 1ms).", n)
+}
+
+// QueueDrops sums the ports' queue drops.
+func (st *Status) QueueDrops() uint64 {
+	var n uint64
+	for _, p := range st.Ports {
+		n += p.Stats.QueueDrops
+	}
+	return n
+}
+
 // WriteStatus prints st as tables for people.
 func WriteStatus(w io.Writer, st *Status) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -91,7 +108,7 @@ func WriteStatus(w io.Writer, st *Status) error {
 	}
 	fmt.Fprintln(tw)
 
-	fmt.Fprintln(tw, "HOST\tNAMESPACE\tIPV4\tIPV6\tPORT\tOFFLOAD\tREAD PKTS\tREAD BYTES\tWRITTEN PKTS\tWRITTEN BYTES\tGSO\tDROPS")
+	fmt.Fprintln(tw, "HOST\tNAMESPACE\tIPV4\tIPV6\tPORT\tOFFLOAD\tREAD PKTS\tREAD BYTES\tWRITTEN PKTS\tWRITTEN BYTES\tGSO\tQUEUE DROPS\tDROPS")
 	for _, h := range st.Hosts {
 		i := slices.IndexFunc(st.Ports, func(p engine.PortStatus) bool { return p.Name == h.Name })
 		if i < 0 {
@@ -100,8 +117,11 @@ func WriteStatus(w io.Writer, st *Status) error {
 		}
 		p := st.Ports[i]
 		s := p.Stats
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\n", h.Name, h.Namespace, h.IPv4, h.IPv6,
-			p.Device, onOff(p.Offloads), s.ReadPackets, s.ReadBytes, s.WritePackets, s.WriteBytes, s.GSOPackets, s.ReadDrops+s.WriteDrops)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", h.Name, h.Namespace, h.IPv4, h.IPv6,
+			p.Device, onOff(p.Offloads), s.ReadPackets, s.ReadBytes, s.WritePackets, s.WriteBytes, s.GSOPackets, s.QueueDrops, s.ReadDrops+s.WriteDrops)
+	}
+	if n := st.QueueDrops(); n > 0 {
+		fmt.Fprintf(tw, "\nwarning: %s\n", QueueDropsWarning(n))
 	}
 	fmt.Fprintln(tw)
 

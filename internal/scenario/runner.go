@@ -230,6 +230,7 @@ func (r *runner) drive(ctx context.Context) (*Evidence, error) {
 	ev.Sockets = c.stopSamplers()
 	prog.set("the teardown", time.Time{})
 	ev.Events = r.events()
+	r.checkDeviceLosses()
 	if r.o.KeepLab {
 		r.kept = true
 		// The device flushes its capture every second; give it one.
@@ -330,6 +331,19 @@ func (r *runner) events() []lab.EventRecord {
 		from = next
 	}
 	return all
+}
+
+// checkDeviceLosses notes packets the device lost on its own (its input
+// queues overflowed): a reproduction should owe nothing to them.
+func (r *runner) checkDeviceLosses() {
+	st, err := lab.GetStatus(r.lab)
+	if err != nil {
+		r.c.Note("device status: %v", err)
+		return
+	}
+	if n := st.QueueDrops(); n > 0 {
+		r.c.Note("Warning: %s", lab.QueueDropsWarning(n))
+	}
 }
 
 // fill puts the verdict and the evidence into the report.
