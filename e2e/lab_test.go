@@ -7,8 +7,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
-	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -37,35 +35,11 @@ const (
 )
 
 // cmdResult is what a finished command printed and how it ended.
-type cmdResult struct {
-	Stdout, Stderr string
-	Code           int // exit status; -1 if it did not run or was killed
-	Err            error
-}
-
-func (r cmdResult) String() string {
-	return fmt.Sprintf("exit %d (%v)\nstdout: %s\nstderr: %s", r.Code, r.Err,
-		strings.TrimSpace(r.Stdout), strings.TrimSpace(r.Stderr))
-}
+type cmdResult = testenv.Result
 
 // runCmd runs name args with a deadline and returns its result.
 func runCmd(timeout time.Duration, name string, args ...string) cmdResult {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	// A child that outlives the command and holds its pipes must not hang us.
-	cmd.WaitDelay = 5 * time.Second
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	r := cmdResult{Stdout: out.String(), Stderr: errb.String(), Code: -1, Err: err}
-	if cmd.ProcessState != nil {
-		r.Code = cmd.ProcessState.ExitCode()
-	}
-	if ctx.Err() != nil {
-		r.Err = fmt.Errorf("timed out after %v: %w", timeout, err)
-	}
-	return r
+	return testenv.Run(timeout, name, args...)
 }
 
 // fb runs the faultbox binary.
@@ -81,13 +55,7 @@ type lab struct {
 
 // uniqueName returns a short lab name not used by any other test run:
 // namespaces are fbx-<name>-<host>.
-func uniqueName(prefix string) string {
-	var b [3]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		panic(err)
-	}
-	return prefix + hex.EncodeToString(b[:])
-}
+func uniqueName(prefix string) string { return fblab.UniqueName(prefix) }
 
 // startLab brings up a lab with `faultbox lab up --name N args...` and takes
 // it down when the test ends (also when lab up failed half-way).

@@ -7,8 +7,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -61,14 +59,6 @@ func (c *cleanups) run() {
 
 var atExit cleanups
 
-func randHex() string {
-	var b [3]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		panic(err)
-	}
-	return hex.EncodeToString(b[:])
-}
-
 // run runs a command with a deadline and returns its error with its output.
 func run(ctx context.Context, timeout time.Duration, name string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
@@ -88,7 +78,7 @@ type vethEnv struct {
 }
 
 func newVeth(ctx context.Context) (*vethEnv, error) {
-	id := randHex()
+	id := lab.UniqueName("")
 	e := &vethEnv{ns: map[string]string{"client": "fbx-b-" + id + "-c", "server": "fbx-b-" + id + "-s"}}
 	for _, ns := range e.ns {
 		atExit.add(func() { exec.Command("ip", "netns", "del", ns).Run() })
@@ -138,7 +128,7 @@ type labEnv struct {
 }
 
 func newLab(ctx context.Context, faultbox, profile string, more ...string) (*labEnv, error) {
-	e := &labEnv{faultbox: faultbox, name: "b-" + randHex()}
+	e := &labEnv{faultbox: faultbox, name: lab.UniqueName("b-")}
 	atExit.add(func() { exec.Command(faultbox, "lab", "down", "--name", e.name).Run() })
 	args := append([]string{"lab", "up", "--name", e.name, "--profile", profile}, more...)
 	if _, err := run(ctx, 90*time.Second, faultbox, args...); err != nil {

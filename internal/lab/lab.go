@@ -16,6 +16,9 @@
 package lab
 
 import (
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -92,6 +95,22 @@ func CheckName(name string) error {
 		return inputErrorf("lab name %q: want 1-16 lowercase letters, digits or '-', starting with a letter or digit (e.g. default, web-1)", name)
 	}
 	return nil
+}
+
+// UniqueName is prefix and 6 random hex digits: a lab name that another
+// run picks only by a 1 in 16.7 M chance, for tools and tests that start
+// labs of their own.
+func UniqueName(prefix string) string {
+	var b [3]byte
+	rand.Read(b[:]) // never fails (crypto/rand since Go 1.24)
+	return prefix + hex.EncodeToString(b[:])
+}
+
+// RandomSeed is a random seed that fits any signed 64-bit reader.
+func RandomSeed() uint64 {
+	var b [8]byte
+	rand.Read(b[:])
+	return binary.LittleEndian.Uint64(b[:]) >> 1
 }
 
 // Namespace is the network namespace of host in lab.

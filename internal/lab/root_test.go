@@ -8,8 +8,6 @@ package lab
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -71,21 +69,11 @@ type result struct {
 // run runs the faultbox CLI, bounded to 30 s.
 func run(t *testing.T, args ...string) result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, faultbox(t), args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	r := result{stdout: stdout.String(), stderr: stderr.String()}
-	var ee *exec.ExitError
-	switch {
-	case errors.As(err, &ee):
-		r.code = ee.ExitCode()
-	case err != nil:
-		t.Fatalf("faultbox %s: %v", strings.Join(args, " "), err)
+	r := testenv.Run(30*time.Second, faultbox(t), args...)
+	if r.Code < 0 {
+		t.Fatalf("faultbox %s: %v", strings.Join(args, " "), r.Err)
 	}
-	return r
+	return result{stdout: r.Stdout, stderr: r.Stderr, code: r.Code}
 }
 
 // mustRun runs the CLI and fails the test unless it exits 0.
@@ -102,9 +90,7 @@ func mustRun(t *testing.T, args ...string) result {
 func newLab(t *testing.T) string {
 	t.Helper()
 	testenv.RequireNetAdmin(t)
-	var b [3]byte
-	rand.Read(b[:])
-	name := "t" + hex.EncodeToString(b[:])
+	name := UniqueName("t")
 	t.Cleanup(func() {
 		if r := run(t, "lab", "down", "--name", name); r.code != 0 {
 			t.Errorf("cleanup: lab down --name %s: exit %d: %s", name, r.code, r.stderr)

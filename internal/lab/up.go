@@ -2,8 +2,6 @@ package lab
 
 import (
 	"bufio"
-	"crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -136,11 +134,7 @@ func Up(o Options) (*State, error) {
 	case p.Seed != nil:
 		st.Seed = *p.Seed
 	default:
-		var b [8]byte
-		if _, err := rand.Read(b[:]); err != nil {
-			return nil, fmt.Errorf("random seed: %w", err)
-		}
-		st.Seed = binary.LittleEndian.Uint64(b[:]) >> 1 // fits any signed 64-bit reader
+		st.Seed = RandomSeed()
 	}
 	if o.Capture != "" {
 		if st.Capture, err = filepath.Abs(o.Capture); err != nil {

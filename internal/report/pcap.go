@@ -217,14 +217,19 @@ func (f *Filter) match(p *Packet) bool {
 		}
 	}
 	for _, c := range f.Conns {
-		if (sameEnd(c.A, p.Src) && sameEnd(c.B, p.Dst)) || (sameEnd(c.A, p.Dst) && sameEnd(c.B, p.Src)) {
+		if p.Between(c.A, c.B) {
 			return true
 		}
 	}
 	return false
 }
 
-// sameEnd compares endpoints, ignoring IPv4-mapped IPv6 spelling.
-func sameEnd(a, b netip.AddrPort) bool {
+// Between reports whether p goes between a and b, in either direction.
+func (p *Packet) Between(a, b netip.AddrPort) bool {
+	return (SameEnd(p.Src, a) && SameEnd(p.Dst, b)) || (SameEnd(p.Src, b) && SameEnd(p.Dst, a))
+}
+
+// SameEnd compares endpoints, ignoring IPv4-mapped IPv6 spelling.
+func SameEnd(a, b netip.AddrPort) bool {
 	return a.Port() == b.Port() && a.Addr().Unmap() == b.Addr().Unmap()
 }

@@ -312,7 +312,7 @@ func traceConns(e *Evidence, srv netip.AddrPort) map[netip.AddrPort]*hsConn {
 			continue
 		}
 		var h *hsConn
-		fromCli := sameEnd(p.Dst, srv)
+		fromCli := report.SameEnd(p.Dst, srv)
 		switch {
 		case fromCli:
 			h = out[unmapAP(p.Src)]
@@ -323,7 +323,7 @@ func traceConns(e *Evidence, srv netip.AddrPort) map[netip.AddrPort]*hsConn {
 				h = &hsConn{Cli: unmapAP(p.Src), Srv: srv, ISN: p.Seq, SYN: p.When()}
 				out[h.Cli] = h
 			}
-		case sameEnd(p.Src, srv):
+		case report.SameEnd(p.Src, srv):
 			h = out[unmapAP(p.Dst)]
 			if h == nil {
 				continue

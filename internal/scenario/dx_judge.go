@@ -102,7 +102,7 @@ func (pl *dxPlan) armEvidence(e *Evidence, a dxArm) *dxArmEvidence {
 	for _, cr := range e.Client(a.Name) {
 		q := dxRequest{Client: cr}
 		for i := range lg.reqs {
-			if ap, err := netip.ParseAddrPort(lg.reqs[i].Client); err == nil && sameEnd(ap, cr.Local) {
+			if ap, err := netip.ParseAddrPort(lg.reqs[i].Client); err == nil && report.SameEnd(ap, cr.Local) {
 				q.Req = &lg.reqs[i]
 				q.Conn = ae.Conns[lg.local[q.Req.BackendConn]]
 			}

@@ -101,7 +101,7 @@ func elbAnalyzeWire(e *Evidence, lb, server netip.AddrPort) elbWire {
 	pkts := e.Packets(lb, server)
 	for i := range pkts {
 		p := &pkts[i]
-		fromServer := sameEnd(p.Src, server)
+		fromServer := report.SameEnd(p.Src, server)
 		switch {
 		case fromServer && p.Flags&packet.FIN != 0 && w.fin == nil:
 			w.fin = p
@@ -115,9 +115,9 @@ func elbAnalyzeWire(e *Evidence, lb, server netip.AddrPort) elbWire {
 			continue
 		}
 		switch {
-		case sameEnd(p.Src, server) && w.rst == nil && w.req != nil && !p.When().Before(w.req.When()):
+		case report.SameEnd(p.Src, server) && w.rst == nil && w.req != nil && !p.When().Before(w.req.When()):
 			w.rst = p
-		case sameEnd(p.Src, lb) && w.lbRST == nil:
+		case report.SameEnd(p.Src, lb) && w.lbRST == nil:
 			w.lbRST = p
 		}
 	}

@@ -298,7 +298,7 @@ func elbEarlyArmStats(e *Evidence, a elbEarlyArm) (elbEarlyStats, error) {
 		}
 		ec.wire = elbAnalyzeWire(e, lb, server)
 		for _, p := range e.Packets(lb, server) {
-			if sameEnd(p.Src, server) && p.Flags&packet.RST != 0 {
+			if report.SameEnd(p.Src, server) && p.Flags&packet.RST != 0 {
 				ec.rsts++
 			}
 		}

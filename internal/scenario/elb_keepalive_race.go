@@ -379,7 +379,7 @@ func elbRaceArmStats(e *Evidence, a elbRaceArm) (elbRaceStats, error) {
 	}
 	if e.Capture != nil {
 		for _, p := range e.Capture.Packets {
-			if sameEnd(p.Src, server) && p.Flags&packet.FIN != 0 {
+			if report.SameEnd(p.Src, server) && p.Flags&packet.FIN != 0 {
 				s.fins++
 				if p.Delayed {
 					s.finsHeld++

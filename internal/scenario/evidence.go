@@ -82,16 +82,12 @@ func (e *Evidence) Packets(a, b netip.AddrPort) []report.Packet {
 		return nil
 	}
 	var out []report.Packet
-	for _, p := range e.Capture.Packets {
-		if (sameEnd(p.Src, a) && sameEnd(p.Dst, b)) || (sameEnd(p.Src, b) && sameEnd(p.Dst, a)) {
-			out = append(out, p)
+	for i := range e.Capture.Packets {
+		if p := &e.Capture.Packets[i]; p.Between(a, b) {
+			out = append(out, *p)
 		}
 	}
 	return out
-}
-
-func sameEnd(a, b netip.AddrPort) bool {
-	return a.Port() == b.Port() && a.Addr().Unmap() == b.Addr().Unmap()
 }
 
 // ConnLog returns the log events of process name for the connection whose
@@ -99,7 +95,7 @@ func sameEnd(a, b netip.AddrPort) bool {
 func (e *Evidence) ConnLog(name string, peer netip.AddrPort) []LogEvent {
 	var out []LogEvent
 	for _, ev := range e.Logs[name] {
-		if ap, err := netip.ParseAddrPort(ev.Peer); err == nil && sameEnd(ap, peer) {
+		if ap, err := netip.ParseAddrPort(ev.Peer); err == nil && report.SameEnd(ap, peer) {
 			out = append(out, ev)
 		}
 	}
@@ -155,7 +151,7 @@ func (e *Evidence) Socket(host string, local, remote netip.AddrPort) Life {
 	l.End = sr.Start.Add(sr.Ticks[len(sr.Ticks)-1])
 	var lastT time.Duration
 	for _, s := range sr.Samples {
-		if !sameEnd(s.Key.Src, local) || !sameEnd(s.Key.Dst, remote) {
+		if !report.SameEnd(s.Key.Src, local) || !report.SameEnd(s.Key.Dst, remote) {
 			continue
 		}
 		at := sr.Start.Add(s.T)

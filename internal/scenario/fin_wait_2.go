@@ -145,10 +145,10 @@ func judgeFinWait2(e *Evidence) Verdict {
 			}
 		}
 		for _, p := range e.Packets(r.Local, r.Remote) {
-			if sameEnd(p.Src, r.Local) && !p.Dropped && p.Flags&packet.FIN != 0 {
+			if report.SameEnd(p.Src, r.Local) && !p.Dropped && p.Flags&packet.FIN != 0 {
 				fc.finAtSrv = true
 			}
-			if sameEnd(p.Src, r.Local) && strings.Contains(p.Note, "vanish") && fc.vanished.IsZero() {
+			if report.SameEnd(p.Src, r.Local) && strings.Contains(p.Note, "vanish") && fc.vanished.IsZero() {
 				fc.vanished = p.When()
 			}
 		}

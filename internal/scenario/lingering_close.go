@@ -188,7 +188,7 @@ func judgeLingeringClose(e *Evidence) Verdict {
 		a := &lcArm{r: r}
 		arms[x.arm] = a
 		for _, p := range e.Packets(a.r.Local, a.r.Remote) {
-			if sameEnd(p.Src, a.r.Remote) && !p.Injected && p.Flags&packet.RST != 0 {
+			if report.SameEnd(p.Src, a.r.Remote) && !p.Injected && p.Flags&packet.RST != 0 {
 				a.rst = &p
 				break
 			}

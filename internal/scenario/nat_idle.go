@@ -142,13 +142,13 @@ func judgeNATIdle(e *Evidence) Verdict {
 		arms[name] = a
 		for _, p := range e.Packets(a.r.Local, a.r.Remote) {
 			switch {
-			case p.Injected && p.Flags&packet.RST != 0 && sameEnd(p.Dst, a.r.Local) && a.rstToClient == nil:
+			case p.Injected && p.Flags&packet.RST != 0 && report.SameEnd(p.Dst, a.r.Local) && a.rstToClient == nil:
 				t := p.Out
 				a.rstToClient = &t
-			case p.Injected && p.Flags&packet.RST != 0 && sameEnd(p.Dst, a.r.Remote) && a.rstToServer == nil:
+			case p.Injected && p.Flags&packet.RST != 0 && report.SameEnd(p.Dst, a.r.Remote) && a.rstToServer == nil:
 				t := p.Out
 				a.rstToServer = &t
-			case p.Dropped && sameEnd(p.Src, a.r.Local) && strings.Contains(p.Note, "idle"):
+			case p.Dropped && report.SameEnd(p.Src, a.r.Local) && strings.Contains(p.Note, "idle"):
 				if a.dropped == 0 {
 					a.firstDrop = p.When()
 				}

@@ -3,9 +3,6 @@ package scenario
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
-	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -191,9 +188,7 @@ func (r *runner) drive(ctx context.Context) (*Evidence, error) {
 	if err != nil {
 		return ev, err
 	}
-	var b [3]byte
-	rand.Read(b[:])
-	r.lab = "sc" + hex.EncodeToString(b[:])
+	r.lab = lab.UniqueName("sc")
 	prog := newProgress(r.o.Progress, r.s.Name)
 	defer prog.close()
 	c := &Context{Scenario: r.s, Lab: r.lab, Seed: seed, Dir: r.dir, Exe: exe,
@@ -283,11 +278,7 @@ func (r *runner) seed() (uint64, error) {
 	if r.o.Seed != nil {
 		return *r.o.Seed, nil
 	}
-	var b [8]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return 0, err
-	}
-	return binary.LittleEndian.Uint64(b[:]) >> 1, nil
+	return lab.RandomSeed(), nil
 }
 
 // profile returns what the lab starts with: the scenario's profile, its

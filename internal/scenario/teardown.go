@@ -97,11 +97,11 @@ const stuckAfter = time.Second
 func analyzeTeardown(e *Evidence, r ClientResult, serveName string) teardown {
 	t := teardown{client: r.Local, server: r.Remote}
 	for _, p := range e.Packets(r.Local, r.Remote) {
-		fromClient := sameEnd(p.Src, r.Local)
+		fromClient := report.SameEnd(p.Src, r.Local)
 		switch {
 		case fromClient && p.Flags&(packet.SYN|packet.ACK) == packet.SYN && !t.hasISN:
 			t.isn, t.hasISN = p.Seq, true
-		case p.Injected && p.Flags&packet.RST != 0 && sameEnd(p.Dst, r.Remote) && t.rst == nil:
+		case p.Injected && p.Flags&packet.RST != 0 && report.SameEnd(p.Dst, r.Remote) && t.rst == nil:
 			t.rst = &p
 		case fromClient && !p.Injected && t.fin == nil && (p.Flags&packet.FIN != 0 || strings.Contains(p.Note, "FIN")):
 			t.fin = &p
@@ -132,7 +132,7 @@ func analyzeTeardown(e *Evidence, r ClientResult, serveName string) teardown {
 		}
 	}
 	for _, p := range e.Packets(r.Local, r.Remote) {
-		if sameEnd(p.Src, r.Remote) && !p.Injected && p.Flags&packet.ACK != 0 && p.Ack == t.rcvNxt {
+		if report.SameEnd(p.Src, r.Remote) && !p.Injected && p.Flags&packet.ACK != 0 && p.Ack == t.rcvNxt {
 			t.ackSeen = true
 		}
 	}

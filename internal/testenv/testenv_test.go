@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -206,4 +207,15 @@ func netnsCookie() (uint64, error) {
 	}
 	defer unix.Close(fd)
 	return unix.GetsockoptUint64(fd, unix.SOL_SOCKET, soNetnsCookie)
+}
+
+func TestRun_ExitCodeOutputAndTimeout(t *testing.T) {
+	r := Run(10*time.Second, "sh", "-c", "echo out; echo err >&2; exit 3")
+	if r.Code != 3 || r.Stdout != "out\n" || r.Stderr != "err\n" {
+		t.Errorf("Run = %+v, want exit 3 with out and err", r)
+	}
+	r = Run(100*time.Millisecond, "sleep", "5")
+	if r.Code != -1 || r.Err == nil || !strings.Contains(r.Err.Error(), "timed out after 100ms") {
+		t.Errorf("Run of a command past its timeout = %+v, want exit -1, timed out", r)
+	}
 }
