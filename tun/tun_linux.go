@@ -126,7 +126,7 @@ func Open(o Options) (*Device, error) {
 		}
 		if r.link, err = openLinkStats(r.name); err != nil {
 			unix.Close(r.fd)
-			return fmt.Errorf("tun %s: counters: %w", r.name, err)
+			return fmt.Errorf("counters: %w", err)
 		}
 		return nil
 	})

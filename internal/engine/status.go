@@ -30,6 +30,21 @@ type PortStatus struct {
 
 // Status returns a snapshot of counters, flows, ports and behaviors.
 func (e *Engine) Status() Status {
+	st, ports := e.counters()
+	// Outside the engine lock: a device reads some counters from the
+	// kernel, and packets must not wait for that.
+	for _, p := range ports {
+		ps := PortStatus{Name: p.name, Device: p.dev.Name(), Offloads: p.dev.Offloads(), Stats: p.dev.Stats()}
+		for _, a := range p.addrs {
+			ps.Addrs = append(ps.Addrs, a.String())
+		}
+		st.Ports = append(st.Ports, ps)
+	}
+	return st
+}
+
+// counters is Status without the ports, and the ports.
+func (e *Engine) counters() (Status, []*port) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	st := Status{
@@ -52,14 +67,7 @@ func (e *Engine) Status() Status {
 		st.FlowState[f.State.String()]++
 		return true
 	})
-	for _, p := range e.ports {
-		ps := PortStatus{Name: p.name, Device: p.dev.Name(), Offloads: p.dev.Offloads(), Stats: p.dev.Stats()}
-		for _, a := range p.addrs {
-			ps.Addrs = append(ps.Addrs, a.String())
-		}
-		st.Ports = append(st.Ports, ps)
-	}
-	return st
+	return st, e.ports
 }
 
 // Events returns the events recorded since sequence number from, oldest
