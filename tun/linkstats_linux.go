@@ -27,21 +27,9 @@ type linkStats struct {
 // rx/tx packets, bytes, errors and rx_dropped (u64 each).
 const txDroppedOffset = 7 * 8
 
-// openLinkStats opens the socket for interface name in the current thread's
-// namespace.
-func openLinkStats(name string) (*linkStats, error) {
-	s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("socket: %w", err)
-	}
-	defer unix.Close(s)
-	ifr, err := unix.NewIfreq(name)
-	if err != nil {
-		return nil, err
-	}
-	if err := unix.IoctlIfreq(s, unix.SIOCGIFINDEX, ifr); err != nil {
-		return nil, fmt.Errorf("interface index: %w", err)
-	}
+// openLinkStats opens the socket for the interface with index in the
+// current thread's namespace.
+func openLinkStats(index int32) (*linkStats, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("netlink socket: %w", err)
@@ -56,24 +44,22 @@ func openLinkStats(name string) (*linkStats, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("netlink bind: %w", err)
 	}
-	return &linkStats{fd: fd, index: int32(ifr.Uint32()), buf: make([]byte, 64<<10)}, nil
+	return &linkStats{fd: fd, index: index, buf: make([]byte, 64<<10)}, nil
 }
 
 // txDropped returns the packets the kernel dropped on their way to the
 // device: for a TUN device, those its queue had no room for because they
-// were not read in time. On an error it returns the last value read.
-func (l *linkStats) txDropped() (uint64, error) {
+// were not read in time. When the kernel does not answer (the interface is
+// gone), it returns the last count it read.
+func (l *linkStats) txDropped() uint64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.fd < 0 {
-		return l.last, nil
+	if l.fd >= 0 {
+		if v, err := l.query(); err == nil {
+			l.last = v
+		}
 	}
-	v, err := l.query()
-	if err != nil {
-		return l.last, err
-	}
-	l.last = v
-	return v, nil
+	return l.last
 }
 
 func (l *linkStats) query() (uint64, error) {

@@ -120,11 +120,12 @@ func Open(o Options) (*Device, error) {
 	}
 	err := netns.Do(o.NetNS, func() error {
 		var err error
-		r.fd, r.name, r.offloads, r.uso, err = create(o)
+		var index int32
+		r.fd, r.name, index, r.offloads, r.uso, err = create(o)
 		if err != nil {
 			return err
 		}
-		if r.link, err = openLinkStats(r.name); err != nil {
+		if r.link, err = openLinkStats(index); err != nil {
 			unix.Close(r.fd)
 			return fmt.Errorf("counters: %w", err)
 		}
@@ -149,7 +150,7 @@ func Open(o Options) (*Device, error) {
 }
 
 // create opens and configures the device in the current thread's namespace.
-func create(o Options) (fd int, name string, offloads, uso bool, err error) {
+func create(o Options) (fd int, name string, index int32, offloads, uso bool, err error) {
 	if o.Offload {
 		fd, name, err = createFD(o.Name, true)
 		if err == nil {
@@ -165,14 +166,14 @@ func create(o Options) (fd int, name string, offloads, uso bool, err error) {
 	if !offloads {
 		fd, name, err = createFD(o.Name, false)
 		if err != nil {
-			return -1, "", false, false, err
+			return -1, "", 0, false, false, err
 		}
 	}
-	if err = configure(name, o.MTU, o.TxQueueLen); err != nil {
+	if index, err = configure(name, o.MTU, o.TxQueueLen); err != nil {
 		unix.Close(fd)
-		return -1, "", false, false, err
+		return -1, "", 0, false, false, err
 	}
-	return fd, name, offloads, uso, nil
+	return fd, name, index, offloads, uso, nil
 }
 
 func createFD(name string, vnet bool) (int, string, error) {
@@ -215,33 +216,37 @@ func setOffload(fd int) (uso bool, err error) {
 }
 
 // configure sets MTU and txqueuelen and brings the interface up, through a
-// socket of the current namespace (interface ioctls act on the socket's).
-func configure(name string, mtu, txqlen int) error {
+// socket of the current namespace (interface ioctls act on the socket's),
+// and returns its index.
+func configure(name string, mtu, txqlen int) (int32, error) {
 	s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("tun %s: socket: %w", name, err)
+		return 0, fmt.Errorf("tun %s: socket: %w", name, err)
 	}
 	defer unix.Close(s)
 	ifr, err := unix.NewIfreq(name)
 	if err != nil {
-		return fmt.Errorf("tun %s: %w", name, err)
+		return 0, fmt.Errorf("tun %s: %w", name, err)
 	}
 	ifr.SetUint32(uint32(mtu))
 	if err := unix.IoctlIfreq(s, unix.SIOCSIFMTU, ifr); err != nil {
-		return fmt.Errorf("tun %s: set mtu %d: %w", name, mtu, err)
+		return 0, fmt.Errorf("tun %s: set mtu %d: %w", name, mtu, err)
 	}
 	ifr.SetUint32(uint32(txqlen))
 	if err := unix.IoctlIfreq(s, unix.SIOCSIFTXQLEN, ifr); err != nil {
-		return fmt.Errorf("tun %s: set txqueuelen %d: %w", name, txqlen, err)
+		return 0, fmt.Errorf("tun %s: set txqueuelen %d: %w", name, txqlen, err)
 	}
 	if err := unix.IoctlIfreq(s, unix.SIOCGIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("tun %s: get flags: %w", name, err)
+		return 0, fmt.Errorf("tun %s: get flags: %w", name, err)
 	}
 	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
 	if err := unix.IoctlIfreq(s, unix.SIOCSIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("tun %s: set up: %w", name, err)
+		return 0, fmt.Errorf("tun %s: set up: %w", name, err)
 	}
-	return nil
+	if err := unix.IoctlIfreq(s, unix.SIOCGIFINDEX, ifr); err != nil {
+		return 0, fmt.Errorf("tun %s: interface index: %w", name, err)
+	}
+	return int32(ifr.Uint32()), nil
 }
 
 // Name is the interface name inside its namespace.
@@ -516,9 +521,8 @@ func putVnetHdr(h []byte, o Offload) {
 // Stats returns the device's counters. QueueDrops comes from the kernel;
 // if it cannot be read, the last value read stands.
 func (d *Device) Stats() PortStats {
-	queueDrops, _ := d.link.txDropped()
 	return PortStats{
-		QueueDrops:    queueDrops,
+		QueueDrops:    d.link.txDropped(),
 		ReadPackets:   d.readPackets.Load(),
 		ReadBytes:     d.readBytes.Load(),
 		ReadDrops:     d.readDrops.Load(),
