@@ -3,7 +3,6 @@ package tun
 import (
 	"encoding/binary"
 	"fmt"
-	"github.com/faultbox/faultbox/internal/netns"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -11,6 +10,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/faultbox/faultbox/internal/netns"
 )
 
 // DefaultTxQueueLen is Options.TxQueueLen's default.
