@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/faultbox/faultbox/internal/testenv"
 )
 
 // TestCapture_ReadableByTsharkOneInterfacePerPort: a lab with --capture
@@ -38,7 +40,7 @@ func TestCapture_ReadableByTsharkOneInterfacePerPort(t *testing.T) {
 		t.Errorf("capture has %d interface description blocks (%v), want 2 (one per port)", n, err)
 	}
 
-	r := runCmd(60*time.Second, "tshark", "-r", cap, "-T", "fields", "-e", "frame.interface_id", "-e", "frame.comment")
+	r := testenv.Run(60*time.Second, "tshark", "-r", cap, "-T", "fields", "-e", "frame.interface_id", "-e", "frame.comment")
 	if r.Code != 0 {
 		t.Fatalf("tshark -r %s: %s", cap, r)
 	}

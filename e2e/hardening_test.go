@@ -519,12 +519,12 @@ func newIsolated(t *testing.T) *isolated {
 }
 
 // run runs a command in the private view.
-func (s *isolated) run(timeout time.Duration, name string, args ...string) cmdResult {
-	return runCmd(timeout, "nsenter", append([]string{"-t", strconv.Itoa(s.pid), "-m", "--", name}, args...)...)
+func (s *isolated) run(timeout time.Duration, name string, args ...string) testenv.Result {
+	return testenv.Run(timeout, "nsenter", append([]string{"-t", strconv.Itoa(s.pid), "-m", "--", name}, args...)...)
 }
 
 // fb runs the faultbox binary in the private view.
-func (s *isolated) fb(timeout time.Duration, args ...string) cmdResult {
+func (s *isolated) fb(timeout time.Duration, args ...string) testenv.Result {
 	return s.run(timeout, faultbox, args...)
 }
 
@@ -570,7 +570,7 @@ func TestHardening_DownAllAfterCrash(t *testing.T) {
 		t.Run(how, func(t *testing.T) {
 			t.Parallel()
 			iso := newIsolated(t)
-			name := uniqueName("hd")
+			name := fblab.UniqueName("hd")
 			up := []string{faultbox, "lab", "up", "--name", name, "--hosts", "client,lb,server"}
 			if how == "panic" {
 				up = append([]string{"FAULTBOX_DEBUG_PANIC_AFTER=4s"}, up...)
@@ -700,7 +700,7 @@ func TestHardening_HostileProfilesRefusedNothingCreated(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			name := uniqueName("hi")
+			name := fblab.UniqueName("hi")
 			t.Cleanup(func() { fb(60*time.Second, "lab", "down", "--name", name) })
 			start := time.Now()
 			r := fb(30*time.Second, "lab", "up", "--name", name, "--profile", c.path)

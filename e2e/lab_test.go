@@ -34,17 +34,9 @@ const (
 	serverV6 = "2001:db8::2"
 )
 
-// cmdResult is what a finished command printed and how it ended.
-type cmdResult = testenv.Result
-
-// runCmd runs name args with a deadline and returns its result.
-func runCmd(timeout time.Duration, name string, args ...string) cmdResult {
-	return testenv.Run(timeout, name, args...)
-}
-
 // fb runs the faultbox binary.
-func fb(timeout time.Duration, args ...string) cmdResult {
-	return runCmd(timeout, faultbox, args...)
+func fb(timeout time.Duration, args ...string) testenv.Result {
+	return testenv.Run(timeout, faultbox, args...)
 }
 
 // lab is one running lab, owned by one test.
@@ -53,16 +45,12 @@ type lab struct {
 	name string
 }
 
-// uniqueName returns a short lab name not used by any other test run:
-// namespaces are fbx-<name>-<host>.
-func uniqueName(prefix string) string { return fblab.UniqueName(prefix) }
-
 // startLab brings up a lab with `faultbox lab up --name N args...` and takes
 // it down when the test ends (also when lab up failed half-way).
 func startLab(t *testing.T, args ...string) *lab {
 	t.Helper()
 	testenv.RequireNetAdmin(t)
-	l := &lab{t: t, name: uniqueName("e2")}
+	l := &lab{t: t, name: fblab.UniqueName("e2")}
 	t.Cleanup(func() {
 		if r := fb(60*time.Second, "lab", "down", "--name", l.name); r.Code != 0 {
 			t.Errorf("lab down --name %s: %s", l.name, r)
@@ -77,7 +65,7 @@ func startLab(t *testing.T, args ...string) *lab {
 
 // exec runs a command in host and returns its result; it does not fail the
 // test, so tests can check commands that must fail.
-func (l *lab) exec(timeout time.Duration, host string, cmd ...string) cmdResult {
+func (l *lab) exec(timeout time.Duration, host string, cmd ...string) testenv.Result {
 	args := append([]string{"lab", "exec", "--name", l.name, host, "--"}, cmd...)
 	return fb(timeout, args...)
 }
@@ -263,7 +251,7 @@ func (l *lab) waitListen(host, proto string, port int) {
 	l.t.Helper()
 	filter := fmt.Sprintf("sport = :%d", port)
 	deadline := time.Now().Add(15 * time.Second)
-	var last cmdResult
+	var last testenv.Result
 	for time.Now().Before(deadline) {
 		last = l.exec(5*time.Second, host, "ss", "-Hn"+proto+"l", filter)
 		if last.Code == 0 && strings.TrimSpace(last.Stdout) != "" {

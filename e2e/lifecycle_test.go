@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	fblab "github.com/faultbox/faultbox/internal/lab"
 	"github.com/faultbox/faultbox/internal/testenv"
 	"golang.org/x/sys/unix"
 )
@@ -171,7 +172,7 @@ func TestUp_BadProfileStartsNothing(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("name: bad\ndescription: x\nsources: [x]\nbehaviors:\n  - type: drop\n    match: {port: 81}\n    colour: red\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	name := uniqueName("e2")
+	name := fblab.UniqueName("e2")
 	t.Cleanup(func() { fb(60*time.Second, "lab", "down", "--name", name) })
 	r := fb(60*time.Second, "lab", "up", "--name", name, "--profile", bad)
 	if r.Code != 2 {
@@ -190,7 +191,7 @@ func TestUp_NotRootIsAClearError(t *testing.T) {
 	if _, err := exec.LookPath("setpriv"); err != nil {
 		t.Fatalf("setpriv (util-linux) is needed to drop privileges: %v", err)
 	}
-	name := uniqueName("e2")
+	name := fblab.UniqueName("e2")
 	t.Cleanup(func() { fb(60*time.Second, "lab", "down", "--name", name) })
 	// The binary sits in a 0700 temp dir of root's: copy it where nobody can run it.
 	bin := filepath.Join(t.TempDir(), "faultbox")
@@ -200,7 +201,7 @@ func TestUp_NotRootIsAClearError(t *testing.T) {
 	for d := filepath.Dir(bin); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
 		os.Chmod(d, 0o755)
 	}
-	r := runCmd(30*time.Second, "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", bin, "lab", "up", "--name", name)
+	r := testenv.Run(30*time.Second, "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", bin, "lab", "up", "--name", name)
 	if r.Code == 0 {
 		t.Fatalf("lab up as nobody succeeded: %s", r)
 	}

@@ -33,7 +33,7 @@ const scenarioWall = 30 * time.Second
 
 // scenarioRun is one finished `faultbox scenario run`.
 type scenarioRun struct {
-	cmdResult
+	testenv.Result
 	Dir     string
 	Wall    time.Duration
 	Lab     string
@@ -78,7 +78,7 @@ func runScenarioIn(t *testing.T, dir, name string, args ...string) scenarioRun {
 	testenv.RequireNetAdmin(t)
 	argv := append([]string{"scenario", "run", name, "--report", dir, "--json"}, args...)
 	start := time.Now()
-	r := scenarioRun{cmdResult: fb(3*scenarioWall, argv...), Dir: dir}
+	r := scenarioRun{Result: fb(3*scenarioWall, argv...), Dir: dir}
 	r.Wall = time.Since(start)
 	if m := labNameRE.FindStringSubmatch(r.Stderr); m != nil {
 		r.Lab = m[1]

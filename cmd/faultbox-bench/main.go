@@ -551,7 +551,7 @@ func printCPU(rows []row, base *row) {
 			device, devicePer = fmt.Sprintf("%.0f%%", 100*r.cpuSeconds/r.cpuWall), perGbit(r.cpuSeconds, r)
 		}
 		equal := "-"
-		if base != nil && r.kind != "veth" && base.gbits > 0 && r.machineCPU > 0 {
+		if base != nil && r.device() && base.gbits > 0 && r.machineCPU > 0 {
 			equal = fmt.Sprintf("%.0f%%", 100*(base.machineCPU/base.gbits)/(r.machineCPU/r.gbits))
 		}
 		busy := 100 * r.machineCPU / r.cpuWall / float64(runtime.NumCPU())
