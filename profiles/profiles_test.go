@@ -221,8 +221,8 @@ func TestBuiltins_EveryOneLoadsAndBuilds(t *testing.T) {
 			if p.File != "builtin/"+name+".yaml" {
 				t.Errorf("file = %q", p.File)
 			}
-			if strings.TrimSpace(p.Description) == "" || len(p.Sources) == 0 {
-				t.Error("a built-in documents itself: description and sources are required")
+			if strings.TrimSpace(p.Description) == "" {
+				t.Error("a built-in documents itself: a description is required")
 			}
 			c, err := p.Chain(1, nil)
 			if err != nil {

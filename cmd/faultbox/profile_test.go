@@ -92,15 +92,15 @@ func TestProfileCommands_OutputAndExitCodes(t *testing.T) {
 	})
 
 	t.Run("show built-in", func(t *testing.T) {
-		r := run(t, bin, "profile", "show", "passthrough")
-		p, err := profiles.Load("passthrough")
+		r := run(t, bin, "profile", "show", "nat-idle")
+		p, err := profiles.Load("nat-idle")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r.code != 0 || !strings.HasSuffix(r.stdout, "--- builtin/passthrough.yaml\n"+string(p.YAML)) {
+		if r.code != 0 || !strings.HasSuffix(r.stdout, "--- builtin/nat-idle.yaml\n"+string(p.YAML)) {
 			t.Errorf("exit %d, stdout:\n%s", r.code, r.stdout)
 		}
-		if !strings.Contains(r.stdout, "Sources      - "+p.Sources[0]) || !strings.Contains(r.stdout, "Description  No fault") {
+		if !strings.Contains(r.stdout, "Sources      - "+p.Sources[0]) || !strings.Contains(r.stdout, "Description  A NAT gateway") {
 			t.Errorf("no description or sources:\n%s", r.stdout)
 		}
 	})
