@@ -9,11 +9,12 @@ import (
 )
 
 // ASATeardown (registered as "asa-teardown") is the Cisco ASA of the 2015
-// report (FIELD-FAILURES.md §4): when the client closes (FIN and/or RST),
-// it forwards or swallows the FIN, sends the server one RST at the server's
-// expected next sequence number + Offset, and then forgets the connection:
-// every later packet of the flow, both ways, is dropped, the server's
-// challenge ACKs and retransmissions included.
+// report (docs/field-failures.md#cisco-asa-off-by-one-rst): when the
+// client closes (FIN and/or RST), it forwards or swallows the FIN, sends
+// the server one RST at the server's expected next sequence number +
+// Offset, and then forgets the connection: every later packet of the flow,
+// both ways, is dropped, the server's challenge ACKs and retransmissions
+// included.
 //
 // "Expected next" is the server's RCV.NXT after what the device forwarded:
 // a forwarded FIN counts (the report: FIN at 276, server ACKs 277, RST at

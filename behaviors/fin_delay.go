@@ -9,10 +9,12 @@ import (
 // FINDelay (registered as "fin-delay") holds FIN segments for Delay before
 // forwarding them; the direction comes from the match. Nothing else is
 // held, so a later segment, a RST in particular, overtakes the FIN. Toward
-// the client this widens the keep-alive race of FIELD-FAILURES.md §3: the
-// client reuses a connection the server has already closed, its request
-// draws the server's RST, and the RST arrives before the late FIN
-// (ECONNRESET instead of EOF).
+// the client this widens the keep-alive race
+// (docs/field-failures.md#elb-keepalive-race): the client reuses a
+// connection the server has already closed; a server that closes fully
+// answers the request with a RST, which arrives before the late FIN
+// (ECONNRESET instead of EOF). A server with a lingering close, Apache's,
+// sends no RST: the client reads EOF when the FIN arrives.
 //
 //	behaviors:
 //	  - type: fin-delay

@@ -7,9 +7,9 @@ import (
 	"github.com/faultbox/faultbox/internal/packet"
 )
 
-// The keep-alive race of FIELD-FAILURES.md §3: the server's FIN is held
-// 20 ms; the client's late request draws the server's RST, which must
-// reach the client before the FIN.
+// The keep-alive race (docs/field-failures.md#elb-keepalive-race): the
+// server's FIN is held 20 ms; the client's late request draws the
+// server's RST, which must reach the client before the FIN.
 func TestFINDelay_RSTOvertakesHeldFIN(t *testing.T) {
 	spec := MatchSpec{Direction: "downstream", TCPFlags: []string{"fin"}}
 	m, err := spec.Compile(nil)

@@ -10,7 +10,8 @@ import (
 // client's bare ACK completing the handshake, or with all_bare_acks any
 // bare ACK). It drops the first count such segments of each flow (0: all),
 // each with probability (0: always), which reproduces SYN-ACK retransmit
-// timelines and the lost bare ACKs of TCP_DEFER_ACCEPT (FIELD-FAILURES.md §1).
+// timelines and the lost bare ACKs of TCP_DEFER_ACCEPT
+// (docs/field-failures.md#juniper-dx-defer-accept).
 //
 //	behaviors:
 //	  - type: synack-drop

@@ -8,10 +8,10 @@ import (
 
 // HoldFirstData (registered as "hold-first-data") holds the client's first
 // data segment of each flow for Hold: the client opened the connection long
-// before it had a request (a load balancer's idle pool, FIELD-FAILURES.md
-// §1). Client segments that occupy sequence space (data, FIN) arriving
-// while it is held leave with it, in order, so a retransmission cannot
-// deliver the request early.
+// before it had a request (a load balancer's idle pool,
+// docs/field-failures.md#juniper-dx-defer-accept). Client segments that
+// occupy sequence space (data, FIN) arriving while it is held leave with
+// it, in order, so a retransmission cannot deliver the request early.
 //
 //	behaviors:
 //	  - type: hold-first-data

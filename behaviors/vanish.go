@@ -7,9 +7,9 @@ import (
 
 // Vanish (registered as "vanish") makes the client disappear from a flow
 // after a trigger: the dial-up user who hangs up, the buggy browser of the
-// FIN_WAIT_2 report (FIELD-FAILURES.md §2). From then on nothing from the
-// client reaches the server; the server's packets still reach the client
-// unless also_server is set.
+// FIN_WAIT_2 report (docs/field-failures.md#fin-wait-2). From then on
+// nothing from the client reaches the server; the server's packets still
+// reach the client unless also_server is set.
 //
 // The default trigger, client-acked-server-fin, fires on the client's ACK
 // of the server's FIN. That ACK passes, so the server moves to FIN_WAIT_2
