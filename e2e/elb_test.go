@@ -1,6 +1,7 @@
 package e2e
 
-// The Classic ELB reproductions of issue 5 (FIELD-FAILURES.md §3) end to
+// The Classic ELB reproductions of issue 5
+// (docs/field-failures.md#elb-keepalive-race and #elb-early-response) end to
 // end: `faultbox scenario run elb-keepalive-race` and `elb-early-response`
 // through the CLI (exit status and verdict.json), then direct checks on the
 // access logs of the `faultbox proxy` instances the runs left in their

@@ -26,7 +26,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Lab host addresses, the same in every lab (DESIGN.md).
+// Lab host addresses, the same in every lab (README.md, Quick start).
 const (
 	clientV4 = "198.18.0.1"
 	serverV4 = "198.18.0.2"

@@ -3,9 +3,10 @@ package e2e
 // The stateful middlebox behaviors of issue 4 between real kernels: a Cisco
 // ASA tearing down a cancelled download, a dial-up client that vanishes, a
 // FIN delayed on the wire of a keep-alive race, a NAT that forgets idle
-// flows. Each test follows its FIELD-FAILURES.md recipe and asserts what
-// this lab's kernel really does ("What a modern Linux kernel actually
-// does"); the server's socket states come from sock_diag in its namespace.
+// flows. Each test follows its failure in docs/field-failures.md and
+// asserts what this lab's kernel really does
+// (docs/field-failures.md#what-linux-does); the server's socket states come
+// from sock_diag in its namespace.
 
 import (
 	"encoding/json"

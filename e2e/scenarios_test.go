@@ -1,7 +1,7 @@
 package e2e
 
-// The scenarios of FIELD-FAILURES.md run end to end through the CLI, as a
-// user runs them: `faultbox scenario run NAME --report DIR --json`. Each
+// The scenarios of docs/field-failures.md run end to end through the CLI,
+// as a user runs them: `faultbox scenario run NAME --report DIR --json`. Each
 // must exit 0 with verdict.json saying "reproduced", in under 30 s, and
 // leave no lab behind; run with its fault off, one must say "not
 // reproduced" and exit 1. FAULTBOX_SCENARIO_REPEAT=5 runs each 5 times in a

@@ -2,7 +2,7 @@ package e2e
 
 // Link shaping end to end: the gprs profile's timing against the link
 // arithmetic, ping through a delay, and gprs-ackloss against a
-// TCP_DEFER_ACCEPT server (FIELD-FAILURES.md 1 and 5).
+// TCP_DEFER_ACCEPT server (docs/field-failures.md#gprs-slow-clients).
 
 import (
 	"encoding/binary"
@@ -491,8 +491,8 @@ func lastLine(s string) string {
 	return lines[len(lines)-1]
 }
 
-// TestGPRSAckLoss_DeferAcceptPoolLosesAboutHalf: FIELD-FAILURES.md ("What a
-// modern Linux kernel actually does"): with half the client's bare ACKs
+// TestGPRSAckLoss_DeferAcceptPoolLosesAboutHalf
+// (docs/field-failures.md#what-linux-does): with half the client's bare ACKs
 // lost, a TCP_DEFER_ACCEPT server (defer 1 s, tcp_synack_retries 1) lets a
 // half-open connection expire when the ACK answering its one SYN-ACK
 // retransmit is lost, and the request later sent on that pooled
