@@ -13,6 +13,7 @@ import (
 
 	"github.com/faultbox/faultbox/internal/report"
 	"github.com/faultbox/faultbox/internal/scenario"
+	_ "github.com/faultbox/faultbox/internal/scenario/all" // every scenario family
 )
 
 var scenarioCmd = &cobra.Command{

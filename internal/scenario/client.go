@@ -95,11 +95,11 @@ func (c *Context) Dial(host, addr string, timeout time.Duration) (*net.TCPConn, 
 	return conn.(*net.TCPConn), nil
 }
 
-// runClient is one recorded client connection: it dials addr from the
+// RunClient is one recorded client connection: it dials addr from the
 // client host (dial timeout dialTimeout), fills r's ends, runs fn on the
 // connection, closes it and records r with its start and end times, also
 // when the dial fails (r.Err then says why).
-func (c *Context) runClient(r ClientResult, addr string, dialTimeout time.Duration, fn func(conn *net.TCPConn, r *ClientResult)) {
+func (c *Context) RunClient(r ClientResult, addr string, dialTimeout time.Duration, fn func(conn *net.TCPConn, r *ClientResult)) {
 	r.Start = time.Now()
 	defer func() {
 		r.End = time.Now()
@@ -123,10 +123,12 @@ func Ends(conn net.Conn) (local, remote netip.AddrPort) {
 	if a, ok := conn.RemoteAddr().(*net.TCPAddr); ok {
 		remote = a.AddrPort()
 	}
-	return unmapAP(local), unmapAP(remote)
+	return Unmap(local), Unmap(remote)
 }
 
-func unmapAP(a netip.AddrPort) netip.AddrPort {
+// Unmap turns an IPv4-mapped IPv6 address back into IPv4, as the capture
+// and the lab's hosts name it.
+func Unmap(a netip.AddrPort) netip.AddrPort {
 	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
 }
 
@@ -155,6 +157,15 @@ func Get(conn net.Conn, br *bufio.Reader, path string, close bool, max int64) (i
 		return resp.StatusCode, n, fmt.Errorf("read body: %w", err)
 	}
 	return resp.StatusCode, n, nil
+}
+
+// Describe says in a few words what the client got: the answer, or its
+// error.
+func (r ClientResult) Describe() string {
+	if r.Err == "" {
+		return fmt.Sprintf("answered %d (%d bytes)", r.Status, r.Bytes)
+	}
+	return fmt.Sprintf("%s (%s)", r.Kind, r.Err)
 }
 
 // closeConns closes every connection Dial opened.

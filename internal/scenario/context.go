@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -246,6 +247,39 @@ func (c *Context) Sample(host string, f sockdiag.Filter, interval time.Duration)
 // evidence comes from Sample).
 func (c *Context) Sockets(host string, f sockdiag.Filter) ([]sockdiag.Socket, error) {
 	return sockdiag.Dump(c.Namespace(host), f)
+}
+
+// WaitListening waits until host has a listening socket on every port;
+// p, if not nil, is the process that should open them (its exit ends the
+// wait, its stderr explains).
+func (c *Context) WaitListening(host, what string, p *Proc, ports ...int) error {
+	ok, err := c.WaitFor(what+" to listen", 10*time.Second, func() bool {
+		if p != nil && p.Exited() {
+			return true
+		}
+		socks, err := c.Sockets(host, sockdiag.Filter{States: sockdiag.StateMask(sockdiag.Listen)})
+		if err != nil {
+			return false
+		}
+		for _, port := range ports {
+			if !slices.ContainsFunc(socks, func(s sockdiag.Socket) bool { return int(s.Src.Port()) == port }) {
+				return false
+			}
+		}
+		return true
+	})
+	exited := p != nil && p.Exited()
+	if err != nil || ok && !exited {
+		return err
+	}
+	why := "(see the *.err files in the report)"
+	if p != nil {
+		why = p.StderrTail()
+	}
+	if exited {
+		return fmt.Errorf("%s exited at once: %s", what, why)
+	}
+	return fmt.Errorf("%s did not listen on %v within 10s: %s", what, ports, why)
 }
 
 // Record adds a client's result to the evidence.

@@ -58,9 +58,9 @@ func (e *Evidence) Client(arm string) []ClientResult {
 	return out
 }
 
-// armClient returns the result of arm's client (its first), or an error
+// ArmClient returns the result of arm's client (its first), or an error
 // verdict "<who> never connected (<why>)" when it never connected.
-func armClient(e *Evidence, arm, who string) (ClientResult, *Verdict) {
+func (e *Evidence) ArmClient(arm, who string) (ClientResult, *Verdict) {
 	rs := e.Client(arm)
 	if len(rs) > 0 && rs[0].Local.IsValid() {
 		return rs[0], nil
@@ -182,6 +182,15 @@ func (e *Evidence) Socket(host string, local, remote netip.AddrPort) Life {
 	return l
 }
 
+// LastState names the state the socket was last sampled in ("never" when
+// it was not).
+func (l Life) LastState() string {
+	if len(l.Spans) == 0 {
+		return "never"
+	}
+	return l.Spans[len(l.Spans)-1].State.String()
+}
+
 // Count is the number of sockets in a state at one sampling instant.
 type Count struct {
 	At time.Time
@@ -219,18 +228,18 @@ func Peak(cs []Count) Count {
 	return p
 }
 
-// proxyLog is one `faultbox proxy` log (an LB or a DX): its request
+// ProxyLog is one `faultbox proxy` log (an LB or a DX): its request
 // lines, and the local address of each backend connection it opened (to
 // find it in the capture).
-type proxyLog struct {
-	reqs   []proxy.Entry
-	local  map[uint64]netip.AddrPort
-	closes []proxy.PoolEvent // the proxy closing backend connections, with the reason
+type ProxyLog struct {
+	Requests []proxy.Entry
+	Local    map[uint64]netip.AddrPort // by backend connection id
+	Closes   []proxy.PoolEvent         // the proxy closing backend connections, with the reason
 }
 
-// readProxyLog reads the log of the proxy process name from the evidence.
-func readProxyLog(e *Evidence, name string) proxyLog {
-	l := proxyLog{local: map[uint64]netip.AddrPort{}}
+// ProxyLog reads the log of the proxy process name.
+func (e *Evidence) ProxyLog(name string) ProxyLog {
+	l := ProxyLog{Local: map[uint64]netip.AddrPort{}}
 	for _, ev := range e.Logs[name] {
 		b, err := json.Marshal(ev.Raw)
 		if err != nil {
@@ -244,16 +253,16 @@ func readProxyLog(e *Evidence, name string) proxyLog {
 			switch pe.Event {
 			case "open":
 				if ap, err := netip.ParseAddrPort(pe.Local); err == nil {
-					l.local[pe.BackendConn] = unmapAP(ap)
+					l.Local[pe.BackendConn] = Unmap(ap)
 				}
 			case "close":
-				l.closes = append(l.closes, pe)
+				l.Closes = append(l.Closes, pe)
 			}
 			continue
 		}
 		var en proxy.Entry
 		if json.Unmarshal(b, &en) == nil {
-			l.reqs = append(l.reqs, en)
+			l.Requests = append(l.Requests, en)
 		}
 	}
 	return l

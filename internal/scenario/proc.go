@@ -98,11 +98,11 @@ func shortArgv(argv []string) string {
 // Serve starts `faultbox serve` in host with its JSON log in NAME.jsonl
 // (Evidence.Logs[NAME]) and returns once every --listen address is open.
 func (c *Context) Serve(host, name string, flags ...string) (*Proc, error) {
-	return c.servePrefixed(nil, host, name, flags...)
+	return c.ServeWith(nil, host, name, flags...)
 }
 
-// servePrefixed is Serve with prefix (such as nice -n -10) before the command.
-func (c *Context) servePrefixed(prefix []string, host, name string, flags ...string) (*Proc, error) {
+// ServeWith is Serve with prefix (such as nice -n -10) before the command.
+func (c *Context) ServeWith(prefix []string, host, name string, flags ...string) (*Proc, error) {
 	logPath := filepath.Join(c.Dir, name+".jsonl")
 	argv := append(append(slices.Clone(prefix), c.Exe, "serve", "--log", logPath), flags...)
 	p, err := c.StartLogged(host, name, logPath, argv...)
@@ -117,9 +117,9 @@ func (c *Context) servePrefixed(prefix []string, host, name string, flags ...str
 	case err != nil:
 		return p, err
 	case p.Exited():
-		return p, fmt.Errorf("%s exited at once (%v): %s", name, p.err, tailFile(p.Stderr, 5))
+		return p, fmt.Errorf("%s exited at once (%v): %s", name, p.err, p.StderrTail())
 	case !ok:
-		return p, fmt.Errorf("%s did not listen within 5s: %s", name, tailFile(p.Stderr, 5))
+		return p, fmt.Errorf("%s did not listen within 5s: %s", name, p.StderrTail())
 	}
 	return p, nil
 }
@@ -208,6 +208,14 @@ func exitText(err error) string {
 	}
 	return err.Error()
 }
+
+// LogEvents counts the lines of the process's JSON log (StartLogged)
+// whose event is ev, as far as it is written now.
+func (p *Proc) LogEvents(ev string) int { return countEvents(p.Log, ev) }
+
+// StderrTail is the last lines of the process's standard error, on one
+// line: why it failed, for an error message.
+func (p *Proc) StderrTail() string { return tailFile(p.Stderr, 5) }
 
 // countEvents counts the JSON lines of a log whose event is ev.
 func countEvents(path, ev string) int {

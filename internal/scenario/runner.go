@@ -188,26 +188,12 @@ func (r *runner) drive(ctx context.Context) (*Evidence, error) {
 	if err != nil {
 		return ev, err
 	}
-	r.lab = lab.UniqueName("sc")
 	prog := newProgress(r.o.Progress, r.s.Name)
 	defer prog.close()
-	c := &Context{Scenario: r.s, Lab: r.lab, Seed: seed, Dir: r.dir, Exe: exe,
-		start: r.start, fault: !r.o.FaultOff, prog: prog}
-	r.c = c
-	capPath := filepath.Join(r.dir, "capture.pcapng")
-
-	prog.set("the lab "+r.lab+" to come up", time.Now().Add(10*time.Second))
-	_, err = lab.Up(lab.Options{Name: r.lab, Hosts: r.s.hosts(), Profile: profile, Seed: &seed,
-		Capture: capPath, Executable: exe, Notes: r.out})
-	prog.set("", time.Time{})
+	c, err := r.labUp(exe, seed, profile, prog)
 	if err != nil {
-		return ev, fmt.Errorf("lab: %w", err)
+		return ev, err
 	}
-	c.Step("scenario", "lab %s up (hosts %s), profile %s, seed %d", r.lab, strings.Join(r.s.hosts(), ", "), r.rep.Profile, seed)
-	if !c.fault {
-		c.Note("Fault off: the same scenario run without its fault, as a control; it must not reproduce the failure.")
-	}
-
 	dctx, cancel := context.WithTimeoutCause(ctx, r.s.budget(), errBudget)
 	defer cancel()
 	c.ctx = dctx
@@ -218,12 +204,46 @@ func (r *runner) drive(ctx context.Context) (*Evidence, error) {
 	if driveErr == nil && ctx.Err() != nil {
 		driveErr = fmt.Errorf("interrupted: %v", context.Cause(ctx))
 	}
+	if err := r.tearDown(ev, prog); err != nil && driveErr == nil {
+		driveErr = err
+	}
+	r.readBack(ev)
+	return ev, driveErr
+}
 
-	// Evidence: the samplers stop before any process does, so that a
-	// socket vanishing when its server is killed is never taken for one
-	// the kernel removed.
+// capturePath is where the device writes the run's capture.
+func (r *runner) capturePath() string { return filepath.Join(r.dir, "capture.pcapng") }
+
+// labUp brings up the run's lab with the profile it starts with and makes
+// the Context Drive works with.
+func (r *runner) labUp(exe string, seed uint64, profile string, prog *progress) (*Context, error) {
+	r.lab = lab.UniqueName("sc")
+	c := &Context{Scenario: r.s, Lab: r.lab, Seed: seed, Dir: r.dir, Exe: exe,
+		start: r.start, fault: !r.o.FaultOff, prog: prog}
+	r.c = c
+	prog.set("the lab "+r.lab+" to come up", time.Now().Add(10*time.Second))
+	_, err := lab.Up(lab.Options{Name: r.lab, Hosts: r.s.hosts(), Profile: profile, Seed: &seed,
+		Capture: r.capturePath(), Executable: exe, Notes: r.out})
+	prog.set("", time.Time{})
+	if err != nil {
+		return nil, fmt.Errorf("lab: %w", err)
+	}
+	c.Step("scenario", "lab %s up (hosts %s), profile %s, seed %d", r.lab, strings.Join(r.s.hosts(), ", "), r.rep.Profile, seed)
+	if !c.fault {
+		c.Note("Fault off: the same scenario run without its fault, as a control; it must not reproduce the failure.")
+	}
+	return c, nil
+}
+
+// tearDown collects the evidence that goes with the lab and removes it
+// (unless it is kept): the samplers stop before any process does, so that
+// a socket vanishing when its server is killed is never taken for one the
+// kernel removed. The error is lab down's.
+func (r *runner) tearDown(ev *Evidence, prog *progress) error {
+	c := r.c
 	ev.Sockets = c.stopSamplers()
 	prog.set("the teardown", time.Time{})
+	defer prog.set("", time.Time{})
 	ev.Events = r.events()
 	r.checkDeviceLosses()
 	if r.o.KeepLab {
@@ -237,13 +257,18 @@ func (r *runner) drive(ctx context.Context) (*Evidence, error) {
 	}
 	c.closeConns()
 	if !r.kept {
-		if _, err := lab.Down(r.lab); err != nil && driveErr == nil {
-			driveErr = fmt.Errorf("lab down: %w", err)
+		if _, err := lab.Down(r.lab); err != nil {
+			return fmt.Errorf("lab down: %w", err)
 		}
 	}
-	prog.set("", time.Time{})
+	return nil
+}
 
-	ev.Capture, ev.CaptureErr = report.ReadCapture(capPath, report.Filter{})
+// readBack reads the evidence the run left in files: the capture and the
+// processes' logs; and the clients' results.
+func (r *runner) readBack(ev *Evidence) {
+	c := r.c
+	ev.Capture, ev.CaptureErr = report.ReadCapture(r.capturePath(), report.Filter{})
 	for _, lf := range c.logs {
 		evs, err := readLog(lf.path)
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -254,7 +279,6 @@ func (r *runner) drive(ctx context.Context) (*Evidence, error) {
 	c.mu.Lock()
 	ev.Clients = slices.Clone(c.clients)
 	c.mu.Unlock()
-	return ev, driveErr
 }
 
 // runDrive runs Drive; a panic is an error outcome, not a crash that
@@ -416,7 +440,7 @@ func clientTable(rs []ClientResult, start time.Time) report.Table {
 // write writes the report and clients.json.
 func (r *runner) write(ev *Evidence) error {
 	if r.c != nil {
-		r.rep.Capture = filepath.Join(r.dir, "capture.pcapng")
+		r.rep.Capture = r.capturePath()
 		if _, err := os.Stat(r.rep.Capture); err != nil {
 			r.rep.Capture = ""
 		}

@@ -1,16 +1,18 @@
-// Package scenario runs faultbox's one-command reproductions of the field
-// failures in FIELD-FAILURES.md: each scenario builds a lab, starts the
-// servers and clients it needs, applies its profile, drives the traffic,
-// collects the evidence, tears everything down and decides from that
-// evidence alone whether the failure happened.
+// Package scenario is the framework of faultbox's one-command
+// reproductions of field failures (docs/field-failures.md): a scenario
+// builds a lab, starts the servers and clients it needs, applies its
+// profile, drives the traffic, collects the evidence, tears everything
+// down and decides from that evidence alone whether the failure happened.
 //
-// A scenario is one file that registers itself by name, as behaviors do:
+// The scenarios themselves live in family packages below this one (asa,
+// closing, deferaccept, elb, idle), each scenario one file that registers
+// itself by name, as behaviors do:
 //
 //	func init() {
-//		Register(&Scenario{
-//			Name: "nat-idle", Summary: "...", Profile: "nat-idle",
-//			Drive: driveNATIdle, // start servers, run clients, record results
-//			Judge: judgeNATIdle, // evidence in, verdict out
+//		scenario.Register(&scenario.Scenario{
+//			Name: "nat-idle", Summary: "...", ProfileYAML: "...",
+//			Drive: drive, // start servers, run clients, record results
+//			Judge: judge, // evidence in, verdict out
 //		})
 //	}
 //
@@ -18,6 +20,7 @@
 // timeline); Judge sees only the *Evidence collected after teardown (the
 // capture read back, socket samples, client results, server logs, device
 // events), never the scenario's expectation or whether the fault was on.
+// README.md in this directory says how to add a scenario.
 package scenario
 
 import (
@@ -88,8 +91,8 @@ type Verdict struct {
 	Ladder []report.Conn
 }
 
-// outcomeIf is report.Reproduced when failed holds, else report.NotReproduced.
-func outcomeIf(failed bool) report.Outcome {
+// OutcomeIf is report.Reproduced when failed holds, else report.NotReproduced.
+func OutcomeIf(failed bool) report.Outcome {
 	if failed {
 		return report.Reproduced
 	}

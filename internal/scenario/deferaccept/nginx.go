@@ -1,4 +1,4 @@
-package scenario
+package deferaccept
 
 import (
 	"fmt"
@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/faultbox/faultbox/internal/scenario"
 )
 
 // dx-defer-accept-nginx: dx-defer-accept with nginx `listen ... deferred`.
@@ -27,13 +29,13 @@ import (
 // nginx's timers in the run (defaults: client_header_timeout 60s,
 // keepalive_timeout 75s).
 const (
-	dxNginxHeaderTimeout = 3
-	dxNginxKeepAlive     = 2
+	nginxHeaderTimeout = 3
+	nginxKeepAlive     = 2
 )
 
-var dxNginxPlan = &dxPlan{
+var nginxRun = &poolRun{
 	Server: "nginx",
-	Arms: dxArms(
+	Arms: poolArms(
 		"listen ... deferred (TCP_DEFER_ACCEPT); the DX uses whatever it pooled",
 		"listen without deferred; same DX",
 		"listen ... deferred, but the DX checks a pooled connection before reuse (check_before_reuse: true)",
@@ -47,12 +49,12 @@ var dxNginxPlan = &dxPlan{
 			"defer period and nginx's client_header_timeout closes it, as it closes a connection accepted at once, 1 s earlier. " +
 			"The blank page comes from the DX reusing a connection the server has closed; a DX that checks before reuse (C) is fine.",
 		fmt.Sprintf("nginx ran with client_header_timeout %ds and keepalive_timeout %ds (defaults 60s and 75s) so the run takes "+
-			"seconds.", dxNginxHeaderTimeout, dxNginxKeepAlive),
+			"seconds.", nginxHeaderTimeout, nginxKeepAlive),
 	},
 }
 
 func init() {
-	dxNginxPlan.register(&Scenario{
+	nginxRun.register(&scenario.Scenario{
 		Name:    "dx-defer-accept-nginx",
 		Summary: "Juniper DX idle pool vs nginx `listen ... deferred`: blank pages, with and without deferred and with a checking DX",
 		Description: "The Juniper DX failure of dx-defer-accept (seeds/000, 002) with nginx instead of Apache: its " +
@@ -69,7 +71,7 @@ func init() {
 
 // startNginx writes an nginx.conf for arm a into the report directory and
 // starts nginx (master in the foreground, one worker) in the server host.
-func startNginx(c *Context, a dxArm, deferOn bool, _ string) (*Proc, string, error) {
+func startNginx(c *scenario.Context, a poolArm, deferOn bool, _ string) (*scenario.Proc, string, error) {
 	bin, err := exec.LookPath("nginx")
 	if err != nil {
 		return nil, "", fmt.Errorf("nginx is not installed (scripts/deps.sh installs it): %w", err)
@@ -104,7 +106,7 @@ http {
     location / { return 200 "hello from nginx arm %[2]s\n"; }
   }
 }
-`, name, a.Name, dir, a.Port, dxNginxHeaderTimeout, dxNginxKeepAlive, opt)
+`, name, a.Name, dir, a.Port, nginxHeaderTimeout, nginxKeepAlive, opt)
 	path, err := c.WriteFile(name+".conf", []byte(conf))
 	if err != nil {
 		return nil, "", err
@@ -113,5 +115,5 @@ http {
 	if err != nil {
 		return nil, "", err
 	}
-	return p, fmt.Sprintf("%s, client_header_timeout %ds", desc, dxNginxHeaderTimeout), nil
+	return p, fmt.Sprintf("%s, client_header_timeout %ds", desc, nginxHeaderTimeout), nil
 }

@@ -1,4 +1,4 @@
-package scenario
+package deferaccept
 
 import (
 	"bufio"
@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/faultbox/faultbox/internal/report"
+	"github.com/faultbox/faultbox/internal/scenario"
 	"github.com/faultbox/faultbox/internal/sockdiag"
 )
 
@@ -25,8 +26,8 @@ import (
 // connection i, idle for about ages[i]. Everything the judge says comes
 // from the capture, the proxy logs, the clients and the kernel counters.
 
-// dxArm is one variant of a DX run.
-type dxArm struct {
+// poolArm is one variant of a DX run.
+type poolArm struct {
 	Name   string // "A", "B", "C"
 	Port   uint16 // the server's port, and the DX's in lb
 	Defer  bool   // the server defers accept (when the fault is on)
@@ -35,29 +36,29 @@ type dxArm struct {
 	Expect report.Outcome
 }
 
-// dxArms are the arms of a DX run, changeA..changeC saying what each
+// poolArms are the arms of a DX run, changeA..changeC saying what each
 // runs: A the server with defer-accept and the DX as in the field, B the
 // server without defer-accept, C with it and a DX that checks a pooled
 // connection before reuse. A and B are expected to fail on this kernel.
-func dxArms(changeA, changeB, changeC string) []dxArm {
-	return []dxArm{
+func poolArms(changeA, changeB, changeC string) []poolArm {
+	return []poolArm{
 		{Name: "A", Port: 80, Defer: true, Expect: report.Reproduced, Change: changeA},
 		{Name: "B", Port: 81, Expect: report.Reproduced, Change: changeB},
 		{Name: "C", Port: 82, Defer: true, Check: true, Expect: report.NotReproduced, Change: changeC},
 	}
 }
 
-// dxPlan is one DX scenario.
-type dxPlan struct {
+// poolRun is one DX
+type poolRun struct {
 	Server   string          // "Apache 2.4", "nginx"
-	Arms     []dxArm         // Arms[0] is the default configuration, the one under test
+	Arms     []poolArm       // Arms[0] is the default configuration, the one under test
 	Ages     []time.Duration // when requests go out, after the pools opened
 	Deadline time.Duration   // each client request's own deadline
 	Sample   time.Duration   // socket sampling interval in the server
 	// Start starts the server of arm a with defer-accept on or off, its
 	// documents in docroot, and returns it and one line describing its
 	// configuration.
-	Start func(c *Context, a dxArm, deferOn bool, docroot string) (*Proc, string, error)
+	Start func(c *scenario.Context, a poolArm, deferOn bool, docroot string) (*scenario.Proc, string, error)
 	// Notes go under every verdict: what this server and kernel do
 	// differently from the field report.
 	Notes []string
@@ -65,27 +66,26 @@ type dxPlan struct {
 
 // register registers the plan as scenario s: its hosts (client, lb,
 // server), the juniper-dx profile, and the plan's Drive and Judge.
-func (pl *dxPlan) register(s *Scenario) {
+func (pl *poolRun) register(s *scenario.Scenario) {
 	s.Hosts, s.Profile = []string{"client", "lb", "server"}, "juniper-dx"
 	s.Drive = pl.drive
-	s.Judge = func(e *Evidence) Verdict {
+	s.Judge = func(e *scenario.Evidence) scenario.Verdict {
 		v := pl.judge(e)
 		v.Notes = append(v.Notes, pl.Notes...)
 		return v
 	}
-	Register(s)
+	scenario.Register(s)
 }
 
-const (
-	dxPool      = 6 // the DX default, as the juniper-dx profile
-	dxKernelLog = "kernel-server"
-)
+// poolSize is the DX's pool per backend: its default, as in the
+// juniper-dx profile.
+const poolSize = 6
 
-func dxProxyName(a dxArm) string { return "dx-" + strings.ToLower(a.Name) }
+func proxyName(a poolArm) string { return "dx-" + strings.ToLower(a.Name) }
 
-// dxCheckProfile is the juniper-dx profile with check_before_reuse on: a
+// checkingDXProfile is the juniper-dx profile with check_before_reuse on: a
 // DX that notices a pooled connection the server has closed.
-const dxCheckProfile = `name: juniper-dx-check
+const checkingDXProfile = `name: juniper-dx-check
 description: >-
   The built-in juniper-dx profile with check_before_reuse on: before a
   pooled connection carries a request, the DX peeks at it and replaces it
@@ -101,7 +101,7 @@ proxy:
   empty_reply: true
 `
 
-func (pl *dxPlan) drive(c *Context) error {
+func (pl *poolRun) drive(c *scenario.Context) error {
 	// The servers' workers run as an unprivileged user, which cannot reach
 	// the report directory (0700, or under a test's 0700 TempDir): their
 	// documents are in a directory of their own, removed when Drive ends.
@@ -116,45 +116,22 @@ func (pl *dxPlan) drive(c *Context) error {
 	if err := os.WriteFile(filepath.Join(docroot, "index.html"), []byte("hello from the server behind the DX\n"), 0o644); err != nil {
 		return err
 	}
-	klog, err := newKernelLog(c, "server", dxKernelLog)
+	klog, err := c.KernelLog("server", kernelLog)
 	if err != nil {
 		return err
 	}
-	if err := snapshotNetstat(c, klog, "server", "start"); err != nil {
+	if err := klog.Netstat("start", deferCounters); err != nil {
 		return err
 	}
-	for _, a := range pl.Arms {
-		on := a.Defer && c.Fault()
-		p, desc, err := pl.Start(c, a, on, docroot)
-		if err != nil {
-			return fmt.Errorf("arm %s: %w", a.Name, err)
-		}
-		if err := waitListening(c, "server", p.Name, p, int(a.Port)); err != nil {
-			return err
-		}
-		logListener(c, klog, a.Name, p.PID, a.Port)
-		klog.write("arm", map[string]any{"arm": a.Name, "port": a.Port, "server": desc, "check_before_reuse": a.Check})
+	if err := pl.startServers(c, klog, docroot); err != nil {
+		return err
 	}
 	if err := c.Sample("server", sockdiag.Filter{}, pl.Sample); err != nil {
 		return err
 	}
-	var checkProfile string
-	for _, a := range pl.Arms {
-		profile := "juniper-dx"
-		if a.Check {
-			if checkProfile == "" {
-				if checkProfile, err = c.WriteFile("juniper-dx-check.yaml", []byte(dxCheckProfile)); err != nil {
-					return err
-				}
-			}
-			profile = checkProfile
-		}
-		name := dxProxyName(a)
-		log := filepath.Join(c.Dir, name+".jsonl")
-		if _, err := c.StartLogged("lb", name, log, c.Exe, "proxy", "--profile", profile,
-			"--listen", Addr("lb", int(a.Port)), "--backend", Addr("server", int(a.Port)), "--log", log); err != nil {
-			return err
-		}
+	dxs, err := pl.startDXs(c)
+	if err != nil {
+		return err
 	}
 	// Each arm's requests are timed from its own pool's opening, so a DX
 	// that starts late does not shift its connections' idle times.
@@ -164,7 +141,7 @@ func (pl *dxPlan) drive(c *Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[ai] = pl.armRequests(c, a)
+			errs[ai] = pl.armRequests(c, a, dxs[ai])
 		}()
 	}
 	wg.Wait()
@@ -174,35 +151,81 @@ func (pl *dxPlan) drive(c *Context) error {
 	if err := c.Context().Err(); err != nil {
 		return err
 	}
-	if err := snapshotNetstat(c, klog, "server", "end"); err != nil {
+	if err := klog.Netstat("end", deferCounters); err != nil {
 		return err
 	}
 	return c.Wait("a last socket sample", 100*time.Millisecond)
 }
 
+// startServers starts every arm's server, defer-accept on as the arm and
+// the fault say, and logs its listener's TCP_DEFER_ACCEPT and
+// configuration in the kernel log.
+func (pl *poolRun) startServers(c *scenario.Context, klog *scenario.KernelLog, docroot string) error {
+	for _, a := range pl.Arms {
+		on := a.Defer && c.Fault()
+		p, desc, err := pl.Start(c, a, on, docroot)
+		if err != nil {
+			return fmt.Errorf("arm %s: %w", a.Name, err)
+		}
+		if err := c.WaitListening("server", p.Name, p, int(a.Port)); err != nil {
+			return err
+		}
+		logListener(c, klog, a.Name, p.PID, a.Port)
+		klog.Write("arm", map[string]any{"arm": a.Name, "port": a.Port, "server": desc, "check_before_reuse": a.Check})
+	}
+	return nil
+}
+
+// startDXs starts every arm's DX (`faultbox proxy --profile juniper-dx`,
+// or the checking one) in lb, in front of its server, and returns them
+// in the order of the arms.
+func (pl *poolRun) startDXs(c *scenario.Context) ([]*scenario.Proc, error) {
+	var dxs []*scenario.Proc
+	var checkProfile string
+	for _, a := range pl.Arms {
+		profile := "juniper-dx"
+		if a.Check {
+			if checkProfile == "" {
+				var err error
+				if checkProfile, err = c.WriteFile("juniper-dx-check.yaml", []byte(checkingDXProfile)); err != nil {
+					return nil, err
+				}
+			}
+			profile = checkProfile
+		}
+		name := proxyName(a)
+		log := filepath.Join(c.Dir, name+".jsonl")
+		p, err := c.StartLogged("lb", name, log, c.Exe, "proxy", "--profile", profile,
+			"--listen", scenario.Addr("lb", int(a.Port)), "--backend", scenario.Addr("server", int(a.Port)), "--log", log)
+		if err != nil {
+			return nil, err
+		}
+		dxs = append(dxs, p)
+	}
+	return dxs, nil
+}
+
 // armRequests waits until arm a's DX has opened its pool and listens, then
 // sends the plan's requests through it, each at its age after the opening.
-func (pl *dxPlan) armRequests(c *Context, a dxArm) error {
-	name := dxProxyName(a)
-	log := filepath.Join(c.Dir, name+".jsonl")
-	ok, err := c.WaitFor(name+" to open its pool", 10*time.Second, func() bool { return countEvents(log, "open") >= dxPool })
+func (pl *poolRun) armRequests(c *scenario.Context, a poolArm, dx *scenario.Proc) error {
+	ok, err := c.WaitFor(dx.Name+" to open its pool", 10*time.Second, func() bool { return dx.LogEvents("open") >= poolSize })
 	if err != nil {
 		return err
 	}
 	if !ok {
-		return fmt.Errorf("%s did not open its %d pooled connections within 10s: %s", name, dxPool, tailFile(filepath.Join(c.Dir, name+".err"), 5))
+		return fmt.Errorf("%s did not open its %d pooled connections within 10s: %s", dx.Name, poolSize, dx.StderrTail())
 	}
 	t0 := time.Now()
-	if err := waitListening(c, "lb", name, nil, int(a.Port)); err != nil {
+	if err := c.WaitListening("lb", dx.Name, nil, int(a.Port)); err != nil {
 		return err
 	}
-	c.StepAt(t0, "lb", "DX %s has opened its pool of %d connections with no request; requests follow at %s", a.Name, dxPool, agesText(pl.Ages))
+	c.StepAt(t0, "lb", "DX %s has opened its pool of %d connections with no request; requests follow at %s", a.Name, poolSize, agesText(pl.Ages))
 	var wg sync.WaitGroup
 	for i, age := range pl.Ages {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if c.Wait(fmt.Sprintf("request %d at +%s", i+1, secs1(age)), time.Until(t0.Add(age))) == nil {
+			if c.Wait(fmt.Sprintf("request %d at +%s", i+1, scenario.Tenths(age)), time.Until(t0.Add(age))) == nil {
 				pl.request(c, a, i+1)
 			}
 		}()
@@ -220,11 +243,11 @@ func agesText(ages []time.Duration) string {
 }
 
 // request sends one GET through arm a's DX and records what came back.
-func (pl *dxPlan) request(c *Context, a dxArm, n int) {
-	c.runClient(ClientResult{Name: fmt.Sprintf("request %d", n), Arm: a.Name}, Addr("lb", int(a.Port)), 2*time.Second, func(conn *net.TCPConn, r *ClientResult) {
+func (pl *poolRun) request(c *scenario.Context, a poolArm, n int) {
+	c.RunClient(scenario.ClientResult{Name: fmt.Sprintf("request %d", n), Arm: a.Name}, scenario.Addr("lb", int(a.Port)), 2*time.Second, func(conn *net.TCPConn, r *scenario.ClientResult) {
 		conn.SetDeadline(time.Now().Add(pl.Deadline))
 		var err error
-		r.Status, r.Bytes, err = Get(conn, bufio.NewReader(conn), "/", true, -1)
+		r.Status, r.Bytes, err = scenario.Get(conn, bufio.NewReader(conn), "/", true, -1)
 		r.SetErr(err)
 	})
 }

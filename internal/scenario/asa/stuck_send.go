@@ -1,4 +1,4 @@
-package scenario
+package asa
 
 import (
 	"fmt"
@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/faultbox/faultbox/internal/report"
+	"github.com/faultbox/faultbox/internal/scenario"
 )
 
 // asa-stuck-send: FIELD-FAILURES.md §4, the cost. A server is writing a
@@ -23,14 +24,14 @@ type stuckArm struct {
 	change string
 }
 
-var stuckSendArms = []stuckArm{
+var stuckArms = []stuckArm{
 	{"no send timeout", 8101, "serve-plain", nil, "the kernel's retransmission limit only (tcp_retries2=5)"},
 	{"SO_SNDTIMEO 2s", 8102, "serve-sndtimeo", []string{"--sndtimeo", "2s"}, "the application gives up a send that moves nothing for 2 s (Varnish: 600 s), then close()s"},
 	{"TCP_USER_TIMEOUT 3s", 8103, "serve-usertimeout", []string{"--user-timeout", "3s"}, "the kernel drops the connection when data stays unacknowledged 3 s"},
 }
 
 func init() {
-	Register(&Scenario{
+	scenario.Register(&scenario.Scenario{
 		Name:    "asa-stuck-send",
 		Summary: "server writing to a client gone behind a Cisco ASA: how long until the kernel or the application gives up",
 		Description: "A client behind a Cisco ASA cancels a large download; the ASA swallows its FIN, sends the server an " +
@@ -40,7 +41,7 @@ func init() {
 			"lives on, orphaned) and TCP_USER_TIMEOUT (the kernel gives up early). Durations are measured from the server socket " +
 			"samples and the server's log.",
 		Profile: "cisco-asa-lost-fin",
-		Sysctls: []Sysctl{
+		Sysctls: []scenario.Sysctl{
 			{Host: "server", Key: "net.ipv4.tcp_retries2", Value: "5",
 				Why: "a connection retransmitting to nobody is dropped after about 12.6 s (200 ms × (2^6−1)) instead of about 15 minutes (default 15)"},
 			{Host: "server", Key: "net.ipv4.tcp_orphan_retries", Value: "5",
@@ -52,16 +53,16 @@ func init() {
 	})
 }
 
-func driveStuckSend(c *Context) error {
-	for _, a := range stuckSendArms {
-		flags := append([]string{"--listen", Addr("server", a.port), "--keepalive-timeout", "0"}, a.flags...)
+func driveStuckSend(c *scenario.Context) error {
+	for _, a := range stuckArms {
+		flags := append([]string{"--listen", scenario.Addr("server", a.port), "--keepalive-timeout", "0"}, a.flags...)
 		if _, err := c.Serve("server", a.serve, flags...); err != nil {
 			return err
 		}
 	}
-	names := make([]string, len(stuckSendArms))
-	ports := make([]int, len(stuckSendArms))
-	for i, a := range stuckSendArms {
+	names := make([]string, len(stuckArms))
+	ports := make([]int, len(stuckArms))
+	for i, a := range stuckArms {
 		names[i], ports[i] = a.name, a.port
 	}
 	if err := cancelDownloads(c, names, ports); err != nil {
@@ -71,16 +72,16 @@ func driveStuckSend(c *Context) error {
 		"the server's sockets to give up (tcp_retries2=5: about 13 s)")
 }
 
-func judgeStuckSend(e *Evidence) Verdict {
-	var v Verdict
+func judgeStuckSend(e *scenario.Evidence) scenario.Verdict {
+	var v scenario.Verdict
 	var parts []string
-	var plain *teardown
-	for i, a := range stuckSendArms {
-		r, bad := armClient(e, a.name, fmt.Sprintf("arm %q: its client", a.name))
+	var plain *download
+	for i, a := range stuckArms {
+		r, bad := e.ArmClient(a.name, fmt.Sprintf("arm %q: its client", a.name))
 		if bad != nil {
 			return *bad
 		}
-		t := analyzeTeardown(e, r, a.serve)
+		t := readDownload(e, r, a.serve)
 		if i == 0 {
 			plain = &t
 		}
@@ -88,7 +89,7 @@ func judgeStuckSend(e *Evidence) Verdict {
 		v.Timeline = append(v.Timeline, t.timeline(e, label)...)
 		v.Ladder = append(v.Ladder, t.ladderConn())
 		what := describeGiveUp(&t)
-		v.Runs = append(v.Runs, report.Run{Name: a.name, Change: a.change, Outcome: outcomeIf(t.stuck), Reason: what})
+		v.Runs = append(v.Runs, report.Run{Name: a.name, Change: a.change, Outcome: scenario.OutcomeIf(t.stuck), Reason: what})
 		parts = append(parts, a.name+": "+what)
 	}
 	if plain.stuck {
@@ -103,40 +104,40 @@ func judgeStuckSend(e *Evidence) Verdict {
 
 // describeGiveUp says who gave up when, measured from the client's
 // disappearance (the device's RST, else the client's FIN).
-func describeGiveUp(t *teardown) string {
+func describeGiveUp(t *download) string {
 	var b strings.Builder
 	if t.rst == nil {
 		b.WriteString("no teardown by the device (the client's FIN reached the server); ")
 	}
 	if t.logErr != nil {
-		fmt.Fprintf(&b, "the application gave up after %s (%s)", secs(t.logErrAfter), t.logText())
+		fmt.Fprintf(&b, "the application gave up after %s (%s)", scenario.Secs(t.logErrAfter), t.logText())
 	} else {
 		b.WriteString("the application never gave up")
 	}
 	switch {
 	case t.unsampled:
-		fmt.Fprintf(&b, "; its socket was gone by the first sample after the client was (%s)", ms(t.lived))
+		fmt.Fprintf(&b, "; its socket was gone by the first sample after the client was (%s)", scenario.Millis(t.lived))
 	case !t.life.Seen:
 		b.WriteString("; its socket was never sampled")
 	case t.stillThere:
-		fmt.Fprintf(&b, "; its socket was still %s %s after the client was gone (sampling ended)", lastState(t.life), secs(t.lived))
+		fmt.Fprintf(&b, "; its socket was still %s %s after the client was gone (sampling ended)", t.life.LastState(), scenario.Secs(t.lived))
 	default:
-		fmt.Fprintf(&b, "; the kernel removed its socket after %s", secs(t.lived))
+		fmt.Fprintf(&b, "; the kernel removed its socket after %s", scenario.Secs(t.lived))
 		if t.logErr != nil {
 			if after := orphanStates(t); after != "" {
-				fmt.Fprintf(&b, ", %s after the application let go (orphaned in %s)", secs(t.lived-t.logErrAfter), after)
+				fmt.Fprintf(&b, ", %s after the application let go (orphaned in %s)", scenario.Secs(t.lived-t.logErrAfter), after)
 			}
 		}
 	}
 	if t.stuck {
-		fmt.Fprintf(&b, "; 1 s after the client was gone it was %s with %s unacknowledged%s", t.stuckState, bytesText(t.stuckUnacked), t.timerText())
+		fmt.Fprintf(&b, "; 1 s after the client was gone it was %s with %s unacknowledged%s", t.stuckState, scenario.ByteSize(t.stuckUnacked), t.timerText())
 	}
 	return b.String()
 }
 
 // orphanStates lists the states the socket was seen in after the
 // application closed it, if it lived on noticeably (> 100 ms).
-func orphanStates(t *teardown) string {
+func orphanStates(t *download) string {
 	if t.logErr == nil || t.life.Gone.IsZero() || t.life.Gone.Sub(t.logErr.At) < 100*time.Millisecond {
 		return ""
 	}

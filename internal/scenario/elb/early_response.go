@@ -1,4 +1,4 @@
-package scenario
+package elb
 
 import (
 	"bufio"
@@ -18,7 +18,7 @@ import (
 	"github.com/faultbox/faultbox/internal/packet"
 	"github.com/faultbox/faultbox/internal/proxy"
 	"github.com/faultbox/faultbox/internal/report"
-	"github.com/faultbox/faultbox/internal/sockdiag"
+	"github.com/faultbox/faultbox/internal/scenario"
 )
 
 // elb-early-response: FIELD-FAILURES.md §3, cause B. akka-http answered a
@@ -29,7 +29,7 @@ import (
 // run at once: the LB forwarding Connection and reusing after an early
 // response (hop_by_hop: buggy), and the correct one.
 
-type elbEarlyArm struct {
+type earlyArm struct {
 	name   string
 	port   int
 	hop    string // hop_by_hop with the fault on
@@ -37,18 +37,18 @@ type elbEarlyArm struct {
 	change string
 }
 
-var elbEarlyArms = []elbEarlyArm{
+var earlyArms = []earlyArm{
 	{"Connection: keep-alive forwarded", 8611, "buggy", report.Reproduced,
 		"hop_by_hop: buggy: the LB forwards the client's Connection: keep-alive and reuses a connection after an early response that lacked Connection: close"},
 	{"Connection not forwarded", 8612, "correct", report.NotReproduced,
 		"hop_by_hop: correct: hop-by-hop fields stay on their hop, and a connection that answered early is never reused"},
 }
 
-// elbEarlyRounds is how many POST-then-GET rounds each arm's client runs.
-const elbEarlyRounds = 6
+// earlyRounds is how many POST-then-GET rounds each arm's client runs.
+const earlyRounds = 6
 
 func init() {
-	Register(&Scenario{
+	scenario.Register(&scenario.Scenario{
 		Name:    "elb-early-response",
 		Summary: "Classic ELB reuses a connection after an early response without Connection: close: RST, 504",
 		Description: "The second cause of the ELB 504s in seeds/003: the akka-http proxy behind the ELB answered chunked " +
@@ -61,51 +61,46 @@ func init() {
 			"the early answer, and then a GET on a new connection.",
 		Hosts:  []string{"client", "lb", "server"},
 		Budget: 15 * time.Second,
-		Drive:  driveELBEarlyResponse,
-		Judge:  judgeELBEarlyResponse,
+		Drive:  driveEarly,
+		Judge:  judgeEarly,
 	})
 }
 
-func elbEarlyProcName(a elbEarlyArm) string { return fmt.Sprintf("lb-%d", a.port) }
+func earlyProcName(a earlyArm) string { return fmt.Sprintf("lb-%d", a.port) }
 
-func driveELBEarlyResponse(c *Context) error {
+func driveEarly(c *scenario.Context) error {
 	flags := []string{"--early-response", "--early-close-no-header", "--keepalive-timeout", "5s"}
 	var ports []int
-	for _, a := range elbEarlyArms {
-		flags = append(flags, "--listen", Addr("server", a.port))
+	for _, a := range earlyArms {
+		flags = append(flags, "--listen", scenario.Addr("server", a.port))
 		ports = append(ports, a.port)
 	}
 	if _, err := c.Serve("server", "serve", flags...); err != nil {
 		return err
 	}
-	for _, a := range elbEarlyArms {
+	for _, a := range earlyArms {
 		hop := a.hop
 		if !c.Fault() && hop != "correct" {
 			hop = "correct" // the fix the report applied: stop forwarding Connection
 			c.Note("Fault off: the LB on port %d runs hop_by_hop: correct as well.", a.port)
 		}
-		if err := elbStartProxy(c, elbEarlyProcName(a), a.port, a.name+": "+a.change, "hop_by_hop: "+hop); err != nil {
+		if err := startProxy(c, earlyProcName(a), a.port, a.name+": "+a.change, "hop_by_hop: "+hop); err != nil {
 			return err
 		}
 	}
-	if err := waitListening(c, "lb", "the LBs", nil, ports...); err != nil {
+	if err := lbsUp(c, ports); err != nil {
 		return err
 	}
-	for _, h := range []string{"server", "lb"} {
-		if err := c.Sample(h, sockdiag.Filter{States: elbLive}, 0); err != nil {
-			return err
-		}
-	}
 	var wg sync.WaitGroup
-	for _, a := range elbEarlyArms {
+	for _, a := range earlyArms {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := range elbEarlyRounds {
+			for i := range earlyRounds {
 				if c.Context().Err() != nil {
 					return
 				}
-				elbEarlyRound(c, a, i+1)
+				earlyRound(c, a, i+1)
 			}
 		}()
 	}
@@ -118,16 +113,16 @@ func driveELBEarlyResponse(c *Context) error {
 	if err := c.Wait("the capture to be written", 1200*time.Millisecond); err != nil {
 		return err
 	}
-	elbWireHeaders(c, ports)
+	countWireHeaders(c, ports)
 	return nil
 }
 
-// elbEarlyRound is one round of an arm's client: a chunked POST whose body
+// earlyRound is one round of an arm's client: a chunked POST whose body
 // the server will not wait for, the rest of the body once the answer is
 // in, then a GET through the LB on a new connection.
-func elbEarlyRound(c *Context, a elbEarlyArm, round int) {
-	post := ClientResult{Name: fmt.Sprintf("client :%d POST #%d", a.port, round), Arm: a.name}
-	c.runClient(post, Addr("lb", a.port), 2*time.Second, func(conn *net.TCPConn, post *ClientResult) {
+func earlyRound(c *scenario.Context, a earlyArm, round int) {
+	post := scenario.ClientResult{Name: fmt.Sprintf("client :%d POST #%d", a.port, round), Arm: a.name}
+	c.RunClient(post, scenario.Addr("lb", a.port), 2*time.Second, func(conn *net.TCPConn, post *scenario.ClientResult) {
 		conn.SetDeadline(time.Now().Add(5 * time.Second))
 		chunk := func(b byte, n int) string { return fmt.Sprintf("%x\r\n%s\r\n", n, bytes.Repeat([]byte{b}, n)) }
 		head := "POST /upload HTTP/1.1\r\nHost: server\r\nUser-Agent: faultbox-scenario\r\nTransfer-Encoding: chunked\r\n" +
@@ -154,21 +149,21 @@ func elbEarlyRound(c *Context, a elbEarlyArm, round int) {
 		}
 	})
 
-	get := ClientResult{Name: fmt.Sprintf("client :%d GET #%d", a.port, round), Arm: a.name,
+	get := scenario.ClientResult{Name: fmt.Sprintf("client :%d GET #%d", a.port, round), Arm: a.name,
 		Detail: "the next request, on a new client connection"}
-	c.runClient(get, Addr("lb", a.port), 2*time.Second, func(conn *net.TCPConn, get *ClientResult) {
+	c.RunClient(get, scenario.Addr("lb", a.port), 2*time.Second, func(conn *net.TCPConn, get *scenario.ClientResult) {
 		conn.SetDeadline(time.Now().Add(5 * time.Second))
 		var err error
-		get.Status, get.Bytes, err = Get(conn, bufio.NewReader(conn), "/", true, -1)
+		get.Status, get.Bytes, err = scenario.Get(conn, bufio.NewReader(conn), "/", true, -1)
 		get.SetErr(err)
 	})
 }
 
-// elbWireHeaders reads the requests and 401 answers between the LB and the
+// countWireHeaders reads the requests and 401 answers between the LB and the
 // server out of the capture so far and records, per port, how many
 // requests carried Connection: keep-alive and how many 401s Connection:
 // close.
-func elbWireHeaders(c *Context, ports []int) {
+func countWireHeaders(c *scenario.Context, ports []int) {
 	type counts struct{ reqs, keepAlive, answers, close int }
 	got := map[uint16]*counts{}
 	for _, p := range ports {
@@ -185,7 +180,7 @@ func elbWireHeaders(c *Context, ports []int) {
 		c.Note("capture: %v", err)
 		return
 	}
-	lb, server := AddrPort("lb", 0).Addr(), AddrPort("server", 0).Addr()
+	lb, server := scenario.AddrPort("lb", 0).Addr(), scenario.AddrPort("server", 0).Addr()
 	var pk packet.Parsed
 	for i := 0; i < 1<<20; i++ {
 		data, _, opts, err := r.ReadPacketDataWithOptions()
@@ -203,7 +198,7 @@ func elbWireHeaders(c *Context, ports []int) {
 		hdr, _, _ := bytes.Cut(pl, []byte("\r\n\r\n"))
 		lower := strings.ToLower(string(hdr))
 		switch {
-		case pk.Src == lb && pk.Dst == server && got[pk.DstPort] != nil && elbIsRequest(pl):
+		case pk.Src == lb && pk.Dst == server && got[pk.DstPort] != nil && isRequest(pl):
 			n := got[pk.DstPort]
 			n.reqs++
 			if strings.Contains(lower, "\r\nconnection: keep-alive") {
@@ -224,7 +219,7 @@ func elbWireHeaders(c *Context, ports []int) {
 	}
 }
 
-func elbIsRequest(b []byte) bool {
+func isRequest(b []byte) bool {
 	for _, m := range []string{"GET ", "POST ", "PUT ", "HEAD "} {
 		if bytes.HasPrefix(b, []byte(m)) {
 			return true
@@ -233,9 +228,9 @@ func elbIsRequest(b []byte) bool {
 	return false
 }
 
-// elbEarlyStats is one arm's evidence summed up.
-type elbEarlyStats struct {
-	arm       elbEarlyArm
+// earlyStats is one arm's evidence summed up.
+type earlyStats struct {
+	arm       earlyArm
 	early     int // requests answered before their body was sent (access log)
 	reused    int // requests sent on a connection that had answered early
 	reusedBad int // ... and failed
@@ -245,58 +240,58 @@ type elbEarlyStats struct {
 	gets504   int
 	discarded int // connections the LB closed after an early response
 	rsts      int // RSTs from the server on connections that had answered early
-	first     *elbEarlyCase
+	first     *earlyCase
 }
 
-// elbEarlyCase is one early-answered backend connection.
-type elbEarlyCase struct {
+// earlyCase is one early-answered backend connection.
+type earlyCase struct {
 	post, next *proxy.Entry
-	wire       elbWire
+	wire       wireClose
 	rsts       int
 	closed     time.Time // the LB closed it after the early answer
 }
 
-func elbEarlyArmStats(e *Evidence, a elbEarlyArm) (elbEarlyStats, error) {
-	s := elbEarlyStats{arm: a, causes: map[string]int{}}
-	l := readProxyLog(e, elbEarlyProcName(a))
-	if len(l.reqs) == 0 {
-		return s, fmt.Errorf("arm %q: the LB logged no request (see %s.err)", a.name, elbEarlyProcName(a))
+func readEarlyStats(e *scenario.Evidence, a earlyArm) (earlyStats, error) {
+	s := earlyStats{arm: a, causes: map[string]int{}}
+	l, err := accessLog(e, earlyProcName(a), a.name)
+	if err != nil {
+		return s, err
 	}
-	server := AddrPort("server", a.port)
-	answeredEarly := map[uint64]*elbEarlyCase{}
-	var cases []*elbEarlyCase
-	for i := range l.reqs {
-		en := &l.reqs[i]
+	server := scenario.AddrPort("server", a.port)
+	answeredEarly := map[uint64]*earlyCase{}
+	var cases []*earlyCase
+	for i := range l.Requests {
+		en := &l.Requests[i]
 		if ec := answeredEarly[en.BackendConn]; ec != nil && en.BackendConn != 0 {
 			s.reused++
 			if ec.next == nil {
 				ec.next = en
 			}
-			if elbFailed(*en) {
+			if lbFailed(*en) {
 				s.reusedBad++
-				s.causes[elbCause(*en)]++
+				s.causes[cause(*en)]++
 				s.maxFail = max(s.maxFail, en.BackendTime)
 			}
 		}
 		if en.Early && answeredEarly[en.BackendConn] == nil {
 			s.early++
-			ec := &elbEarlyCase{post: en}
+			ec := &earlyCase{post: en}
 			answeredEarly[en.BackendConn] = ec
 			cases = append(cases, ec)
 		}
 	}
-	for _, pe := range l.closes {
+	for _, pe := range l.Closes {
 		if ec := answeredEarly[pe.BackendConn]; ec != nil && pe.Reason == "not reusable" {
 			s.discarded++
 			ec.closed, _ = time.Parse(time.RFC3339Nano, pe.Time)
 		}
 	}
 	for id, ec := range answeredEarly {
-		lb, ok := l.local[id]
+		lb, ok := l.Local[id]
 		if !ok {
 			continue
 		}
-		ec.wire = elbAnalyzeWire(e, lb, server)
+		ec.wire = readWireClose(e, lb, server)
 		for _, p := range e.Packets(lb, server) {
 			if report.SameEnd(p.Src, server) && p.Flags&packet.RST != 0 {
 				ec.rsts++
@@ -320,33 +315,33 @@ func elbEarlyArmStats(e *Evidence, a elbEarlyArm) (elbEarlyStats, error) {
 	return s, nil
 }
 
-func (s *elbEarlyStats) reason() string {
+func (s *earlyStats) reason() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d requests answered early; %d later requests sent on those connections, %d failed",
 		s.early, s.reused, s.reusedBad)
 	if s.reusedBad > 0 {
-		fmt.Fprintf(&b, " (%s from the backend, backend time at most %s)", elbCauses(s.causes), elbMS(s.maxFail))
+		fmt.Fprintf(&b, " (%s from the backend, backend time at most %s)", causesText(s.causes), logMS(s.maxFail))
 	}
 	fmt.Fprintf(&b, "; the server sent %d RSTs on them; the LB closed %d of them after the early answer; clients' GETs: %s got 504",
-		s.rsts, s.discarded, elbShare(s.gets504, s.gets))
+		s.rsts, s.discarded, share(s.gets504, s.gets))
 	return b.String()
 }
 
-func judgeELBEarlyResponse(e *Evidence) Verdict {
-	var v Verdict
-	stats := make([]elbEarlyStats, len(elbEarlyArms))
-	for i, a := range elbEarlyArms {
-		s, err := elbEarlyArmStats(e, a)
+func judgeEarly(e *scenario.Evidence) scenario.Verdict {
+	var v scenario.Verdict
+	stats := make([]earlyStats, len(earlyArms))
+	for i, a := range earlyArms {
+		s, err := readEarlyStats(e, a)
 		if err != nil {
-			return Verdict{Outcome: report.Error, Reason: err.Error()}
+			return scenario.Verdict{Outcome: report.Error, Reason: err.Error()}
 		}
 		if s.early == 0 {
-			return Verdict{Outcome: report.Error, Reason: fmt.Sprintf("arm %q: no request was answered early: the run shows nothing about cause B", a.name)}
+			return scenario.Verdict{Outcome: report.Error, Reason: fmt.Sprintf("arm %q: no request was answered early: the run shows nothing about cause B", a.name)}
 		}
 		stats[i] = s
-		v.Runs = append(v.Runs, report.Run{Name: a.name, Change: a.change, Expected: a.expect, Reason: s.reason(), Outcome: outcomeIf(s.reusedBad > 0)})
+		v.Runs = append(v.Runs, report.Run{Name: a.name, Change: a.change, Expected: a.expect, Reason: s.reason(), Outcome: scenario.OutcomeIf(s.reusedBad > 0)})
 		if s.first != nil {
-			v.Timeline = append(v.Timeline, elbEarlyTimeline(e, &s)...)
+			v.Timeline = append(v.Timeline, earlyTimeline(e, &s)...)
 			v.Ladder = append(v.Ladder, report.Conn{A: s.first.wire.lb, B: s.first.wire.server})
 		}
 	}
@@ -355,11 +350,11 @@ func judgeELBEarlyResponse(e *Evidence) Verdict {
 	numbers := fmt.Sprintf("with Connection: keep-alive forwarded, %d of %d connections that answered a chunked POST early "+
 		"carried a later request that failed with 504", bug.reusedBad, bug.early)
 	if bug.reusedBad > 0 {
-		numbers += fmt.Sprintf(" (%s, backend time at most %s)", elbCauses(bug.causes), elbMS(bug.maxFail))
+		numbers += fmt.Sprintf(" (%s, backend time at most %s)", causesText(bug.causes), logMS(bug.maxFail))
 	}
 	numbers += fmt.Sprintf("; the server sent %d RSTs on them; with it not forwarded, %d of %d such connections were reused "+
 		"(the LB closed %d) and %s of the clients' GETs got 504", bug.rsts, fix.reused, fix.early, fix.discarded,
-		elbShare(fix.gets504, fix.gets))
+		share(fix.gets504, fix.gets))
 	switch {
 	case failsBug && fix.reusedBad == 0 && fix.gets504 == 0:
 		v.Outcome, v.Reason = report.Reproduced, "early response + forwarded Connection: keep-alive reproduced: "+numbers
@@ -371,8 +366,8 @@ func judgeELBEarlyResponse(e *Evidence) Verdict {
 	return v
 }
 
-// elbEarlyTimeline tells one early-answered connection of an arm.
-func elbEarlyTimeline(e *Evidence, s *elbEarlyStats) []report.Entry {
+// earlyTimeline tells one early-answered connection of an arm.
+func earlyTimeline(e *scenario.Evidence, s *earlyStats) []report.Entry {
 	ec := s.first
 	w := &ec.wire
 	label := fmt.Sprintf("[:%d]", s.arm.port)
@@ -399,7 +394,7 @@ func elbEarlyTimeline(e *Evidence, s *elbEarlyStats) []report.Entry {
 		at, err := time.Parse(time.RFC3339Nano, n.Time)
 		if err == nil {
 			out = append(out, e.Entry(at, "lb", "%s reuses the connection for %s %s: %s, backend time %s (%s)",
-				label, n.Method, n.Path, n.Outcome, elbMS(n.BackendTime), elbCause(*n)))
+				label, n.Method, n.Path, n.Outcome, logMS(n.BackendTime), cause(*n)))
 		}
 	} else if !ec.closed.IsZero() {
 		out = append(out, e.Entry(ec.closed, "lb", "%s does not reuse it: closed once the request body was relayed", label))

@@ -1,4 +1,4 @@
-package scenario
+package closing
 
 import (
 	"encoding/json"
@@ -14,6 +14,7 @@ import (
 
 	"github.com/faultbox/faultbox/internal/packet"
 	"github.com/faultbox/faultbox/internal/report"
+	"github.com/faultbox/faultbox/internal/scenario"
 	"github.com/faultbox/faultbox/internal/sockdiag"
 )
 
@@ -25,17 +26,17 @@ import (
 // sends the whole body before it reads the response.
 
 const (
-	lcAbruptPort = 8401
-	lcLingerPort = 8402
-	lcBody       = 16 << 20
-	lcArmAbrupt  = "abrupt close"
-	lcArmLinger  = "lingering close"
+	abruptPort = 8401
+	lingerPort = 8402
+	postBody   = 16 << 20
+	armAbrupt  = "abrupt close"
+	armLinger  = "lingering close"
 )
 
-// lcClient is the client: one POST with a body of argv[3] bytes through
+// pythonClient is the client: one POST with a body of argv[3] bytes through
 // http.client, printing what happened as JSON. After a failure it looks
 // whether the answer had reached its kernel anyway.
-const lcClient = `import http.client, json, sys, time
+const pythonClient = `import http.client, json, sys, time
 host, port, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 out = {"status": 0, "error": "", "unread": 0, "local": "", "remote": "", "body": ""}
 c = http.client.HTTPConnection(host, port, timeout=5)
@@ -60,7 +61,7 @@ print(json.dumps(out))
 `
 
 func init() {
-	Register(&Scenario{
+	scenario.Register(&scenario.Scenario{
 		Name:    "lingering-close",
 		Summary: "an early 401 to a large POST is lost to the server's RST without lingering close, delivered with it",
 		Description: "A server answers a POST it will not accept (401) before reading the 16 MiB body, then closes. With unread " +
@@ -75,18 +76,18 @@ func init() {
 	})
 }
 
-func driveLingeringClose(c *Context) error {
+func driveLingeringClose(c *scenario.Context) error {
 	if _, err := exec.LookPath("python3"); err != nil {
 		return errors.New("lingering-close needs python3 (its client is http.client)")
 	}
-	abrupt := []string{"--listen", Addr("server", lcAbruptPort), "--early-response"}
+	abrupt := []string{"--listen", scenario.Addr("server", abruptPort), "--early-response"}
 	if !c.Fault() {
 		abrupt = append(abrupt, "--linger", "--linger-time", "2s")
 	}
 	if _, err := c.Serve("server", "serve-abrupt", abrupt...); err != nil {
 		return err
 	}
-	if _, err := c.Serve("server", "serve-linger", "--listen", Addr("server", lcLingerPort), "--early-response", "--linger", "--linger-time", "2s"); err != nil {
+	if _, err := c.Serve("server", "serve-linger", "--listen", scenario.Addr("server", lingerPort), "--early-response", "--linger", "--linger-time", "2s"); err != nil {
 		return err
 	}
 	if err := c.Sample("server", sockdiag.Filter{}, 0); err != nil {
@@ -97,7 +98,7 @@ func driveLingeringClose(c *Context) error {
 	for i, arm := range []struct {
 		name string
 		port int
-	}{{lcArmAbrupt, lcAbruptPort}, {lcArmLinger, lcLingerPort}} {
+	}{{armAbrupt, abruptPort}, {armLinger, lingerPort}} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -112,10 +113,10 @@ func driveLingeringClose(c *Context) error {
 }
 
 // postClient runs the Python client against port and records its result.
-func postClient(c *Context, arm string, port int) error {
+func postClient(c *scenario.Context, arm string, port int) error {
 	name := fmt.Sprintf("http.client :%d", port)
-	c.Step(name, "POST /upload with a %d MiB body, sent in full before reading", lcBody>>20)
-	res, err := c.Exec("client", 10*time.Second, "python3", "-c", lcClient, AddrPort("server", port).Addr().String(), strconv.Itoa(port), strconv.Itoa(lcBody))
+	c.Step(name, "POST /upload with a %d MiB body, sent in full before reading", postBody>>20)
+	res, err := c.Exec("client", 10*time.Second, "python3", "-c", pythonClient, scenario.AddrPort("server", port).Addr().String(), strconv.Itoa(port), strconv.Itoa(postBody))
 	if err != nil {
 		return err
 	}
@@ -133,20 +134,20 @@ func postClient(c *Context, arm string, port int) error {
 	if err := json.Unmarshal([]byte(strings.TrimSpace(res.Stdout)), &out); err != nil {
 		return fmt.Errorf("%s: exit %d, output %q: %v (stderr: %s)", name, res.Code, res.Stdout, err, strings.TrimSpace(res.Stderr))
 	}
-	r := ClientResult{Name: name, Arm: arm, Start: unixTime(out.Start), End: unixTime(out.End), Status: out.Status, Bytes: int64(len(out.Body))}
+	r := scenario.ClientResult{Name: name, Arm: arm, Start: unixTime(out.Start), End: unixTime(out.End), Status: out.Status, Bytes: int64(len(out.Body))}
 	r.Local, _ = netip.ParseAddrPort(out.Local)
 	r.Remote, _ = netip.ParseAddrPort(out.Remote)
 	if out.Error != "" {
 		r.Err = out.Error
 		switch {
 		case strings.HasPrefix(out.Error, "BrokenPipeError"):
-			r.Kind = KindPipe
+			r.Kind = scenario.KindPipe
 		case strings.HasPrefix(out.Error, "ConnectionResetError"):
-			r.Kind = KindReset
+			r.Kind = scenario.KindReset
 		case strings.Contains(out.Error, "timed out"):
-			r.Kind = KindTimeout
+			r.Kind = scenario.KindTimeout
 		default:
-			r.Kind = KindOther
+			r.Kind = scenario.KindOther
 		}
 		switch {
 		case out.Unread > 0:
@@ -166,26 +167,26 @@ func unixTime(f float64) time.Time {
 	return time.Unix(int64(sec), int64(frac*1e9))
 }
 
-type lcArm struct {
-	r         ClientResult
-	rst       *report.Packet // the server's first RST on the connection
-	responded *LogEvent      // serve wrote the 401
-	closed    *LogEvent      // serve's close
-	linger    *LogEvent      // serve's lingering drain
+type lingerArm struct {
+	r         scenario.ClientResult
+	rst       *report.Packet     // the server's first RST on the connection
+	responded *scenario.LogEvent // serve wrote the 401
+	closed    *scenario.LogEvent // serve's close
+	linger    *scenario.LogEvent // serve's lingering drain
 	delivered bool
 	lost      bool
 	text      string
 }
 
-func judgeLingeringClose(e *Evidence) Verdict {
-	var v Verdict
-	arms := map[string]*lcArm{}
-	for _, x := range []struct{ arm, serve string }{{lcArmAbrupt, "serve-abrupt"}, {lcArmLinger, "serve-linger"}} {
-		r, bad := armClient(e, x.arm, x.arm+": the client")
+func judgeLingeringClose(e *scenario.Evidence) scenario.Verdict {
+	var v scenario.Verdict
+	arms := map[string]*lingerArm{}
+	for _, x := range []struct{ arm, serve string }{{armAbrupt, "serve-abrupt"}, {armLinger, "serve-linger"}} {
+		r, bad := e.ArmClient(x.arm, x.arm+": the client")
 		if bad != nil {
 			return *bad
 		}
-		a := &lcArm{r: r}
+		a := &lingerArm{r: r}
 		arms[x.arm] = a
 		for _, p := range e.Packets(a.r.Local, a.r.Remote) {
 			if report.SameEnd(p.Src, a.r.Remote) && !p.Injected && p.Flags&packet.RST != 0 {
@@ -205,13 +206,13 @@ func judgeLingeringClose(e *Evidence) Verdict {
 		}
 		a.delivered = a.r.Status == 401
 		a.lost = a.r.Status == 0 && a.r.Err != "" && a.responded != nil && a.rst != nil
-		a.text = describeLC(a)
+		a.text = describeLinger(a)
 		label := "[" + x.arm + "]"
 		if a.responded != nil {
 			v.Timeline = append(v.Timeline, e.Entry(a.responded.At, "server", "%s serve answers %d before reading the body", label, a.responded.Status))
 		}
 		if a.linger != nil {
-			v.Timeline = append(v.Timeline, e.Entry(a.linger.At, "server", "%s lingering close drained %s of the body (%s)", label, bytesText(uint32(min(a.linger.Bytes, math.MaxUint32))), a.linger.Reason))
+			v.Timeline = append(v.Timeline, e.Entry(a.linger.At, "server", "%s lingering close drained %s of the body (%s)", label, scenario.ByteSize(uint32(min(a.linger.Bytes, math.MaxUint32))), a.linger.Reason))
 		}
 		if a.closed != nil {
 			v.Timeline = append(v.Timeline, e.Entry(a.closed.At, "server", "%s serve closes (%s)", label, a.closed.Reason))
@@ -219,31 +220,31 @@ func judgeLingeringClose(e *Evidence) Verdict {
 		if a.rst != nil {
 			v.Timeline = append(v.Timeline, e.Entry(a.rst.When(), "server", "%s the server's kernel answers the body still arriving with a RST", label))
 		}
-		v.Timeline = append(v.Timeline, e.Entry(a.r.End, "client", "%s http.client: %s", label, resultText(a.r)))
+		v.Timeline = append(v.Timeline, e.Entry(a.r.End, "client", "%s http.client: %s", label, a.r.Describe()))
 		v.Ladder = append(v.Ladder, report.Conn{A: a.r.Local, B: a.r.Remote})
 	}
-	ab, li := arms[lcArmAbrupt], arms[lcArmLinger]
+	ab, li := arms[armAbrupt], arms[armLinger]
 	v.Runs = []report.Run{
-		{Name: lcArmAbrupt, Change: fmt.Sprintf("port %d: serve --early-response (close at once)", lcAbruptPort), Outcome: outcomeIf(ab.lost), Reason: ab.text},
-		{Name: lcArmLinger, Change: fmt.Sprintf("port %d: serve --early-response --linger (half-close, drain, close)", lcLingerPort), Outcome: outcomeIf(li.lost), Reason: li.text},
+		{Name: armAbrupt, Change: fmt.Sprintf("port %d: serve --early-response (close at once)", abruptPort), Outcome: scenario.OutcomeIf(ab.lost), Reason: ab.text},
+		{Name: armLinger, Change: fmt.Sprintf("port %d: serve --early-response --linger (half-close, drain, close)", lingerPort), Outcome: scenario.OutcomeIf(li.lost), Reason: li.text},
 	}
 	if ab.lost && li.delivered {
 		v.Outcome = report.Reproduced
-		v.Reason = fmt.Sprintf("the 401 was lost without lingering close and delivered with it — %s: %s; %s: %s", lcArmAbrupt, ab.text, lcArmLinger, li.text)
+		v.Reason = fmt.Sprintf("the 401 was lost without lingering close and delivered with it — %s: %s; %s: %s", armAbrupt, ab.text, armLinger, li.text)
 	} else {
 		v.Outcome = report.NotReproduced
-		v.Reason = fmt.Sprintf("no lost response with the abrupt close alone — %s: %s; %s: %s", lcArmAbrupt, ab.text, lcArmLinger, li.text)
+		v.Reason = fmt.Sprintf("no lost response with the abrupt close alone — %s: %s; %s: %s", armAbrupt, ab.text, armLinger, li.text)
 	}
 	return v
 }
 
-func describeLC(a *lcArm) string {
+func describeLinger(a *lingerArm) string {
 	var b strings.Builder
 	switch {
 	case a.delivered:
 		fmt.Fprintf(&b, "the client got the %d", a.r.Status)
 		if a.linger != nil {
-			fmt.Fprintf(&b, " (the server drained %s of the body first)", bytesText(uint32(min(a.linger.Bytes, math.MaxUint32))))
+			fmt.Fprintf(&b, " (the server drained %s of the body first)", scenario.ByteSize(uint32(min(a.linger.Bytes, math.MaxUint32))))
 		}
 	case a.r.Status == 0 && a.r.Err != "":
 		fmt.Fprintf(&b, "the client never saw the answer: %s", a.r.Err)

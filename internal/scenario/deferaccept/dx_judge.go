@@ -1,4 +1,4 @@
-package scenario
+package deferaccept
 
 import (
 	"fmt"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/faultbox/faultbox/internal/proxy"
 	"github.com/faultbox/faultbox/internal/report"
+	"github.com/faultbox/faultbox/internal/scenario"
 	"github.com/faultbox/faultbox/internal/sockdiag"
 )
 
@@ -17,24 +18,24 @@ import (
 // which request), the capture of every pooled connection, the clients'
 // results and the server's kernel counters, joined per arm.
 
-// dxRequest is one client request joined with what the DX and the
+// poolRequest is one client request joined with what the DX and the
 // capture show of it.
-type dxRequest struct {
-	Client ClientResult
+type poolRequest struct {
+	Client scenario.ClientResult
 	Req    *proxy.Entry // the DX's log line of it; nil if it logged nothing
 	Conn   *hsConn      // the pooled connection that carried it, if seen
 }
 
-func (q *dxRequest) failed() bool { return q.Client.Err != "" || q.Client.Status != 200 }
+func (q *poolRequest) failed() bool { return q.Client.Err != "" || q.Client.Status != 200 }
 
 // emptyReply: the DX closed the client connection with no response.
-func (q *dxRequest) emptyReply() bool {
-	return q.Client.Kind == KindEOF || (q.Req != nil && q.Req.Outcome == proxy.OutcomeEmptyReply)
+func (q *poolRequest) emptyReply() bool {
+	return q.Client.Kind == scenario.KindEOF || (q.Req != nil && q.Req.Outcome == proxy.OutcomeEmptyReply)
 }
 
 // stalled reports a request the server's kernel did not take at once: the
 // DX sent it more than once before the response came.
-func (q *dxRequest) stalled() (time.Duration, bool) {
+func (q *poolRequest) stalled() (time.Duration, bool) {
 	h := q.Conn
 	if h == nil || h.DataSends < 2 || h.SrvData.IsZero() || h.Data.IsZero() {
 		return 0, false
@@ -42,23 +43,23 @@ func (q *dxRequest) stalled() (time.Duration, bool) {
 	return h.SrvData.Sub(h.Data), true
 }
 
-// dxArmEvidence is what the judge works out for one arm.
-type dxArmEvidence struct {
-	Arm      dxArm
+// poolArmEvidence is what the judge works out for one arm.
+type poolArmEvidence struct {
+	Arm      poolArm
 	Desc     string // server configuration as Drive logged it
 	Defer    int    // TCP_DEFER_ACCEPT read back (-1: unknown)
 	Conns    map[netip.AddrPort]*hsConn
 	Pool     []*hsConn // connections the DX opened, in order of opening
 	Initial  int       // how many of them it opened at start (the rest replaced closed ones)
 	Checked  int       // pooled connections the DX found closed before reuse and dropped
-	Requests []dxRequest
+	Requests []poolRequest
 }
 
 // deferred reports a pooled connection held in the kernel's deferral: its
 // handshake ACK reached the server, the server kept silent until exactly
 // one SYN-ACK retransmit near the end of the defer period, and no request
 // had arrived by then.
-func (ae *dxArmEvidence) deferred(h *hsConn) bool {
+func (ae *poolArmEvidence) deferred(h *hsConn) bool {
 	if len(h.ACKs) == 0 || h.synackRetransmits() != 1 {
 		return false
 	}
@@ -74,42 +75,42 @@ func (ae *dxArmEvidence) deferred(h *hsConn) bool {
 	return wait >= 900*time.Millisecond
 }
 
-func (pl *dxPlan) armEvidence(e *Evidence, a dxArm) *dxArmEvidence {
-	ae := &dxArmEvidence{Arm: a, Defer: -1}
-	if v, ok := listenerDeferOf(e, dxKernelLog, a.Name); ok {
+func (pl *poolRun) armEvidence(e *scenario.Evidence, a poolArm) *poolArmEvidence {
+	ae := &poolArmEvidence{Arm: a, Defer: -1}
+	if v, ok := listenerDeferOf(e, kernelLog, a.Name); ok {
 		ae.Defer = v
 	}
-	for _, ev := range e.Logs[dxKernelLog] {
+	for _, ev := range e.Logs[kernelLog] {
 		if ev.Event.Event == "arm" && ev.Raw["arm"] == a.Name {
 			ae.Desc, _ = ev.Raw["server"].(string)
 		}
 	}
-	ae.Conns = traceConns(e, AddrPort("server", int(a.Port)))
-	lg := readProxyLog(e, dxProxyName(a))
-	for _, id := range slices.Sorted(maps.Keys(lg.local)) {
-		if h := ae.Conns[lg.local[id]]; h != nil {
+	ae.Conns = traceConns(e, scenario.AddrPort("server", int(a.Port)))
+	lg := e.ProxyLog(proxyName(a))
+	for _, id := range slices.Sorted(maps.Keys(lg.Local)) {
+		if h := ae.Conns[lg.Local[id]]; h != nil {
 			ae.Pool = append(ae.Pool, h)
 			if h.SYN.Sub(ae.Pool[0].SYN) < time.Second {
 				ae.Initial++
 			}
 		}
 	}
-	for _, pe := range lg.closes {
+	for _, pe := range lg.Closes {
 		if strings.HasPrefix(pe.Reason, "check_before_reuse") {
 			ae.Checked++
 		}
 	}
 	for _, cr := range e.Client(a.Name) {
-		q := dxRequest{Client: cr}
-		for i := range lg.reqs {
-			if ap, err := netip.ParseAddrPort(lg.reqs[i].Client); err == nil && report.SameEnd(ap, cr.Local) {
-				q.Req = &lg.reqs[i]
-				q.Conn = ae.Conns[lg.local[q.Req.BackendConn]]
+		q := poolRequest{Client: cr}
+		for i := range lg.Requests {
+			if ap, err := netip.ParseAddrPort(lg.Requests[i].Client); err == nil && report.SameEnd(ap, cr.Local) {
+				q.Req = &lg.Requests[i]
+				q.Conn = ae.Conns[lg.Local[q.Req.BackendConn]]
 			}
 		}
 		ae.Requests = append(ae.Requests, q)
 	}
-	slices.SortFunc(ae.Requests, func(x, y dxRequest) int { return x.Client.Start.Compare(y.Client.Start) })
+	slices.SortFunc(ae.Requests, func(x, y poolRequest) int { return x.Client.Start.Compare(y.Client.Start) })
 	return ae
 }
 
@@ -117,11 +118,11 @@ func (pl *dxPlan) armEvidence(e *Evidence, a dxArm) *dxArmEvidence {
 func idleAt(h *hsConn, t time.Time) time.Duration { return t.Sub(h.SYN) }
 
 // outcomeText says what one request got, in a few words.
-func (q *dxRequest) outcomeText() string {
+func (q *poolRequest) outcomeText() string {
 	switch {
 	case !q.failed():
 		if d, ok := q.stalled(); ok {
-			return fmt.Sprintf("200 after a %s stall", secs1(d))
+			return fmt.Sprintf("200 after a %s stall", scenario.Tenths(d))
 		}
 		return "200"
 	case q.emptyReply():
@@ -135,23 +136,23 @@ func (q *dxRequest) outcomeText() string {
 }
 
 // serverText says what the server's side of the pooled connection did.
-func (q *dxRequest) serverText() string {
+func (q *poolRequest) serverText() string {
 	h := q.Conn
 	if h == nil {
 		return "connection not in the capture"
 	}
 	var parts []string
 	if n := h.synackRetransmits(); n > 0 {
-		parts = append(parts, fmt.Sprintf("%d SYN-ACK retransmit at idle %s", n, secs1(idleAt(h, h.lastSYNACK()))))
+		parts = append(parts, fmt.Sprintf("%d SYN-ACK retransmit at idle %s", n, scenario.Tenths(idleAt(h, h.lastSYNACK()))))
 	}
 	if len(h.Probes) > 0 && (h.Data.IsZero() || h.Probes[0].Before(h.Data)) {
-		parts = append(parts, fmt.Sprintf("DX keep-alive probe at idle %s", secs1(idleAt(h, h.Probes[0]))))
+		parts = append(parts, fmt.Sprintf("DX keep-alive probe at idle %s", scenario.Tenths(idleAt(h, h.Probes[0]))))
 	}
 	if !h.SrvFIN.IsZero() && !h.Data.IsZero() && h.SrvFIN.Before(h.Data) {
-		parts = append(parts, fmt.Sprintf("server FIN at idle %s, before the request", secs1(idleAt(h, h.SrvFIN))))
+		parts = append(parts, fmt.Sprintf("server FIN at idle %s, before the request", scenario.Tenths(idleAt(h, h.SrvFIN))))
 	}
 	if d, ok := q.stalled(); ok {
-		parts = append(parts, fmt.Sprintf("request sent %d times, not acknowledged for %s", h.DataSends, secs1(d)))
+		parts = append(parts, fmt.Sprintf("request sent %d times, not acknowledged for %s", h.DataSends, scenario.Tenths(d)))
 	}
 	switch {
 	case !h.SrvData.IsZero():
@@ -164,80 +165,105 @@ func (q *dxRequest) serverText() string {
 	return strings.Join(parts, "; ")
 }
 
-func (pl *dxPlan) judge(e *Evidence) Verdict {
-	var v Verdict
-	arms := make([]*dxArmEvidence, len(pl.Arms))
+func (pl *poolRun) judge(e *scenario.Evidence) scenario.Verdict {
+	var v scenario.Verdict
+	arms := make([]*poolArmEvidence, len(pl.Arms))
 	for i, a := range pl.Arms {
 		arms[i] = pl.armEvidence(e, a)
 		if len(arms[i].Pool) == 0 {
-			return Verdict{Outcome: report.Error, Reason: fmt.Sprintf("arm %s: no pooled connection of its DX in the capture (proxy log or capture missing)", a.Name)}
+			return scenario.Verdict{Outcome: report.Error, Reason: fmt.Sprintf("arm %s: no pooled connection of its DX in the capture (proxy log or capture missing)", a.Name)}
 		}
 		if len(arms[i].Requests) != len(pl.Ages) {
-			return Verdict{Outcome: report.Error, Reason: fmt.Sprintf("arm %s: %d of %d client requests recorded", a.Name, len(arms[i].Requests), len(pl.Ages))}
+			return scenario.Verdict{Outcome: report.Error, Reason: fmt.Sprintf("arm %s: %d of %d client requests recorded", a.Name, len(arms[i].Requests), len(pl.Ages))}
 		}
 	}
-	drops, haveDrops := counterDelta(e, dxKernelLog, "TCPDeferAcceptDrop")
-	tsecr, _ := counterDelta(e, dxKernelLog, "TSEcrRejected")
 	fails := make([]int, len(arms))
 	v.Results = &report.Table{Columns: []string{"arm", "request", "sent at", "pooled connection", "its idle time", "client got", "took", "server side (capture)"}}
 	for ai, ae := range arms {
-		failed := 0
-		var what []string
-		for _, q := range ae.Requests {
-			conn, idle := "—", "—"
-			if q.Req != nil {
-				conn = fmt.Sprintf("#%d", q.Req.BackendConn)
-				idle = secs1(time.Duration(q.Req.ConnAge * float64(time.Millisecond)))
-				if q.Conn != nil {
-					conn += " " + q.Conn.Cli.String()
-				}
-			}
-			v.Results.Rows = append(v.Results.Rows, []string{ae.Arm.Name, q.Client.Name, fmt.Sprintf("%.3fs", e.At(q.Client.Start).Seconds()),
-				conn, idle, q.outcomeText(), q.Client.End.Sub(q.Client.Start).Round(time.Millisecond).String(), q.serverText()})
-			if q.failed() {
-				failed++
-			}
-			what = append(what, fmt.Sprintf("idle %s: %s", idle, q.outcomeText()))
-			v.Timeline = append(v.Timeline, e.Entry(q.Client.Start, "client", "%s via DX %s: pooled connection idle %s → %s", q.Client.Name, ae.Arm.Name, idle, q.outcomeText()))
-		}
-		fails[ai] = failed
-		v.Runs = append(v.Runs, report.Run{Name: ae.Arm.Name, Change: ae.Arm.Change, Expected: ae.Arm.Expect, Outcome: outcomeIf(failed > 0),
-			Reason: fmt.Sprintf("%s; %d/%d requests failed — %s", ae.summary(), failed, len(ae.Requests), strings.Join(what, ", "))})
-		v.Timeline = append(v.Timeline, ae.timeline(e)...)
+		fails[ai] = ae.addTo(e, &v)
 	}
+	v.Ladder = ladder(arms)
+	pl.decide(e, &v, arms, fails)
+	if tsecr, _ := e.NetstatDelta(kernelLog, "TSEcrRejected"); tsecr > 0 {
+		v.Notes = append(v.Notes, fmt.Sprintf("TcpExtTSEcrRejected grew by %d in the server's namespace: requests the DX sent to a deferred connection after its own TCP keep-alive probe "+
+			"were refused by the kernel until the SYN-ACK retransmit (see the stall in the table).", tsecr))
+	}
+	return v
+}
 
-	// The verdict is arm A's: the DX's blank page after a deferred handshake.
-	a := arms[0]
-	var deferredConns []*hsConn
-	for _, h := range a.Pool {
-		if a.deferred(h) {
-			deferredConns = append(deferredConns, h)
+// addTo adds the arm's requests to the verdict's table and timeline, and
+// its run; it returns how many of its requests failed.
+func (ae *poolArmEvidence) addTo(e *scenario.Evidence, v *scenario.Verdict) (failed int) {
+	var what []string
+	for _, q := range ae.Requests {
+		conn, idle := "—", "—"
+		if q.Req != nil {
+			conn = fmt.Sprintf("#%d", q.Req.BackendConn)
+			idle = scenario.Tenths(time.Duration(q.Req.ConnAge * float64(time.Millisecond)))
+			if q.Conn != nil {
+				conn += " " + q.Conn.Cli.String()
+			}
 		}
-	}
-	var blank []dxRequest
-	for _, q := range a.Requests {
-		if q.emptyReply() && q.Conn != nil && slices.Contains(deferredConns, q.Conn) &&
-			!q.Conn.SrvFIN.IsZero() && q.Conn.SrvFIN.After(q.Conn.lastSYNACK()) && q.Conn.Data.After(q.Conn.SrvFIN) {
-			blank = append(blank, q)
+		v.Results.Rows = append(v.Results.Rows, []string{ae.Arm.Name, q.Client.Name, fmt.Sprintf("%.3fs", e.At(q.Client.Start).Seconds()),
+			conn, idle, q.outcomeText(), q.Client.End.Sub(q.Client.Start).Round(time.Millisecond).String(), q.serverText()})
+		if q.failed() {
+			failed++
 		}
+		what = append(what, fmt.Sprintf("idle %s: %s", idle, q.outcomeText()))
+		v.Timeline = append(v.Timeline, e.Entry(q.Client.Start, "client", "%s via DX %s: pooled connection idle %s → %s", q.Client.Name, ae.Arm.Name, idle, q.outcomeText()))
 	}
-	// The ladder: arm A's stalled and failed requests (pooled connection
-	// and client connection), and the first failure of every other arm.
+	v.Runs = append(v.Runs, report.Run{Name: ae.Arm.Name, Change: ae.Arm.Change, Expected: ae.Arm.Expect, Outcome: scenario.OutcomeIf(failed > 0),
+		Reason: fmt.Sprintf("%s; %d/%d requests failed — %s", ae.summary(), failed, len(ae.Requests), strings.Join(what, ", "))})
+	v.Timeline = append(v.Timeline, ae.timeline(e)...)
+	return failed
+}
+
+// ladder lists arm A's stalled and failed requests (pooled connection and
+// client connection), and the first failure of every other arm.
+func ladder(arms []*poolArmEvidence) []report.Conn {
+	var out []report.Conn
 	for i, ae := range arms {
 		for _, q := range ae.Requests {
 			_, stalled := q.stalled()
 			if q.Conn == nil || !(q.failed() || (i == 0 && stalled)) {
 				continue
 			}
-			v.Ladder = append(v.Ladder, report.Conn{A: q.Conn.Cli, B: q.Conn.Srv})
+			out = append(out, report.Conn{A: q.Conn.Cli, B: q.Conn.Srv})
 			if q.failed() {
-				v.Ladder = append(v.Ladder, report.Conn{A: q.Client.Local, B: q.Client.Remote})
+				out = append(out, report.Conn{A: q.Client.Local, B: q.Client.Remote})
 			}
 			if i > 0 {
 				break
 			}
 		}
 	}
+	return out
+}
+
+// blankPages returns arm A's pooled connections the kernel deferred, and
+// its requests that got an empty reply on one of them the server had
+// closed after the deferred accept: the DX's blank page.
+func (ae *poolArmEvidence) blankPages() (deferred []*hsConn, blank []poolRequest) {
+	for _, h := range ae.Pool {
+		if ae.deferred(h) {
+			deferred = append(deferred, h)
+		}
+	}
+	for _, q := range ae.Requests {
+		if q.emptyReply() && q.Conn != nil && slices.Contains(deferred, q.Conn) &&
+			!q.Conn.SrvFIN.IsZero() && q.Conn.SrvFIN.After(q.Conn.lastSYNACK()) && q.Conn.Data.After(q.Conn.SrvFIN) {
+			blank = append(blank, q)
+		}
+	}
+	return deferred, blank
+}
+
+// decide sets the verdict: arm A's, the DX's blank page after a deferred
+// handshake, with the other arms' failures in the reason.
+func (pl *poolRun) decide(e *scenario.Evidence, v *scenario.Verdict, arms []*poolArmEvidence, fails []int) {
+	a := arms[0]
+	deferredConns, blank := a.blankPages()
+	drops, haveDrops := e.NetstatDelta(kernelLog, "TCPDeferAcceptDrop")
 	switch {
 	case len(deferredConns) == 0:
 		v.Outcome = report.NotReproduced
@@ -254,20 +280,15 @@ func (pl *dxPlan) judge(e *Evidence) Verdict {
 		v.Outcome = report.Reproduced
 		v.Reason = fmt.Sprintf("blank page: DX A opened %d pooled connections with no request; the kernel swallowed their bare ACKs (TcpExtTCPDeferAcceptDrop +%d in the server's namespace), "+
 			"retransmitted one SYN-ACK %s after the SYN and accepted; %s closed them %s later (FIN) and %d request(s) on them got an empty reply (first at idle %s)",
-			a.Initial, drops, secs1(rx.Sub(h.SYN)), pl.Server, secs1(h.SrvFIN.Sub(rx)), len(blank), secs1(idleAt(h, h.Data)))
+			a.Initial, drops, scenario.Tenths(rx.Sub(h.SYN)), pl.Server, scenario.Tenths(h.SrvFIN.Sub(rx)), len(blank), scenario.Tenths(idleAt(h, h.Data)))
 		for i, ae := range arms[1:] {
 			v.Reason += fmt.Sprintf("; arm %s (%s): %d/%d requests failed", ae.Arm.Name, ae.Arm.Change, fails[i+1], len(ae.Requests))
 		}
 	}
-	if tsecr > 0 {
-		v.Notes = append(v.Notes, fmt.Sprintf("TcpExtTSEcrRejected grew by %d in the server's namespace: requests the DX sent to a deferred connection after its own TCP keep-alive probe "+
-			"were refused by the kernel until the SYN-ACK retransmit (see the stall in the table).", tsecr))
-	}
-	return v
 }
 
 // summary describes an arm's server and its pooled connections.
-func (ae *dxArmEvidence) summary() string {
+func (ae *poolArmEvidence) summary() string {
 	var b strings.Builder
 	b.WriteString(ae.Desc)
 	if ae.Defer >= 0 {
@@ -299,7 +320,7 @@ func (ae *dxArmEvidence) summary() string {
 
 // timeline gives the packets that matter of an arm's pooled connections,
 // one entry per kind of event with how many connections it concerned.
-func (ae *dxArmEvidence) timeline(e *Evidence) []report.Entry {
+func (ae *poolArmEvidence) timeline(e *scenario.Evidence) []report.Entry {
 	if len(ae.Pool) == 0 {
 		return nil
 	}
@@ -352,7 +373,7 @@ func (ae *dxArmEvidence) timeline(e *Evidence) []report.Entry {
 func span(ds []time.Duration) string {
 	lo, hi := slices.Min(ds), slices.Max(ds)
 	if hi-lo < 50*time.Millisecond {
-		return secs1(lo)
+		return scenario.Tenths(lo)
 	}
 	return fmt.Sprintf("%.1f–%.1f s", lo.Seconds(), hi.Seconds())
 }
@@ -360,13 +381,13 @@ func span(ds []time.Duration) string {
 // acceptEntries show, from the server's socket samples, one deferred
 // connection's socket going from SYN-RECV (a request socket, invisible to
 // the application) to ESTAB: the deferred accept.
-func (ae *dxArmEvidence) acceptEntries(e *Evidence) []report.Entry {
+func (ae *poolArmEvidence) acceptEntries(e *scenario.Evidence) []report.Entry {
 	for _, h := range ae.Pool {
 		if !ae.deferred(h) {
 			continue
 		}
 		l := e.Socket("server", h.Srv, h.Cli)
-		var recv, estab *Span
+		var recv, estab *scenario.Span
 		for i := range l.Spans {
 			switch sp := &l.Spans[i]; {
 			case sp.State == sockdiag.SynRecv && recv == nil:
@@ -380,7 +401,7 @@ func (ae *dxArmEvidence) acceptEntries(e *Evidence) []report.Entry {
 		}
 		return []report.Entry{
 			e.Entry(recv.From, "server", "server:%d: the socket of pooled connection %s is SYN-RECV (a request socket the application cannot accept)", ae.Arm.Port, h.Cli),
-			e.Entry(estab.From, "server", "server:%d: the socket of %s turns ESTAB %s after the SYN: accepted, with nothing to read", ae.Arm.Port, h.Cli, secs1(estab.From.Sub(h.SYN))),
+			e.Entry(estab.From, "server", "server:%d: the socket of %s turns ESTAB %s after the SYN: accepted, with nothing to read", ae.Arm.Port, h.Cli, scenario.Tenths(estab.From.Sub(h.SYN))),
 		}
 	}
 	return nil

@@ -1,4 +1,4 @@
-package scenario
+package closing
 
 import (
 	"bufio"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/faultbox/faultbox/internal/packet"
 	"github.com/faultbox/faultbox/internal/report"
+	"github.com/faultbox/faultbox/internal/scenario"
 	"github.com/faultbox/faultbox/internal/sockdiag"
 )
 
@@ -22,21 +23,21 @@ import (
 // and still holds have no timer at all.
 
 const (
-	fw2Clients    = 8 // per port
-	fw2OrphanPort = 8201
-	fw2HoldPort   = 8202
-	fw2Idle       = time.Second // the servers' keep-alive timeout
-	fw2FinTimeout = 3 * time.Second
-	fw2MinStay    = time.Second // FIN_WAIT_2 at least this long counts as stuck
+	clientsPerPort = 8 // per port
+	orphanPort     = 8201
+	holdPort       = 8202
+	serverIdle     = time.Second // the servers' keep-alive timeout
+	finTimeout     = 3 * time.Second
+	minStay        = time.Second // FIN_WAIT_2 at least this long counts as stuck
 )
 
 const (
-	fw2ArmOrphan = "close() (orphaned)"
-	fw2ArmHold   = "shutdown() only"
+	armOrphan = "close() (orphaned)"
+	armHold   = "shutdown() only"
 )
 
 func init() {
-	Register(&Scenario{
+	scenario.Register(&scenario.Scenario{
 		Name:    "fin-wait-2",
 		Summary: "vanishing keep-alive clients: server sockets pile up in FIN_WAIT_2",
 		Description: "The server closes idle keep-alive connections; the clients' kernels acknowledge its FIN, and then the " +
@@ -45,7 +46,7 @@ func init() {
 			"close()) is removed after tcp_fin_timeout; one the server only shut down and still holds has no timer at all. " +
 			"Eight clients per port, one every 100 ms: port 8201 closes, port 8202 (serve --fin-wait-shutdown) only shuts down.",
 		Profile: "dialup-vanish",
-		Sysctls: []Sysctl{{Host: "server", Key: "net.ipv4.tcp_fin_timeout", Value: "3",
+		Sysctls: []scenario.Sysctl{{Host: "server", Key: "net.ipv4.tcp_fin_timeout", Value: "3",
 			Why: "orphaned FIN_WAIT_2 sockets are removed after 3 s instead of 60 s"}},
 		SampleEvery: 50 * time.Millisecond,
 		Budget:      15 * time.Second,
@@ -54,22 +55,22 @@ func init() {
 	})
 }
 
-func driveFinWait2(c *Context) error {
-	idle := fw2Idle.String()
-	if _, err := c.Serve("server", "serve-close", "--listen", Addr("server", fw2OrphanPort), "--keepalive-timeout", idle); err != nil {
+func driveFinWait2(c *scenario.Context) error {
+	idle := serverIdle.String()
+	if _, err := c.Serve("server", "serve-close", "--listen", scenario.Addr("server", orphanPort), "--keepalive-timeout", idle); err != nil {
 		return err
 	}
-	if _, err := c.Serve("server", "serve-shutdown", "--listen", Addr("server", fw2HoldPort), "--keepalive-timeout", idle, "--fin-wait-shutdown"); err != nil {
+	if _, err := c.Serve("server", "serve-shutdown", "--listen", scenario.Addr("server", holdPort), "--keepalive-timeout", idle, "--fin-wait-shutdown"); err != nil {
 		return err
 	}
 	if err := c.Sample("server", sockdiag.Filter{}, 0); err != nil {
 		return err
 	}
 	var wg sync.WaitGroup
-	for i := range 2 * fw2Clients {
-		port, arm := fw2OrphanPort, fw2ArmOrphan
+	for i := range 2 * clientsPerPort {
+		port, arm := orphanPort, armOrphan
 		if i%2 == 1 {
-			port, arm = fw2HoldPort, fw2ArmHold
+			port, arm = holdPort, armHold
 		}
 		wg.Add(1)
 		go func() {
@@ -83,8 +84,8 @@ func driveFinWait2(c *Context) error {
 	wg.Wait()
 	// The last orphaned socket goes tcp_fin_timeout after the last idle
 	// close; sample a second more to show the shut-down ones staying.
-	_, err := c.WaitFor("the orphaned FIN_WAIT_2 sockets to expire (tcp_fin_timeout=3)", fw2FinTimeout+2*time.Second, func() bool {
-		socks, err := c.Sockets("server", sockdiag.Filter{States: sockdiag.StateMask(sockdiag.FinWait2), Port: fw2OrphanPort})
+	_, err := c.WaitFor("the orphaned FIN_WAIT_2 sockets to expire (tcp_fin_timeout=3)", finTimeout+2*time.Second, func() bool {
+		socks, err := c.Sockets("server", sockdiag.Filter{States: sockdiag.StateMask(sockdiag.FinWait2), Port: orphanPort})
 		return err == nil && len(socks) == 0
 	})
 	if err != nil {
@@ -95,11 +96,11 @@ func driveFinWait2(c *Context) error {
 
 // keepAliveClient makes one keep-alive request, waits for the server to
 // close the idle connection, then closes too (its FIN is what vanishes).
-func keepAliveClient(c *Context, name, arm string, port int) {
-	c.runClient(ClientResult{Name: name, Arm: arm}, Addr("server", port), 2*time.Second, func(conn *net.TCPConn, r *ClientResult) {
-		conn.SetDeadline(time.Now().Add(fw2Idle + 3*time.Second))
+func keepAliveClient(c *scenario.Context, name, arm string, port int) {
+	c.RunClient(scenario.ClientResult{Name: name, Arm: arm}, scenario.Addr("server", port), 2*time.Second, func(conn *net.TCPConn, r *scenario.ClientResult) {
+		conn.SetDeadline(time.Now().Add(serverIdle + 3*time.Second))
 		br := bufio.NewReader(conn)
-		status, n, err := Get(conn, br, "/", false, -1)
+		status, n, err := scenario.Get(conn, br, "/", false, -1)
 		r.Status, r.Bytes = status, n
 		if err != nil {
 			r.SetErr(err)
@@ -114,28 +115,28 @@ func keepAliveClient(c *Context, name, arm string, port int) {
 	})
 }
 
-// fw2Conn is one client's server socket as the evidence shows it.
-type fw2Conn struct {
-	r        ClientResult
-	life     Life
+// finWait2Conn is one client's server socket as the evidence shows it.
+type finWait2Conn struct {
+	r        scenario.ClientResult
+	life     scenario.Life
 	inFW2    time.Duration // from the first to the last sample in FIN-WAIT-2, plus one interval
 	fw2From  time.Time
 	finAtSrv bool      // the client's FIN reached the server
 	vanished time.Time // the device's first note of the client vanishing
 }
 
-func judgeFinWait2(e *Evidence) Verdict {
-	var v Verdict
+func judgeFinWait2(e *scenario.Evidence) scenario.Verdict {
+	var v scenario.Verdict
 	interval := 50 * time.Millisecond
 	if sr := e.Sockets["server"]; sr != nil && sr.Interval > 0 {
 		interval = sr.Interval
 	}
-	arms := map[string][]fw2Conn{}
+	arms := map[string][]finWait2Conn{}
 	for _, r := range e.Clients {
 		if !r.Local.IsValid() {
-			return Verdict{Outcome: report.Error, Reason: fmt.Sprintf("%s never connected: %s", r.Name, r.Err)}
+			return scenario.Verdict{Outcome: report.Error, Reason: fmt.Sprintf("%s never connected: %s", r.Name, r.Err)}
 		}
-		fc := fw2Conn{r: r, life: e.Socket("server", r.Remote, r.Local)}
+		fc := finWait2Conn{r: r, life: e.Socket("server", r.Remote, r.Local)}
 		for _, sp := range fc.life.Spans {
 			if sp.State == sockdiag.FinWait2 {
 				if fc.fw2From.IsZero() {
@@ -157,48 +158,48 @@ func judgeFinWait2(e *Evidence) Verdict {
 		}
 		arms[r.Arm] = append(arms[r.Arm], fc)
 	}
-	if len(arms[fw2ArmOrphan]) != fw2Clients || len(arms[fw2ArmHold]) != fw2Clients {
-		return Verdict{Outcome: report.Error, Reason: fmt.Sprintf("expected %d clients per port, got %d and %d", fw2Clients, len(arms[fw2ArmOrphan]), len(arms[fw2ArmHold]))}
+	if len(arms[armOrphan]) != clientsPerPort || len(arms[armHold]) != clientsPerPort {
+		return scenario.Verdict{Outcome: report.Error, Reason: fmt.Sprintf("expected %d clients per port, got %d and %d", clientsPerPort, len(arms[armOrphan]), len(arms[armHold]))}
 	}
-	orphan := summarizeFW2(e, arms[fw2ArmOrphan], fw2OrphanPort)
-	hold := summarizeFW2(e, arms[fw2ArmHold], fw2HoldPort)
+	orphan := summarizeFinWait2(e, arms[armOrphan], orphanPort)
+	hold := summarizeFinWait2(e, arms[armHold], holdPort)
 	v.Runs = []report.Run{
-		{Name: fw2ArmOrphan, Change: fmt.Sprintf("port %d: the server close()s the idle connection", fw2OrphanPort), Outcome: outcomeIf(orphan.piledUp()), Reason: orphan.text},
-		{Name: fw2ArmHold, Change: fmt.Sprintf("port %d: serve --fin-wait-shutdown: shutdown(SHUT_WR), the descriptor kept", fw2HoldPort), Outcome: outcomeIf(hold.piledUp()), Reason: hold.text},
+		{Name: armOrphan, Change: fmt.Sprintf("port %d: the server close()s the idle connection", orphanPort), Outcome: scenario.OutcomeIf(orphan.piledUp()), Reason: orphan.text},
+		{Name: armHold, Change: fmt.Sprintf("port %d: serve --fin-wait-shutdown: shutdown(SHUT_WR), the descriptor kept", holdPort), Outcome: scenario.OutcomeIf(hold.piledUp()), Reason: hold.text},
 	}
-	v.Timeline = append(orphan.timeline(e, fw2ArmOrphan), hold.timeline(e, fw2ArmHold)...)
-	v.Notes = append(v.Notes, fw2Counts(e))
+	v.Timeline = append(orphan.timeline(e, armOrphan), hold.timeline(e, armHold)...)
+	v.Notes = append(v.Notes, finWait2Counts(e))
 	if orphan.piledUp() {
 		v.Outcome = report.Reproduced
-		v.Reason = fmt.Sprintf("server sockets piled up in FIN_WAIT_2 — %s: %s; %s: %s", fw2ArmOrphan, orphan.text, fw2ArmHold, hold.text)
+		v.Reason = fmt.Sprintf("server sockets piled up in FIN_WAIT_2 — %s: %s; %s: %s", armOrphan, orphan.text, armHold, hold.text)
 	} else {
 		v.Outcome = report.NotReproduced
-		v.Reason = fmt.Sprintf("no FIN_WAIT_2 build-up — %s: %s; %s: %s", fw2ArmOrphan, orphan.text, fw2ArmHold, hold.text)
+		v.Reason = fmt.Sprintf("no FIN_WAIT_2 build-up — %s: %s; %s: %s", armOrphan, orphan.text, armHold, hold.text)
 	}
 	return v
 }
 
-type fw2Summary struct {
+type finWait2Summary struct {
 	stuck, finsDelivered, remaining, n int
 	vanished                           int
 	firstVanish, firstFW2              time.Time
 	stays                              []time.Duration
-	peak                               Count
+	peak                               scenario.Count
 	firstGone, lastGone                time.Time
 	end                                time.Time
 	text                               string
 }
 
 // piledUp: half or more of the arm's server sockets sat in FIN-WAIT-2.
-func (s *fw2Summary) piledUp() bool { return s.stuck*2 >= s.n }
+func (s *finWait2Summary) piledUp() bool { return s.stuck*2 >= s.n }
 
-func summarizeFW2(e *Evidence, conns []fw2Conn, port uint16) fw2Summary {
-	s := fw2Summary{n: len(conns), peak: Peak(e.CountState("server", port, sockdiag.FinWait2))}
+func summarizeFinWait2(e *scenario.Evidence, conns []finWait2Conn, port uint16) finWait2Summary {
+	s := finWait2Summary{n: len(conns), peak: scenario.Peak(e.CountState("server", port, sockdiag.FinWait2))}
 	for _, fc := range conns {
 		if fc.finAtSrv {
 			s.finsDelivered++
 		}
-		if fc.inFW2 >= fw2MinStay {
+		if fc.inFW2 >= minStay {
 			s.stuck++
 		}
 		if !fc.vanished.IsZero() {
@@ -227,11 +228,11 @@ func summarizeFW2(e *Evidence, conns []fw2Conn, port uint16) fw2Summary {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d/%d server sockets sat in FIN-WAIT-2 for %s or more (peak %d at once); %d client FINs reached the server",
-		s.stuck, s.n, fw2MinStay, s.peak.N, s.finsDelivered)
+		s.stuck, s.n, minStay, s.peak.N, s.finsDelivered)
 	if len(s.stays) > 0 {
 		slices.Sort(s.stays)
 		fmt.Fprintf(&b, "; %d removed by the kernel after %s to %s in FIN-WAIT-2 (median %s)", len(s.stays),
-			secs(s.stays[0]), secs(s.stays[len(s.stays)-1]), secs(s.stays[len(s.stays)/2]))
+			scenario.Secs(s.stays[0]), scenario.Secs(s.stays[len(s.stays)-1]), scenario.Secs(s.stays[len(s.stays)/2]))
 	}
 	if s.remaining > 0 {
 		fmt.Fprintf(&b, "; %d still in FIN-WAIT-2 when sampling ended (no timer)", s.remaining)
@@ -240,7 +241,7 @@ func summarizeFW2(e *Evidence, conns []fw2Conn, port uint16) fw2Summary {
 	return s
 }
 
-func (s *fw2Summary) timeline(e *Evidence, arm string) []report.Entry {
+func (s *finWait2Summary) timeline(e *scenario.Evidence, arm string) []report.Entry {
 	var out []report.Entry
 	if !s.firstVanish.IsZero() {
 		out = append(out, e.Entry(s.firstVanish, "device", "[%s] the first client ACKs the server's FIN and vanishes: the device drops everything it sends after (%d of %d clients)", arm, s.vanished, s.n))
@@ -261,11 +262,11 @@ func (s *fw2Summary) timeline(e *Evidence, arm string) []report.Entry {
 	return out
 }
 
-// fw2Counts renders the FIN-WAIT-2 count of both ports every half second
+// finWait2Counts renders the FIN-WAIT-2 count of both ports every half second
 // of the samples: the build-up and the drain in one line.
-func fw2Counts(e *Evidence) string {
-	a := e.CountState("server", fw2OrphanPort, sockdiag.FinWait2)
-	b := e.CountState("server", fw2HoldPort, sockdiag.FinWait2)
+func finWait2Counts(e *scenario.Evidence) string {
+	a := e.CountState("server", orphanPort, sockdiag.FinWait2)
+	b := e.CountState("server", holdPort, sockdiag.FinWait2)
 	var parts []string
 	next := time.Duration(0)
 	for i := range a {
@@ -277,5 +278,5 @@ func fw2Counts(e *Evidence) string {
 		next = at.Truncate(500*time.Millisecond) + 500*time.Millisecond
 	}
 	return fmt.Sprintf("FIN-WAIT-2 sockets over time (port %d close() / port %d shutdown() only): %s",
-		fw2OrphanPort, fw2HoldPort, strings.Join(parts, ", "))
+		orphanPort, holdPort, strings.Join(parts, ", "))
 }

@@ -1,4 +1,4 @@
-package scenario
+package deferaccept
 
 import (
 	"bufio"
@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/faultbox/faultbox/internal/report"
+	"github.com/faultbox/faultbox/internal/scenario"
 	"github.com/faultbox/faultbox/internal/sockdiag"
 )
 
@@ -34,16 +35,15 @@ import (
 // itself completes the deferred handshake.
 
 const (
-	gprsClients   = 30                    // per arm
-	gprsThink     = 4 * time.Second       // from connect to request
-	gprsDeadline  = 10 * time.Second      // each client's own deadline
-	gprsDeferPort = 8501                  // faultbox serve --defer-accept 1
-	gprsPlainPort = 8502                  // faultbox serve without it
-	gprsStagger   = 10 * time.Millisecond // between two connects of an arm
-	gprsKernelLog = "kernel-server"       // counters in the server's namespace
+	slowClients    = 30                    // per arm
+	thinkTime      = 4 * time.Second       // from connect to request
+	slowDeadline   = 10 * time.Second      // each client's own deadline
+	deferPort      = 8501                  // faultbox serve --defer-accept 1
+	plainPort      = 8502                  // faultbox serve without it
+	connectStagger = 10 * time.Millisecond // between two connects of an arm
 )
 
-const gprsDeferAcceptProfile = `name: gprs-defer-accept
+const gprsProfile = `name: gprs-defer-accept
 description: >-
   A GPRS link's latency and loss (the gprs profile's 250 ms one way with
   50 ms normal jitter and 1.5 % loss) with half of the clients' bare
@@ -65,18 +65,21 @@ behaviors:
     distribution: normal
 `
 
-var gprsArms = []struct {
+// slowArm is one server of the run, with or without defer-accept.
+type slowArm struct {
 	name, change string
 	port         int
 	deferOn      bool
 	expect       report.Outcome
-}{
-	{"defer-accept 1 s", "faultbox serve --defer-accept 1 (TCP_DEFER_ACCEPT, as Apache 2.2 on Linux set it)", gprsDeferPort, true, report.Reproduced},
-	{"no defer-accept", "faultbox serve without --defer-accept", gprsPlainPort, false, report.NotReproduced},
+}
+
+var slowArms = []slowArm{
+	{"defer-accept 1 s", "faultbox serve --defer-accept 1 (TCP_DEFER_ACCEPT, as Apache 2.2 on Linux set it)", deferPort, true, report.Reproduced},
+	{"no defer-accept", "faultbox serve without --defer-accept", plainPort, false, report.NotReproduced},
 }
 
 func init() {
-	Register(&Scenario{
+	scenario.Register(&scenario.Scenario{
 		Name:    "gprs-defer-accept",
 		Summary: "GPRS clients losing bare ACKs to a TCP_DEFER_ACCEPT server: silent request-socket expiry, later RSTs (counts, A/B)",
 		Description: "Slow GPRS clients saw over 80 % of their connections to a TCP_DEFER_ACCEPT server fail (seeds/000). On " +
@@ -89,26 +92,26 @@ func init() {
 			"reset because the request socket had expired, and how many of those the server had received (and swallowed) " +
 			"an ACK for: that only happens with defer-accept.",
 		Hosts:       []string{"client", "server"},
-		ProfileYAML: gprsDeferAcceptProfile,
-		Sysctls: []Sysctl{{Host: "server", Key: "net.ipv4.tcp_synack_retries", Value: "1",
+		ProfileYAML: gprsProfile,
+		Sysctls: []scenario.Sysctl{{Host: "server", Key: "net.ipv4.tcp_synack_retries", Value: "1",
 			Why: "a half-open connection expires after one SYN-ACK retransmit, ~3 s after the SYN, instead of ~63 s (default 5)"}},
 		Budget:      25 * time.Second,
 		SampleEvery: 20 * time.Millisecond,
-		Drive:       driveGPRSDeferAccept,
-		Judge:       judgeGPRSDeferAccept,
+		Drive:       driveGPRS,
+		Judge:       judgeGPRS,
 	})
 }
 
-func driveGPRSDeferAccept(c *Context) error {
-	klog, err := newKernelLog(c, "server", gprsKernelLog)
+func driveGPRS(c *scenario.Context) error {
+	klog, err := c.KernelLog("server", kernelLog)
 	if err != nil {
 		return err
 	}
-	if err := snapshotNetstat(c, klog, "server", "start"); err != nil {
+	if err := klog.Netstat("start", deferCounters); err != nil {
 		return err
 	}
-	for _, a := range gprsArms {
-		flags := []string{"--listen", Addr("server", a.port), "--keepalive-timeout", "0", "--response-size", "200b"}
+	for _, a := range slowArms {
+		flags := []string{"--listen", scenario.Addr("server", a.port), "--keepalive-timeout", "0", "--response-size", "200b"}
 		if a.deferOn {
 			flags = append(flags, "--defer-accept", "1")
 		}
@@ -121,17 +124,17 @@ func driveGPRSDeferAccept(c *Context) error {
 	if err := c.Sample("server", sockdiag.Filter{}, 0); err != nil {
 		return err
 	}
-	c.Step("client", "%d clients per server connect over the GPRS link and send their request %s later", gprsClients, secs1(gprsThink))
+	c.Step("client", "%d clients per server connect over the GPRS link and send their request %s later", slowClients, scenario.Tenths(thinkTime))
 	var wg sync.WaitGroup
-	for i := range gprsClients {
-		for _, a := range gprsArms {
+	for i := range slowClients {
+		for _, a := range slowArms {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if c.Wait("the clients' connects", time.Duration(i)*gprsStagger) != nil {
+				if c.Wait("the clients' connects", time.Duration(i)*connectStagger) != nil {
 					return
 				}
-				gprsClient(c, fmt.Sprintf("client %d", i+1), a.name, a.port)
+				slowClient(c, fmt.Sprintf("client %d", i+1), a.name, a.port)
 			}()
 		}
 	}
@@ -139,90 +142,59 @@ func driveGPRSDeferAccept(c *Context) error {
 	if err := c.Context().Err(); err != nil {
 		return err
 	}
-	if err := snapshotNetstat(c, klog, "server", "end"); err != nil {
+	if err := klog.Netstat("end", deferCounters); err != nil {
 		return err
 	}
 	return c.Wait("a last socket sample", 100*time.Millisecond)
 }
 
-// gprsClient connects, waits gprsThink, sends one GET and records the result.
-func gprsClient(c *Context, name, arm string, port int) {
-	c.runClient(ClientResult{Name: name, Arm: arm}, Addr("server", port), 8*time.Second, func(conn *net.TCPConn, r *ClientResult) {
+// slowClient connects, waits thinkTime, sends one GET and records the result.
+func slowClient(c *scenario.Context, name, arm string, port int) {
+	c.RunClient(scenario.ClientResult{Name: name, Arm: arm}, scenario.Addr("server", port), 8*time.Second, func(conn *net.TCPConn, r *scenario.ClientResult) {
 		connected := time.Now()
-		if c.Wait("the clients' requests", gprsThink) != nil {
+		if c.Wait("the clients' requests", thinkTime) != nil {
 			r.Err = "interrupted"
 			return
 		}
-		conn.SetDeadline(time.Now().Add(gprsDeadline))
+		conn.SetDeadline(time.Now().Add(slowDeadline))
 		var err error
-		r.Status, r.Bytes, err = Get(conn, bufio.NewReader(conn), "/", true, -1)
+		r.Status, r.Bytes, err = scenario.Get(conn, bufio.NewReader(conn), "/", true, -1)
 		r.SetErr(err)
 		r.Detail = fmt.Sprintf("connected after %s", connected.Sub(r.Start).Round(time.Millisecond))
 	})
 }
 
-// gprsConn is one client's connection as the evidence shows it.
-type gprsConn struct {
-	r       ClientResult
+// slowConn is one client's connection as the evidence shows it.
+type slowConn struct {
+	r       scenario.ClientResult
 	h       *hsConn
 	expired bool          // the server reset the request: its request socket was gone
 	swallow bool          // ... although a handshake ACK had reached it
 	gone    time.Duration // when the server's request socket vanished, after the SYN (0: unseen)
 }
 
-func judgeGPRSDeferAccept(e *Evidence) Verdict {
-	var v Verdict
+func judgeGPRS(e *scenario.Evidence) scenario.Verdict {
+	var v scenario.Verdict
 	v.Results = &report.Table{Columns: []string{"arm", "client", "connection", "handshake ACKs delivered/lost", "SYN-ACKs", "request socket", "request", "client got"}}
-	type armCount struct{ n, ok, expired, swallowed, other int }
-	counts := make([]armCount, len(gprsArms))
+	counts := make([]slowArmCount, len(slowArms))
 	var gone []time.Duration
-	example := make([]*gprsConn, len(gprsArms)) // one expired connection per arm, swallowed ACK first
-	for i, a := range gprsArms {
-		conns := traceConns(e, AddrPort("server", a.port))
+	for i, a := range slowArms {
 		rs := e.Client(a.name)
 		if len(rs) == 0 {
-			return Verdict{Outcome: report.Error, Reason: fmt.Sprintf("arm %s: no client results", a.name)}
+			return scenario.Verdict{Outcome: report.Error, Reason: fmt.Sprintf("arm %s: no client results", a.name)}
 		}
-		slices.SortFunc(rs, func(x, y ClientResult) int { return x.Start.Compare(y.Start) })
-		for _, r := range rs {
-			g := gprsConn{r: r, h: conns[r.Local]}
-			counts[i].n++
-			switch {
-			case r.Err == "" && r.Status == 200:
-				counts[i].ok++
-			case g.h != nil && !g.h.Data.IsZero() && !g.h.SrvRST.IsZero() && !g.h.SrvRST.Before(g.h.Data) && g.h.SrvData.IsZero() && g.h.SrvFIN.IsZero():
-				g.expired = true
-				g.swallow = len(g.h.ACKs) > 0
-				counts[i].expired++
-				if g.swallow {
-					counts[i].swallowed++
-				}
-				if l := e.Socket("server", AddrPort("server", a.port), g.h.Cli); l.Seen && !l.Gone.IsZero() {
-					g.gone = l.Gone.Sub(g.h.SYN)
-					gone = append(gone, g.gone)
-				}
-				if example[i] == nil || (g.swallow && !example[i].swallow) {
-					example[i] = &g
-				}
-			default:
-				counts[i].other++
-			}
-			v.Results.Rows = append(v.Results.Rows, g.row(a.name))
-		}
+		counts[i] = readSlowArm(e, a, rs, v.Results)
+		gone = append(gone, counts[i].gone...)
 	}
-	for i, a := range gprsArms {
-		ct := counts[i]
-		run := report.Run{Name: a.name, Change: a.change, Expected: a.expect, Outcome: outcomeIf(ct.swallowed > 0)}
-		run.Reason = fmt.Sprintf("%d/%d requests reset after the server's request socket expired silently (%d of them after the server had received and swallowed a handshake ACK); %d ok, %d other failures",
-			ct.expired, ct.n, ct.swallowed, ct.ok, ct.other)
-		v.Runs = append(v.Runs, run)
+	for i, a := range slowArms {
+		v.Runs = append(v.Runs, counts[i].run(a))
 	}
-	drops, _ := counterDelta(e, gprsKernelLog, "TCPDeferAcceptDrop")
+	drops, _ := e.NetstatDelta(kernelLog, "TCPDeferAcceptDrop")
 	a, b := counts[0], counts[1]
 	expiry := "not sampled"
 	if len(gone) > 0 {
 		slices.Sort(gone)
-		expiry = fmt.Sprintf("%s after the SYN (median of %d)", secs1(gone[len(gone)/2]), len(gone))
+		expiry = fmt.Sprintf("%s after the SYN (median of %d)", scenario.Tenths(gone[len(gone)/2]), len(gone))
 	}
 	switch {
 	case a.swallowed == 0:
@@ -241,16 +213,65 @@ func judgeGPRSDeferAccept(e *Evidence) Verdict {
 			"swallowed, so only that one later ACK counts, where a server without defer-accept takes the first ACK that arrives.",
 		"Clients that send their request right after connecting are not hurt: the request itself completes a deferred handshake. "+
 			"The ones here send it 4 s later, like a browser's preconnect or a connection pool.")
-	for i, a := range gprsArms {
-		if g := example[i]; g != nil {
-			v.Timeline = append(v.Timeline, gprsTimeline(e, a.name, g)...)
+	for i, a := range slowArms {
+		if g := counts[i].example; g != nil {
+			v.Timeline = append(v.Timeline, slowConnTimeline(e, a.name, g)...)
 			v.Ladder = append(v.Ladder, report.Conn{A: g.h.Cli, B: g.h.Srv})
 		}
 	}
 	return v
 }
 
-func (g *gprsConn) row(arm string) []string {
+// slowArmCount is what one arm's clients got.
+type slowArmCount struct {
+	n, ok, expired, swallowed, other int
+	gone                             []time.Duration // when expired request sockets vanished, after their SYN
+	example                          *slowConn       // one expired connection, swallowed ACK first
+}
+
+// readSlowArm counts what arm a's clients rs got, from the capture and
+// the server's samples, and adds a row per client to table.
+func readSlowArm(e *scenario.Evidence, a slowArm, rs []scenario.ClientResult, table *report.Table) slowArmCount {
+	var ct slowArmCount
+	conns := traceConns(e, scenario.AddrPort("server", a.port))
+	slices.SortFunc(rs, func(x, y scenario.ClientResult) int { return x.Start.Compare(y.Start) })
+	for _, r := range rs {
+		g := slowConn{r: r, h: conns[r.Local]}
+		ct.n++
+		switch {
+		case r.Err == "" && r.Status == 200:
+			ct.ok++
+		case g.h != nil && !g.h.Data.IsZero() && !g.h.SrvRST.IsZero() && !g.h.SrvRST.Before(g.h.Data) && g.h.SrvData.IsZero() && g.h.SrvFIN.IsZero():
+			g.expired = true
+			g.swallow = len(g.h.ACKs) > 0
+			ct.expired++
+			if g.swallow {
+				ct.swallowed++
+			}
+			if l := e.Socket("server", scenario.AddrPort("server", a.port), g.h.Cli); l.Seen && !l.Gone.IsZero() {
+				g.gone = l.Gone.Sub(g.h.SYN)
+				ct.gone = append(ct.gone, g.gone)
+			}
+			if ct.example == nil || (g.swallow && !ct.example.swallow) {
+				ct.example = &g
+			}
+		default:
+			ct.other++
+		}
+		table.Rows = append(table.Rows, g.row(a.name))
+	}
+	return ct
+}
+
+// run is the arm's line in the verdict's runs.
+func (ct slowArmCount) run(a slowArm) report.Run {
+	run := report.Run{Name: a.name, Change: a.change, Expected: a.expect, Outcome: scenario.OutcomeIf(ct.swallowed > 0)}
+	run.Reason = fmt.Sprintf("%d/%d requests reset after the server's request socket expired silently (%d of them after the server had received and swallowed a handshake ACK); %d ok, %d other failures",
+		ct.expired, ct.n, ct.swallowed, ct.ok, ct.other)
+	return run
+}
+
+func (g *slowConn) row(arm string) []string {
 	got := "200"
 	if g.r.Err != "" {
 		got = g.r.Kind + ": " + g.r.Err
@@ -261,7 +282,7 @@ func (g *gprsConn) row(arm string) []string {
 	sock := "accepted"
 	switch {
 	case g.expired && g.gone > 0:
-		sock = fmt.Sprintf("expired silently at %s", secs1(g.gone))
+		sock = fmt.Sprintf("expired silently at %s", scenario.Tenths(g.gone))
 	case g.expired:
 		sock = "expired silently"
 	case g.h.SrvData.IsZero():
@@ -269,7 +290,7 @@ func (g *gprsConn) row(arm string) []string {
 	}
 	req := "—"
 	if !g.h.Data.IsZero() {
-		req = fmt.Sprintf("at %s", secs1(g.h.Data.Sub(g.h.SYN)))
+		req = fmt.Sprintf("at %s", scenario.Tenths(g.h.Data.Sub(g.h.SYN)))
 		if !g.h.SrvRST.IsZero() && !g.h.SrvRST.Before(g.h.Data) {
 			req += ", answered with RST"
 		}
@@ -278,8 +299,8 @@ func (g *gprsConn) row(arm string) []string {
 		fmt.Sprint(len(g.h.SYNACKs)), sock, req, got}
 }
 
-// gprsTimeline shows one expired connection of an arm, packet by packet.
-func gprsTimeline(e *Evidence, arm string, g *gprsConn) []report.Entry {
+// slowConnTimeline shows one expired connection of an arm, packet by packet.
+func slowConnTimeline(e *scenario.Evidence, arm string, g *slowConn) []report.Entry {
 	h := g.h
 	var what []string
 	if len(h.ACKs) > 0 {

@@ -1,4 +1,4 @@
-package scenario
+package deferaccept
 
 import (
 	"fmt"
@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/faultbox/faultbox/internal/scenario"
 )
 
 // dx-defer-accept: FIELD-FAILURES.md §1 with real Apache httpd 2.4.
@@ -44,13 +46,13 @@ import (
 // Apache's timers in the run. Debian ships Timeout 300 and KeepAliveTimeout
 // 5; Timeout is what closes a connection that never sent a request.
 const (
-	dxApacheTimeout   = 5
-	dxApacheKeepAlive = 2
+	apacheTimeout   = 5
+	apacheKeepAlive = 2
 )
 
-var dxApachePlan = &dxPlan{
+var apacheRun = &poolRun{
 	Server: "Apache",
-	Arms: dxArms(
+	Arms: poolArms(
 		"Apache's Linux default, AcceptFilter http data (TCP_DEFER_ACCEPT 30 s); the DX uses whatever it pooled",
 		"AcceptFilter http none, the fix of the 2006 report; same DX",
 		"AcceptFilter http data, but the DX checks a pooled connection before reuse (check_before_reuse: true)",
@@ -68,12 +70,12 @@ var dxApachePlan = &dxPlan{
 			"(arm C) or keeps its pool's idle time below the server's Timeout.",
 		fmt.Sprintf("Apache ran with Timeout %d and KeepAliveTimeout %d (Debian ships 300 and 5) so the run takes ~45 s; its 30 s "+
 			"defer is hard-coded. With Debian's Timeout 300 the same failure starts after 331 s of idle with defer-accept, after "+
-			"300 s without.", dxApacheTimeout, dxApacheKeepAlive),
+			"300 s without.", apacheTimeout, apacheKeepAlive),
 	},
 }
 
 func init() {
-	dxApachePlan.register(&Scenario{
+	apacheRun.register(&scenario.Scenario{
 		Name:    "dx-defer-accept",
 		Summary: "Juniper DX idle pool vs Apache's default TCP_DEFER_ACCEPT: blank pages, with AcceptFilter none and a checking DX as A/B/C (~45 s)",
 		Description: "A Juniper DX load balancer keeps 6 connections per backend open before it has any request for them " +
@@ -94,7 +96,7 @@ func init() {
 
 // startApache writes an httpd.conf for arm a into the report directory and
 // starts Apache (event MPM, in the foreground) in the server host.
-func startApache(c *Context, a dxArm, deferOn bool, docroot string) (*Proc, string, error) {
+func startApache(c *scenario.Context, a poolArm, deferOn bool, docroot string) (*scenario.Proc, string, error) {
 	bin, err := exec.LookPath("apache2")
 	if err != nil {
 		return nil, "", fmt.Errorf("apache2 is not installed (scripts/deps.sh installs it): %w", err)
@@ -137,7 +139,7 @@ KeepAliveTimeout %[6]d
 LogFormat "%%{%%s}t.%%{msec_frac}t %%a:%%{remote}p \"%%r\" %%>s %%D" fbx
 CustomLog %[3]s/access.log fbx
 %[7]s
-`, name, a.Name, dir, a.Port, dxApacheTimeout, dxApacheKeepAlive, filter, docroot)
+`, name, a.Name, dir, a.Port, apacheTimeout, apacheKeepAlive, filter, docroot)
 	path, err := c.WriteFile(name+".conf", []byte(conf))
 	if err != nil {
 		return nil, "", err
@@ -146,5 +148,5 @@ CustomLog %[3]s/access.log fbx
 	if err != nil {
 		return nil, "", err
 	}
-	return p, fmt.Sprintf("%s, Timeout %d, KeepAliveTimeout %d", desc, dxApacheTimeout, dxApacheKeepAlive), nil
+	return p, fmt.Sprintf("%s, Timeout %d, KeepAliveTimeout %d", desc, apacheTimeout, apacheKeepAlive), nil
 }

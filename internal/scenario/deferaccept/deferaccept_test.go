@@ -1,4 +1,4 @@
-package scenario
+package deferaccept
 
 import (
 	"net/netip"
@@ -8,25 +8,9 @@ import (
 	"github.com/faultbox/faultbox/internal/packet"
 	"github.com/faultbox/faultbox/internal/proxy"
 	"github.com/faultbox/faultbox/internal/report"
+	"github.com/faultbox/faultbox/internal/scenario"
+	"github.com/faultbox/faultbox/internal/scenario/scenariotest"
 )
-
-func TestParseNetstat(t *testing.T) {
-	in := "TcpExt: SyncookiesSent TCPDeferAcceptDrop TSEcrRejected\n" +
-		"TcpExt: 0 19 20\n" +
-		"IpExt: InNoRoutes InTruncatedPkts\n" +
-		"IpExt: 3 4\n" +
-		"Broken: a b\n" +
-		"Broken: 1\n"
-	got := parseNetstat(in)
-	for k, want := range map[string]int64{"TcpExt.TCPDeferAcceptDrop": 19, "TcpExt.TSEcrRejected": 20, "IpExt.InTruncatedPkts": 4} {
-		if got[k] != want {
-			t.Errorf("%s = %d, want %d", k, got[k], want)
-		}
-	}
-	if _, ok := got["Broken.a"]; ok {
-		t.Error("a header and value line of different lengths was read")
-	}
-}
 
 // capBuilder makes a capture of one connection lb → server:80.
 type capBuilder struct {
@@ -67,7 +51,7 @@ func TestTraceConnsDeferred(t *testing.T) {
 	b.add(36501*time.Millisecond, true, ack, 1, 2, 0, false)
 	b.add(39*s, true, psh|ack, 1, 2, 90, false) // the DX's late request
 	b.add(39*s+time.Millisecond, false, rst, 2, 0, 0, false)
-	e := &Evidence{Start: b.t0, Capture: &report.Capture{Packets: b.pkts}}
+	e := &scenario.Evidence{Start: b.t0, Capture: &report.Capture{Packets: b.pkts}}
 
 	h := traceConns(e, b.srv)[b.lb]
 	if h == nil {
@@ -86,7 +70,7 @@ func TestTraceConnsDeferred(t *testing.T) {
 	if !h.idleClose() || h.SrvFIN.Sub(b.t0) != 36500*time.Millisecond || h.SrvRST.IsZero() || !h.SrvData.IsZero() {
 		t.Errorf("server FIN %v RST %v data %v", h.SrvFIN.Sub(b.t0), h.SrvRST.Sub(b.t0), h.SrvData)
 	}
-	ae := &dxArmEvidence{Defer: 31}
+	ae := &poolArmEvidence{Defer: 31}
 	if !ae.deferred(h) {
 		t.Error("not seen as deferred with TCP_DEFER_ACCEPT 31")
 	}
@@ -107,24 +91,24 @@ func TestTraceConnsDeferred(t *testing.T) {
 	b.add(4*time.Millisecond, false, psh|ack, 1, 91, 200, false)
 	e.Capture.Packets = b.pkts
 	h = traceConns(e, b.srv)[b.lb]
-	if len(h.ACKs) != 0 || len(h.ACKsDropped) != 1 || h.SrvData.IsZero() || (&dxArmEvidence{Defer: -1}).deferred(h) {
+	if len(h.ACKs) != 0 || len(h.ACKsDropped) != 1 || h.SrvData.IsZero() || (&poolArmEvidence{Defer: -1}).deferred(h) {
 		t.Errorf("plain connection: ACKs %d dropped %d served %v", len(h.ACKs), len(h.ACKsDropped), !h.SrvData.IsZero())
 	}
 }
 
 // A request the kernel refuses (TSecr) until the SYN-ACK retransmit is a
 // stall: sent several times, then served.
-func TestDXRequestStalled(t *testing.T) {
+func TestPoolRequestStalled(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	h := &hsConn{Data: t0.Add(20 * time.Second), DataSends: 8, SrvData: t0.Add(33500 * time.Millisecond)}
-	q := dxRequest{Client: ClientResult{Status: 200}, Conn: h}
+	q := poolRequest{Client: scenario.ClientResult{Status: 200}, Conn: h}
 	if d, ok := q.stalled(); !ok || d != 13500*time.Millisecond {
 		t.Errorf("stalled() = %v, %v; want 13.5s, true", d, ok)
 	}
 	if got := q.outcomeText(); got != "200 after a 13.5 s stall" {
 		t.Errorf("outcomeText() = %q", got)
 	}
-	q = dxRequest{Client: ClientResult{Err: "read response: EOF", Kind: KindEOF}, Conn: &hsConn{DataSends: 1}}
+	q = poolRequest{Client: scenario.ClientResult{Err: "read response: EOF", Kind: scenario.KindEOF}, Conn: &hsConn{DataSends: 1}}
 	if _, ok := q.stalled(); ok || !q.failed() || !q.emptyReply() {
 		t.Errorf("empty reply: stalled %v failed %v empty %v", ok, q.failed(), q.emptyReply())
 	}
@@ -134,21 +118,22 @@ func TestDXRequestStalled(t *testing.T) {
 // that carried it: an "open" line gives the connection's own end (found in
 // the capture), a request line the client's address (v4-mapped as Go logs
 // it) and the backend connection; closes at check_before_reuse are counted.
-func TestDXArmEvidence_JoinsRequestsToPooledConnections(t *testing.T) {
-	s := newSynth(time.Second)
-	a := dxArm{Name: "A", Port: 80}
-	name := dxProxyName(a)
+func TestPoolArmEvidence_JoinsRequestsToPooledConnections(t *testing.T) {
+	const ms1 = time.Millisecond
+	s := scenariotest.New(time.Second)
+	a := poolArm{Name: "A", Port: 80}
+	name := proxyName(a)
 	lb, srv := netip.MustParseAddrPort("198.18.0.3:40000"), netip.MustParseAddrPort("198.18.0.2:80")
-	s.pkt(0, lb, srv, packet.SYN, 1000, 0, 0, nil)
-	s.pkt(ms1, srv, lb, packet.SYN|packet.ACK, 5000, 1001, 0, nil)
-	s.pkt(2*ms1, lb, srv, packet.ACK, 1001, 5001, 0, nil)
-	s.proxyLine(t, name, 0, proxy.PoolEvent{Event: "open", BackendConn: 7, Local: lb.String()})
-	s.proxyLine(t, name, 100*ms1, proxy.PoolEvent{Event: "close", BackendConn: 8, Reason: "check_before_reuse: closed by the backend (EOF)"})
-	s.proxyLine(t, name, 200*ms1, proxy.Entry{Client: "[::ffff:198.18.0.1]:50000", BackendConn: 7, ConnAge: 8000, Outcome: proxy.OutcomeEmptyReply})
-	s.e.Clients = []ClientResult{{Name: "request 1", Arm: "A", Local: netip.MustParseAddrPort("198.18.0.1:50000"),
-		Err: "read response: EOF", Kind: KindEOF}}
+	s.Packet(0, lb, srv, packet.SYN, 1000, 0, 0, nil)
+	s.Packet(ms1, srv, lb, packet.SYN|packet.ACK, 5000, 1001, 0, nil)
+	s.Packet(2*ms1, lb, srv, packet.ACK, 1001, 5001, 0, nil)
+	s.ProxyLine(t, name, 0, proxy.PoolEvent{Event: "open", BackendConn: 7, Local: lb.String()})
+	s.ProxyLine(t, name, 100*ms1, proxy.PoolEvent{Event: "close", BackendConn: 8, Reason: "check_before_reuse: closed by the backend (EOF)"})
+	s.ProxyLine(t, name, 200*ms1, proxy.Entry{Client: "[::ffff:198.18.0.1]:50000", BackendConn: 7, ConnAge: 8000, Outcome: proxy.OutcomeEmptyReply})
+	s.Evidence.Clients = []scenario.ClientResult{{Name: "request 1", Arm: "A", Local: netip.MustParseAddrPort("198.18.0.1:50000"),
+		Err: "read response: EOF", Kind: scenario.KindEOF}}
 
-	ae := (&dxPlan{Arms: []dxArm{a}}).armEvidence(s.e, a)
+	ae := (&poolRun{Arms: []poolArm{a}}).armEvidence(s.Evidence, a)
 	if len(ae.Pool) != 1 || ae.Pool[0].Cli != lb || ae.Initial != 1 || ae.Checked != 1 {
 		t.Fatalf("pool %v, initial %d, checked %d; want the one connection from %v, 1 checked", ae.Pool, ae.Initial, ae.Checked, lb)
 	}

@@ -1,4 +1,4 @@
-package scenario
+package elb
 
 import (
 	"fmt"
@@ -11,6 +11,7 @@ import (
 	"github.com/faultbox/faultbox/internal/packet"
 	"github.com/faultbox/faultbox/internal/proxy"
 	"github.com/faultbox/faultbox/internal/report"
+	"github.com/faultbox/faultbox/internal/scenario"
 	"github.com/faultbox/faultbox/internal/sockdiag"
 )
 
@@ -20,19 +21,19 @@ import (
 // `faultbox serve` in the server host; the proxy's access log is the LB's
 // view of every request.
 
-// elbNice runs the timing-critical processes (the server's idle timer,
+// nice runs the timing-critical processes (the server's idle timer,
 // the LB's aimed sends) ahead of whatever else keeps the machine busy:
 // under a load of 10-17 on 2 CPUs (measured) plain processes stalled for
 // 0.1-2 s, far more than the race window (niced ones still up to 0.6 s,
 // when the whole VM stalls).
-var elbNice = []string{"nice", "-n", "-10"}
+var nice = []string{"nice", "-n", "-10"}
 
-// elbStartProxy writes an elb proxy profile whose proxy: section is
+// startProxy writes an elb proxy profile whose proxy: section is
 // settings (YAML flow-mapping entries), starts `faultbox proxy` with it in
 // the lb host on port, in front of the server's same port, with its access
-// log read into Evidence.Logs[name]; prefix (elbNice or nothing) goes
+// log read into Evidence.Logs[name]; prefix (nice or nothing) goes
 // before the command.
-func elbStartProxy(c *Context, name string, port int, description, settings string, prefix ...string) error {
+func startProxy(c *scenario.Context, name string, port int, description, settings string, prefix ...string) error {
 	profile := fmt.Sprintf("name: %s\ndescription: %q\nbehaviors: []\nproxy: {mode: elb, %s}\n", name, description, settings)
 	path, err := c.WriteFile(name+".yaml", []byte(profile))
 	if err != nil {
@@ -40,23 +41,47 @@ func elbStartProxy(c *Context, name string, port int, description, settings stri
 	}
 	logPath := filepath.Join(c.Dir, name+".jsonl")
 	argv := append(slices.Clone(prefix), c.Exe, "proxy", "--profile", path,
-		"--listen", Addr("lb", port), "--backend", Addr("server", port), "--log", logPath)
+		"--listen", scenario.Addr("lb", port), "--backend", scenario.Addr("server", port), "--log", logPath)
 	_, err = c.StartLogged("lb", name, logPath, argv...)
 	return err
 }
 
-// elbLive are the socket states worth sampling: TIME-WAIT sockets pile up
+// lbsUp waits until the LBs listen on ports, then starts sampling the
+// server's and the LBs' live sockets.
+func lbsUp(c *scenario.Context, ports []int) error {
+	if err := c.WaitListening("lb", "the LBs", nil, ports...); err != nil {
+		return err
+	}
+	for _, h := range []string{"server", "lb"} {
+		if err := c.Sample(h, sockdiag.Filter{States: liveStates}, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// accessLog reads the log of LB process name, arm's; an LB that logged no
+// request is an error.
+func accessLog(e *scenario.Evidence, name, arm string) (scenario.ProxyLog, error) {
+	l := e.ProxyLog(name)
+	if len(l.Requests) == 0 {
+		return l, fmt.Errorf("arm %q: the LB logged no request (see %s.err)", arm, name)
+	}
+	return l, nil
+}
+
+// liveStates are the socket states worth sampling: TIME-WAIT sockets pile up
 // by the hundred in these runs and say nothing.
-var elbLive = sockdiag.StateMask(sockdiag.Established, sockdiag.SynSent, sockdiag.SynRecv, sockdiag.FinWait1,
+var liveStates = sockdiag.StateMask(sockdiag.Established, sockdiag.SynSent, sockdiag.SynRecv, sockdiag.FinWait1,
 	sockdiag.FinWait2, sockdiag.CloseWait, sockdiag.LastAck, sockdiag.Closing)
 
-// elbFailed reports whether the LB failed the request (anything but a
+// lbFailed reports whether the LB failed the request (anything but a
 // response relayed from the backend).
-func elbFailed(en proxy.Entry) bool { return en.Outcome != proxy.OutcomeOK }
+func lbFailed(en proxy.Entry) bool { return en.Outcome != proxy.OutcomeOK }
 
-// elbCause names what the LB met on the backend connection, from the
+// cause names what the LB met on the backend connection, from the
 // error it logged.
-func elbCause(en proxy.Entry) string {
+func cause(en proxy.Entry) string {
 	switch s := en.Error; {
 	case strings.Contains(s, "RST"), strings.Contains(s, "reset"):
 		return "RST"
@@ -70,8 +95,8 @@ func elbCause(en proxy.Entry) string {
 	return "other"
 }
 
-// elbCauses renders counts of causes as "12 RST, 1 EOF".
-func elbCauses(m map[string]int) string {
+// causesText renders counts of causes as "12 RST, 1 EOF".
+func causesText(m map[string]int) string {
 	var parts []string
 	for _, k := range []string{"RST", "EPIPE", "EOF", "other", "none"} {
 		if m[k] > 0 {
@@ -81,9 +106,9 @@ func elbCauses(m map[string]int) string {
 	return strings.Join(parts, ", ")
 }
 
-// elbWire is what the capture shows of one backend connection's end: the
+// wireClose is what the capture shows of one backend connection's end: the
 // server's FIN, the last request the LB sent on it, and the RSTs.
-type elbWire struct {
+type wireClose struct {
 	lb, server netip.AddrPort
 	fin        *report.Packet // the server's FIN as the device got it
 	req        *report.Packet // the LB's last data segment
@@ -96,8 +121,8 @@ type elbWire struct {
 	lbRST                        *report.Packet // the LB's first RST
 }
 
-func elbAnalyzeWire(e *Evidence, lb, server netip.AddrPort) elbWire {
-	w := elbWire{lb: lb, server: server}
+func readWireClose(e *scenario.Evidence, lb, server netip.AddrPort) wireClose {
+	w := wireClose{lb: lb, server: server}
 	pkts := e.Packets(lb, server)
 	for i := range pkts {
 		p := &pkts[i]
@@ -129,25 +154,25 @@ func elbAnalyzeWire(e *Evidence, lb, server netip.AddrPort) elbWire {
 	return w
 }
 
-// elbMS renders milliseconds as the access log gives them.
-func elbMS(v float64) string {
+// logMS renders milliseconds as the access log gives them.
+func logMS(v float64) string {
 	if v < 10 {
 		return fmt.Sprintf("%.2f ms", v)
 	}
 	return fmt.Sprintf("%.0f ms", v)
 }
 
-// elbShare renders "n/d (p %)".
-func elbShare(n, d int) string {
+// share renders "n/d (p %)".
+func share(n, d int) string {
 	if d == 0 {
 		return "0/0"
 	}
 	return fmt.Sprintf("%d/%d (%.0f %%)", n, d, 100*float64(n)/float64(d))
 }
 
-// elbSampledBetween returns the state a socket was last sampled in between
+// sampledBetween returns the state a socket was last sampled in between
 // a and b, if a sample fell in that stretch.
-func elbSampledBetween(l Life, a, b time.Time) (sockdiag.State, bool) {
+func sampledBetween(l scenario.Life, a, b time.Time) (sockdiag.State, bool) {
 	var st sockdiag.State
 	ok := false
 	for _, sp := range l.Spans {
@@ -160,8 +185,8 @@ func elbSampledBetween(l Life, a, b time.Time) (sockdiag.State, bool) {
 	return st, ok
 }
 
-// elbMedian is the median of vs (0 for none).
-func elbMedian(vs []float64) float64 {
+// median is the median of vs (0 for none).
+func median(vs []float64) float64 {
 	if len(vs) == 0 {
 		return 0
 	}
