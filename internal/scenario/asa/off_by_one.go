@@ -9,11 +9,12 @@ import (
 	"github.com/faultbox/faultbox/internal/scenario"
 )
 
-// asa-off-by-one: FIELD-FAILURES.md §4. A client cancels a download behind
-// a Cisco ASA, which forwards the FIN, sends the server one RST one below
-// the sequence number the server expects, and forgets the connection. Three
-// variants run at once in one lab, one port each, so the run shows which
-// case the server's kernel falls into.
+// asa-off-by-one (docs/field-failures.md#cisco-asa-off-by-one-rst). A
+// client cancels a download behind a Cisco ASA, which forwards the FIN,
+// sends the server one RST one below the sequence number the server
+// expects, and forgets the connection. Three variants run at once in one
+// lab, one port each, so the run shows which case the server's kernel
+// falls into.
 
 type offByOneArm struct {
 	name   string
@@ -34,8 +35,8 @@ description: >-
   with the RST at RCV.NXT-2, 8003 the built-in cisco-asa-lost-fin (FIN
   swallowed, RST at RCV.NXT-1, forget).
 sources:
-  - "Devon H. O'Dell, 'Debugging the Internet' (2015), seeds/004"
-  - "RFC 5961 section 3.2; Linux tcp_reset_check() (FIELD-FAILURES.md)"
+  - "Devon H. O'Dell, 'Debugging the Internet', 2015, https://9vx.org/post/debugging-the-internet/"
+  - "RFC 5961, 2010, section 3.2, https://www.rfc-editor.org/rfc/rfc5961#section-3.2; Linux tcp_reset_check(): docs/field-failures.md#what-linux-does"
 behaviors:
   - type: asa-teardown
     match: {protocol: tcp, port: 8001}
@@ -60,7 +61,7 @@ func init() {
 		Summary: "Cisco ASA FIN + off-by-one RST after a cancelled download: which case the server's kernel falls into",
 		Description: "A client behind a Cisco ASA cancels a download. The ASA forwards the FIN, sends the server a single RST " +
 			"one below the sequence number the server expects, and forgets the connection, dropping the server's challenge " +
-			"ACKs and retransmissions (seeds/004, 2015: Varnish sockets stuck in CLOSE_WAIT). Current Linux accepts a RST at " +
+			"ACKs and retransmissions (Devon H. O'Dell, 'Debugging the Internet', 2015: Varnish sockets stuck in CLOSE_WAIT). Current Linux accepts a RST at " +
 			"RCV.NXT-1 after the peer's FIN; it still hangs with another offset or when the FIN is lost. Three variants run " +
 			"side by side, one server port each; the verdict says which case the server's kernel fell into in each.",
 		ProfileYAML: offByOneProfile,

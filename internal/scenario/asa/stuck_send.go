@@ -9,12 +9,13 @@ import (
 	"github.com/faultbox/faultbox/internal/scenario"
 )
 
-// asa-stuck-send: FIELD-FAILURES.md §4, the cost. A server is writing a
-// large response when its client disappears behind a Cisco ASA that
-// swallowed the client's FIN (the teardown that hangs every stack). How
-// long until someone gives up: the kernel (tcp_retries2), the application
-// (SO_SNDTIMEO, as Varnish's 600 s send_timeout), or the kernel told by
-// TCP_USER_TIMEOUT? Three servers, one per port, differ in that only.
+// asa-stuck-send (docs/field-failures.md#cisco-asa-off-by-one-rst): the
+// cost. A server is writing a large response when its client disappears
+// behind a Cisco ASA that swallowed the client's FIN (the teardown that
+// hangs every stack). How long until someone gives up: the kernel
+// (tcp_retries2), the application (SO_SNDTIMEO, as Varnish's 600 s
+// send_timeout), or the kernel told by TCP_USER_TIMEOUT? Three servers,
+// one per port, differ in that only.
 
 type stuckArm struct {
 	name   string

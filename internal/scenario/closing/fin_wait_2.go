@@ -16,11 +16,11 @@ import (
 	"github.com/faultbox/faultbox/internal/sockdiag"
 )
 
-// fin-wait-2: FIELD-FAILURES.md §2. Keep-alive clients that vanish once the
-// server has closed an idle connection: the server socket waits in
-// FIN_WAIT_2 for a FIN that never comes. Orphaned sockets (the server
-// called close()) live tcp_fin_timeout; sockets the server only shut down
-// and still holds have no timer at all.
+// fin-wait-2 (docs/field-failures.md#fin-wait-2). Keep-alive clients that
+// vanish once the server has closed an idle connection: the server socket
+// waits in FIN_WAIT_2 for a FIN that never comes. Orphaned sockets (the
+// server called close()) live tcp_fin_timeout; sockets the server only
+// shut down and still holds have no timer at all.
 
 const (
 	clientsPerPort = 8 // per port
@@ -41,7 +41,7 @@ func init() {
 		Name:    "fin-wait-2",
 		Summary: "vanishing keep-alive clients: server sockets pile up in FIN_WAIT_2",
 		Description: "The server closes idle keep-alive connections; the clients' kernels acknowledge its FIN, and then the " +
-			"clients are gone (dial-up users who hung up, browsers that never send their FIN: seeds/001, profile dialup-vanish). " +
+			"clients are gone (dial-up users who hung up, browsers that never send their FIN: Apache's 'Connections in the FIN_WAIT_2 state and Apache', profile dialup-vanish). " +
 			"Each server socket waits in FIN_WAIT_2 for a FIN that never comes. On Linux an orphaned one (the server called " +
 			"close()) is removed after tcp_fin_timeout; one the server only shut down and still holds has no timer at all. " +
 			"Eight clients per port, one every 100 ms: port 8201 closes, port 8202 (serve --fin-wait-shutdown) only shuts down.",

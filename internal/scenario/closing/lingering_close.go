@@ -18,12 +18,13 @@ import (
 	"github.com/faultbox/faultbox/internal/sockdiag"
 )
 
-// lingering-close: FIELD-FAILURES.md §2. A server answers a large POST
-// with an error before reading the body and closes at once; its kernel
-// answers the rest of the body with a RST, and the client, still sending,
-// fails without ever reading the answer. A lingering close (half-close,
-// drain, close) delivers it. The client is Python's http.client, which
-// sends the whole body before it reads the response.
+// lingering-close (docs/field-failures.md#lingering-close). A server
+// answers a large POST with an error before reading the body and closes at
+// once; its kernel answers the rest of the body with a RST, and the
+// client, still sending, fails without ever reading the answer. A
+// lingering close (half-close, drain, close) delivers it. The client is
+// Python's http.client, which sends the whole body before it reads the
+// response.
 
 const (
 	abruptPort = 8401
@@ -66,7 +67,7 @@ func init() {
 		Summary: "an early 401 to a large POST is lost to the server's RST without lingering close, delivered with it",
 		Description: "A server answers a POST it will not accept (401) before reading the 16 MiB body, then closes. With unread " +
 			"input its kernel answers the rest of the body with a RST; the client, still sending, fails on the send and never " +
-			"reads the answer: a failure with no reason (seeds/001, Apache's lingering close). Python's http.client is the " +
+			"reads the answer: a failure with no reason (Apache's lingering close, in its 'Connections in the FIN_WAIT_2 state and Apache'). Python's http.client is the " +
 			"client: it sends the whole body before reading. Port 8401 closes at once (serve --early-response); port 8402 " +
 			"half-closes and drains first (serve --early-response --linger), which delivers the 401. With the fault off " +
 			"both ports linger.",

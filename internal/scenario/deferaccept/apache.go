@@ -11,37 +11,35 @@ import (
 	"github.com/faultbox/faultbox/internal/scenario"
 )
 
-// dx-defer-accept: FIELD-FAILURES.md §1 with real Apache httpd 2.4.
+// dx-defer-accept: the Juniper DX's idle pool against Apache httpd 2.4's
+// default TCP_DEFER_ACCEPT (docs/field-failures.md#juniper-dx-defer-accept).
 //
-// Measured on this lab's kernel (6.18) before choosing the numbers below:
-// Apache's default AcceptFilter sets TCP_DEFER_ACCEPT 30, read back as 31.
-// The DX's bare handshake ACK is swallowed (TcpExtTCPDeferAcceptDrop), the
-// kernel stays silent, retransmits the SYN-ACK once 31.4-31.6 s after the
-// SYN, takes the DX's ACK to it as the end of the handshake and hands the
-// connection to Apache, which closes it with a FIN after its Timeout (a
-// 408 in its log). A request the DX sends after that FIN gets no response:
-// the DX's client sees an empty reply. A request sent before the 31 s mark
-// is accepted at once with its data - except one sent after the DX's own
-// TCP keep-alive probe (15 s idle, Go's default): the request socket's
-// answer to the probe carries a newer timestamp than its SYN-ACK, and the
-// kernel then refuses every data segment echoing it (TcpExtTSEcrRejected)
-// until the SYN-ACK retransmit, so the request stalls until then.
+// On current kernels a deferred connection is not dropped. The DX's bare
+// handshake ACK is swallowed (TcpExtTCPDeferAcceptDrop) and the kernel
+// stays silent until one SYN-ACK retransmit at the end of the defer
+// period; it takes the DX's ACK to it as the end of the handshake and
+// hands the connection to Apache, which closes it with a FIN after its
+// Timeout (a 408 in its log). A request the DX sends after that FIN gets
+// no response: the DX's client sees an empty reply. A request sent within
+// the defer period is accepted at once with its data, except one sent
+// after the DX's own TCP keep-alive probe: the request socket's answer to
+// the probe carries a newer timestamp than its SYN-ACK, and the kernel
+// refuses every data segment echoing it (TcpExtTSEcrRejected) until the
+// SYN-ACK retransmit, so the request stalls until then.
 //
 // With `AcceptFilter http none` the ACK completes the handshake, Apache
 // accepts at once and closes the idle connection after the same Timeout:
-// the DX, which does not notice, fails from Timeout on instead of from
-// 31 s + Timeout. So on this kernel turning defer-accept off does not fix
-// the DX, it makes it fail sooner; a DX that checks a pooled connection
-// before reuse (arm C) does not fail at all. The 2006 timeline (the SYN-ACK
-// retransmitted 5 times over ~190 s, then a silent drop) does not happen on
-// a modern kernel unless the ACK after the single retransmit is lost (see
-// gprs-defer-accept; with Apache's 31 s that takes ~63 s, too long here).
+// the DX, which does not notice, fails sooner. So turning defer-accept off
+// does not fix the DX; a DX that checks a pooled connection before reuse
+// (arm C) does not fail at all. The old timeline (several SYN-ACK
+// retransmits, then a silent drop) needs the ACK after the single
+// retransmit to be lost; gprs-defer-accept shows it, since with Apache's
+// defer period it would take too long here.
 //
-// Requests go out at idle 2, 8, 20, 34 and 39 s on pooled connections 1-5:
-// before Apache's Timeout (5 s here), inside the defer period before and
-// after the DX's keep-alive probe, after the deferred accept but before
-// Apache's close (31.6 + 5 s), and after it. The 20 s request stalls until
-// the DX's retransmit after 31.6 s (~33.9 s), inside Apache's Timeout.
+// The requests go out on pooled connections 1-5 at ages that put one in
+// each window: before Apache's Timeout, inside the defer period before
+// and after the DX's keep-alive probe (the stall), after the deferred
+// accept but before Apache's close, and after it.
 
 // Apache's timers in the run. Debian ships Timeout 300 and KeepAliveTimeout
 // 5; Timeout is what closes a connection that never sent a request.
@@ -79,9 +77,9 @@ func init() {
 		Name:    "dx-defer-accept",
 		Summary: "Juniper DX idle pool vs Apache's default TCP_DEFER_ACCEPT: blank pages, with AcceptFilter none and a checking DX as A/B/C (~45 s)",
 		Description: "A Juniper DX load balancer keeps 6 connections per backend open before it has any request for them " +
-			"(seeds/000, 2006): Apache's default AcceptFilter http data (TCP_DEFER_ACCEPT) swallowed their bare ACKs, the " +
+			"(Launchpad bug 134274, 2006): Apache's default AcceptFilter http data (TCP_DEFER_ACCEPT) swallowed their bare ACKs, the " +
 			"kernel of the time retransmitted the SYN-ACK 5 times over ~190 s and dropped the half-open connection, and the " +
-			"DX's next request on it got a RST: a blank page, under light traffic only. Current kernels (seeds/002, 5.14; this " +
+			"DX's next request on it got a RST: a blank page, under light traffic only. Current kernels (5.14 in katou-h's Qiita article; this " +
 			"run) do it differently: one SYN-ACK retransmit at the end of the 31 s defer period, then the connection is accepted " +
 			"and Apache's own Timeout closes it with a FIN, which the DX does not notice, so a later request still gets an empty " +
 			"reply. Three arms run side by side, one Apache and one `faultbox proxy --profile juniper-dx` each: A with Apache's " +

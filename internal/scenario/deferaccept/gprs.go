@@ -14,25 +14,23 @@ import (
 	"github.com/faultbox/faultbox/internal/sockdiag"
 )
 
-// gprs-defer-accept: FIELD-FAILURES.md §1 and §5, the GPRS report of
-// seeds/000 (">80 % failed connection attempts" to a TCP_DEFER_ACCEPT
-// server) on this kernel.
+// gprs-defer-accept: GPRS-slow clients against a TCP_DEFER_ACCEPT server,
+// the GPRS report of Launchpad bug 134274 (">80 % failed connection
+// attempts"), on this kernel (docs/field-failures.md#gprs-slow-clients).
 //
-// Measured here first: with TCP_DEFER_ACCEPT 1 and tcp_synack_retries 1 a
-// request socket whose client ACKed is kept silent until one SYN-ACK
-// retransmit at 1 s; if the ACK to that retransmit is lost the request
-// socket expires silently at 3 s (max(synack retries, defer retransmits)
-// timeouts) and the client, which believes it is connected, gets a RST for
-// its request. Without defer-accept a delivered ACK establishes the
-// connection at once, so only clients that lose every handshake ACK
-// (the first and the one after the retransmit) fail. With half the bare
-// handshake ACKs lost about half the deferred connections expire, a
-// quarter of the plain ones.
+// A request socket whose client ACKed is kept silent until one SYN-ACK
+// retransmit; if the ACK to that retransmit is lost the request socket
+// expires silently (after max(synack retries, defer retransmits)
+// timeouts) and the client, which believes it is connected, gets a RST
+// for its request. Without defer-accept a delivered ACK establishes the
+// connection at once, so only clients that lose every handshake ACK (the
+// first and the one after the retransmit) fail: with the same share of
+// bare handshake ACKs lost, far fewer plain connections expire.
 //
-// The clients connect and send their request 4 s later, after the
-// request socket's expiry: a browser's preconnect or a client's connection
-// pool. A client that sends its request at once is not hurt: the data
-// itself completes the deferred handshake.
+// The clients connect and send their request after the request socket's
+// expiry: a browser's preconnect or a client's connection pool. A client
+// that sends its request at once is not hurt: the data itself completes
+// the deferred handshake.
 
 const (
 	slowClients    = 30                    // per arm
@@ -52,8 +50,8 @@ description: >-
   puts 60 connections through one device, whose shared 20 kbit/s would
   delay SYN-ACKs by seconds and hide the handshake timeline.
 sources:
-  - "gprs and gprs-ackloss profiles (Chrome DevTools 'GPRS' preset; 3GPP TS 45.002; Chakravorty et al., GLOBECOM 2002)"
-  - "Launchpad bug 134274 (seeds/000): >80 % failed connection attempts of GPRS clients to a TCP_DEFER_ACCEPT server"
+  - "the gprs and gprs-ackloss built-in profiles (faultbox profile show gprs): docs/field-failures.md#gprs-slow-clients"
+  - ">80 % failed connection attempts of GPRS clients to a TCP_DEFER_ACCEPT server: TJ, 'TCP_DEFER_ACCEPT causes random HTTP connection failures in load-balanced web-server farms', Ubuntu Launchpad bug #134274, https://bugs.launchpad.net/ubuntu/+source/apache2/+bug/134274"
 behaviors:
   - type: ack-drop
     probability: 50%
@@ -82,7 +80,7 @@ func init() {
 	scenario.Register(&scenario.Scenario{
 		Name:    "gprs-defer-accept",
 		Summary: "GPRS clients losing bare ACKs to a TCP_DEFER_ACCEPT server: silent request-socket expiry, later RSTs (counts, A/B)",
-		Description: "Slow GPRS clients saw over 80 % of their connections to a TCP_DEFER_ACCEPT server fail (seeds/000). On " +
+		Description: "Slow GPRS clients saw over 80 % of their connections to a TCP_DEFER_ACCEPT server fail (Launchpad bug 134274). On " +
 			"this kernel a deferred request socket gets exactly one SYN-ACK retransmit at the end of the defer period; if the " +
 			"client's ACK to it is lost, the request socket expires silently and the client, which believes it is connected, " +
 			"gets a RST for its request. Here 30 clients per arm connect over a GPRS link (250 ms one way, 1.5 % loss) that " +

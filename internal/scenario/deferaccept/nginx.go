@@ -11,20 +11,20 @@ import (
 	"github.com/faultbox/faultbox/internal/scenario"
 )
 
-// dx-defer-accept-nginx: dx-defer-accept with nginx `listen ... deferred`.
+// dx-defer-accept-nginx: dx-defer-accept with nginx `listen ... deferred`
+// (docs/field-failures.md#juniper-dx-defer-accept).
 //
-// Measured on this lab's kernel before choosing the numbers: nginx 1.22
-// sets TCP_DEFER_ACCEPT to 1 on a deferred listener whatever
-// client_header_timeout is (the kernel reads 1 back), so the defer period
-// is ~1 s: the DX's bare ACK is swallowed, the SYN-ACK is retransmitted
-// once ~1.03 s after the SYN, the connection is accepted, and nginx closes
-// it with a FIN after client_header_timeout (3 s here); a later request
-// gets an empty reply and a RST. Without `deferred` nginx accepts at once
-// and closes after the same 3 s. Requests at idle 0.5, 2, 3.4 and 6 s:
-// inside the defer period, before both closes, between them (without
-// deferred it fails, with it not), after both. The window between the two
-// closes is only the 1 s defer period wide; 3.4 s sits early in it
-// because a loaded machine only ever makes a request late.
+// nginx sets a short TCP_DEFER_ACCEPT on a deferred listener whatever
+// client_header_timeout is, so the defer period is short: the DX's bare
+// ACK is swallowed, one SYN-ACK retransmit ends the deferral, the
+// connection is accepted, and nginx closes it with a FIN after
+// client_header_timeout; a later request gets an empty reply and a RST.
+// Without `deferred` nginx accepts at once and closes after the same
+// timeout. The requests go out inside the defer period, before both
+// closes, between them (without deferred it fails, with it not), and
+// after both. The window between the two closes is only the defer period
+// wide; the request aimed into it sits early, because a loaded machine
+// only ever makes a request late.
 
 // nginx's timers in the run (defaults: client_header_timeout 60s,
 // keepalive_timeout 75s).
@@ -57,7 +57,7 @@ func init() {
 	nginxRun.register(&scenario.Scenario{
 		Name:    "dx-defer-accept-nginx",
 		Summary: "Juniper DX idle pool vs nginx `listen ... deferred`: blank pages, with and without deferred and with a checking DX",
-		Description: "The Juniper DX failure of dx-defer-accept (seeds/000, 002) with nginx instead of Apache: its " +
+		Description: "The Juniper DX failure of dx-defer-accept (Launchpad bug 134274) with nginx instead of Apache: its " +
 			"`listen ... deferred` sets TCP_DEFER_ACCEPT (1 s in nginx 1.22, whatever client_header_timeout is; read back from " +
 			"the listener in this run). The DX opens 6 pooled connections per backend with no request; the kernel swallows " +
 			"their bare ACKs, retransmits one SYN-ACK after ~1 s and accepts; nginx closes each idle connection after " +

@@ -21,13 +21,13 @@ import (
 	"github.com/faultbox/faultbox/internal/scenario"
 )
 
-// elb-early-response: FIELD-FAILURES.md §3, cause B. akka-http answered a
-// chunked POST early, before reading its body, and then closed the
-// connection without "Connection: close" (because the proxy in front had
-// forwarded a hop-by-hop "Connection: keep-alive"); the ELB took the
-// connection for reusable, sent the next request on it: RST, 504. Two arms
-// run at once: the LB forwarding Connection and reusing after an early
-// response (hop_by_hop: buggy), and the correct one.
+// elb-early-response (docs/field-failures.md#elb-early-response).
+// akka-http answered a chunked POST early, before reading its body, and
+// then closed the connection without "Connection: close" (because the
+// proxy in front had forwarded a hop-by-hop "Connection: keep-alive"); the
+// ELB took the connection for reusable, sent the next request on it: RST,
+// 504. Two arms run at once: the LB forwarding Connection and reusing
+// after an early response (hop_by_hop: buggy), and the correct one.
 
 type earlyArm struct {
 	name   string
@@ -51,7 +51,7 @@ func init() {
 	scenario.Register(&scenario.Scenario{
 		Name:    "elb-early-response",
 		Summary: "Classic ELB reuses a connection after an early response without Connection: close: RST, 504",
-		Description: "The second cause of the ELB 504s in seeds/003: the akka-http proxy behind the ELB answered chunked " +
+		Description: "The second cause of the ELB 504s in 'Akka-http random connections close' (Lightbend forum, 2019; akka-http issue 2403): the akka-http proxy behind the ELB answered chunked " +
 			"requests early, before reading their body, and then closed the connection, but without \"Connection: close\", " +
 			"because the proxy had forwarded a hop-by-hop \"Connection: keep-alive\" into its response. The ELB took the " +
 			"connection for reusable and sent the next request, from any client, on it: RST, 504. Here faultbox serve " +

@@ -12,23 +12,22 @@ import (
 	"github.com/faultbox/faultbox/internal/scenario"
 )
 
-// elb-keepalive-race: FIELD-FAILURES.md §3, cause A (and C). A Classic ELB
-// reuses a pooled keep-alive connection just as the backend's idle timeout
-// closes it: the request meets a closed socket, draws a RST, and the LB
-// answers 504 with almost no backend time. Six arms run at once, one port
-// each, against one server with a 1 s keep-alive timeout, so the run
-// shows the failure rate against the server's idle timeout and the LB's
-// reuse timing, the race widened on purpose by holding the server's FIN,
-// and the fix (the LB's idle timeout below the server's).
+// elb-keepalive-race (docs/field-failures.md#elb-keepalive-race). A
+// Classic ELB reuses a pooled keep-alive connection just as the backend's
+// idle timeout closes it: the request meets a closed socket, draws a RST,
+// and the LB answers 504 with almost no backend time. Six arms run at
+// once, one port each, against one server with a 1 s keep-alive timeout,
+// so the run shows the failure rate against the server's idle timeout and
+// the LB's reuse timing, the race widened on purpose by holding the
+// server's FIN, and the fix (the LB's idle timeout below the server's).
 
 const (
 	serverIdle = time.Second // serve --keepalive-timeout
-	// The server's FIN to the LB is held finDelay on two arms. 20 ms
-	// (FIELD-FAILURES.md) is enough on an idle machine; on a loaded one
-	// (a load of 10-17 on 2 CPUs, measured) a process stalled for 0.1-0.6
-	// s at times, and up to 4.5 s, moving the server's close or the LB's
-	// send out of a 20 ms window. So the window is 300 ms and the aim its
-	// middle: either side may be 150 ms late. Requests the evidence shows
+	// The server's FIN to the LB is held finDelay on two arms. A hold of
+	// 20 ms is enough on an idle machine; on a loaded one a process stalls
+	// for longer at times, moving the server's close or the LB's send out
+	// of so narrow a window. So the window is wide and the aim its middle:
+	// either side may be half of it late. Requests the evidence shows
 	// mistimed by a longer stall are counted apart (raceStats.mistimed).
 	finDelay = 300 * time.Millisecond // fin-delay on server→lb FINs (arms 8603, 8604)
 	aimIn    = finDelay / 2           // aimed into the middle of the widened window
@@ -69,8 +68,8 @@ description: >-
   arms and widened: the server's FIN toward the lb host is held %[1]v on
   ports 8603 and 8604; RSTs and everything else pass at once and overtake it.
 sources:
-  - "Akka HTTP forum thread 'Akka-http random connections close' (seeds/003)"
-  - "FIELD-FAILURES.md: delaying the server's FIN by D widens the failing window to about T..T+D"
+  - "'Akka-http random connections close', Lightbend discussion forum, 2019, https://discuss.lightbend.com/t/akka-http-random-connections-close/3252"
+  - "delaying the server's FIN by D widens the failing window to about T..T+D: docs/field-failures.md#elb-keepalive-race"
 behaviors:
   - type: fin-delay
     match: {from: server, to: lb, tcp_flags: [fin], port: 8603}
@@ -85,7 +84,7 @@ func init() {
 		Name:    "elb-keepalive-race",
 		Summary: "Classic ELB reuses a keep-alive connection as the backend's idle timeout closes it: RST, 504",
 		Description: "An Amazon Classic ELB in front of akka-http returned 504 with almost zero backend time about once per " +
-			"800 K requests (seeds/003): the backend's idle timeout closed a pooled keep-alive connection just as the LB sent " +
+			"800 K requests ('Akka-http random connections close', Lightbend forum, 2019): the backend's idle timeout closed a pooled keep-alive connection just as the LB sent " +
 			"the next request on it; the request met a closed socket and drew a RST, and the LB did not retry. Here the " +
 			"backend is faultbox serve with a 1 s keep-alive timeout and the LB is faultbox proxy (elb) in the lb host. Six " +
 			"arms run side by side, one port each: requests aimed just after the idle timeout with an LB that reuses blindly " +

@@ -286,10 +286,9 @@ func judgeRace(e *scenario.Evidence) scenario.Verdict {
 	v.Timeline = append(v.Timeline, raceTimeline(e, r.blind)...)
 	v.Ladder = r.ladder()
 
-	// This lab runs in a VM that was seen to freeze for 0.6 s at a time
-	// under load: no window survives that, so the requests the evidence
-	// shows mistimed are set apart; if they are half or more, the run
-	// could not aim.
+	// A VM under load freezes at times for longer than any window: the
+	// requests the evidence shows mistimed are set apart; if they are half
+	// or more, the run could not aim.
 	if wn, _, _ := r.widened.base(); wn >= 8 && r.widened.mistimed()*2 >= wn {
 		return scenario.Verdict{Outcome: report.Error, Runs: v.Runs, Results: v.Results, Timeline: v.Timeline, Ladder: v.Ladder,
 			Reason: fmt.Sprintf("the machine was too loaded to aim: of %d aimed requests with the FIN held, %s", wn, r.widened.stalls())}

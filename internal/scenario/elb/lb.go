@@ -15,17 +15,17 @@ import (
 	"github.com/faultbox/faultbox/internal/sockdiag"
 )
 
-// Helpers shared by the scenarios of the Classic ELB report (seeds/003):
+// Helpers shared by the scenarios of the Classic ELB report
+// (docs/field-failures.md#elb-keepalive-race):
 // elb-keepalive-race and elb-early-response. Each arm is one `faultbox
 // proxy` in the lb host, on its own port, in front of its own port of one
 // `faultbox serve` in the server host; the proxy's access log is the LB's
 // view of every request.
 
 // nice runs the timing-critical processes (the server's idle timer,
-// the LB's aimed sends) ahead of whatever else keeps the machine busy:
-// under a load of 10-17 on 2 CPUs (measured) plain processes stalled for
-// 0.1-2 s, far more than the race window (niced ones still up to 0.6 s,
-// when the whole VM stalls).
+// the LB's aimed sends) ahead of whatever else keeps the machine busy: on
+// a loaded machine plain processes stall for far longer than the race
+// window (niced ones for less, unless the whole VM stalls).
 var nice = []string{"nice", "-n", "-10"}
 
 // startProxy writes an elb proxy profile whose proxy: section is
