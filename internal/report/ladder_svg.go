@@ -180,7 +180,22 @@ func ladderRows(pkts []pktView) []ladRow {
 }
 
 func drawPacket(b *strings.Builder, g ladGeom, p *pktView, conns []connView, base time.Time, y1, y2 float64, twoRows bool) {
-	color := colorDown
+	color := openPacket(b, p, conns, base, y1)
+	a := packetArrow(g, p)
+	a.draw(b, g, p, color, y1, y2, twoRows)
+	a.notes(b, p, y1)
+	if twoRows {
+		a.delivered(b, p, base, y1, y2)
+	}
+	b.WriteString(`</g>`)
+}
+
+// openPacket opens the packet's group (its class and data attributes say
+// what the device did, its title the details), tints the row when the
+// device dropped, injected or held the packet, and writes its time and
+// connection in the left margin. It returns the arrow's color.
+func openPacket(b *strings.Builder, p *pktView, conns []connView, base time.Time, y1 float64) (color string) {
+	color = colorDown
 	if p.up {
 		color = colorUp
 	}
@@ -214,27 +229,48 @@ func drawPacket(b *strings.Builder, g ladGeom, p *pktView, conns []connView, bas
 	}
 	fmt.Fprintf(b, `<text class="t" x="84" y="%.1f">%s</text>`, y1+4, offset(p.When(), base))
 	fmt.Fprintf(b, `<text class="c" x="94" y="%.1f" fill="%s">#%d</text>`, y1+4, conns[p.conn].Color, conns[p.conn].ID)
+	return color
+}
 
-	var xs, xe, xl float64                 // start, end, the device lane the note sits beside
-	fromLane := p.Injected || p.From == "" // made by the device, or never seen arriving
+// arrow is where a packet's arrow runs: from xs to xe, past the device
+// lane xl its note sits beside, in direction dir (1: rightwards).
+type arrow struct {
+	xs, xe, xl float64
+	dir        float64
+	fromLane   bool // made by the device, or never seen arriving: it starts at the lane
+}
+
+func packetArrow(g ladGeom, p *pktView) arrow {
+	var a arrow
+	a.fromLane = p.Injected || p.From == ""
 	switch {
-	case fromLane:
+	case a.fromLane:
 		to := max(p.to, 0)
-		xl = g.lane(g.laneTo(p.from, to))
-		xs, xe = xl, g.host(to)
-		fmt.Fprintf(b, `<circle class="src" cx="%.1f" cy="%.1f" r="4.5" fill="%s"/>`, xs, y1, color)
+		a.xl = g.lane(g.laneTo(p.from, to))
+		a.xs, a.xe = a.xl, g.host(to)
 	default:
 		from := max(p.from, 0)
-		xs = g.host(from)
-		xl = g.lane(g.laneFrom(from, p.to))
-		xe = xl
+		a.xs = g.host(from)
+		a.xl = g.lane(g.laneFrom(from, p.to))
+		a.xe = a.xl
 		if !p.Dropped && p.to >= 0 {
-			xe = g.host(p.to)
+			a.xe = g.host(p.to)
 		}
 	}
-	dir := 1.0
-	if xe < xs || (xe == xs && xl < xs) {
-		dir = -1
+	a.dir = 1.0
+	if a.xe < a.xs || (a.xe == a.xs && a.xl < a.xs) {
+		a.dir = -1
+	}
+	return a
+}
+
+// draw draws the arrow: cut short with a cross at the lane when dropped,
+// bent down to the departure row when held (twoRows), straight across
+// otherwise, with a dot where it passes another device lane.
+func (a arrow) draw(b *strings.Builder, g ladGeom, p *pktView, color string, y1, y2 float64, twoRows bool) {
+	xs, xe, xl, dir := a.xs, a.xe, a.xl, a.dir
+	if a.fromLane {
+		fmt.Fprintf(b, `<circle class="src" cx="%.1f" cy="%.1f" r="4.5" fill="%s"/>`, xs, y1, color)
 	}
 	w := 1.6
 	if p.Injected {
@@ -251,24 +287,27 @@ func drawPacket(b *strings.Builder, g ladGeom, p *pktView, conns []connView, bas
 		arrowHead(b, xl, y1, xe, y2, colorDel)
 	default:
 		fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="%.1f"/>`, xs, y1, xe, y1, color, w)
-		for i := 0; i < g.lanes() && !fromLane && g.n >= 2; i++ {
+		for i := 0; i < g.lanes() && !a.fromLane && g.n >= 2; i++ {
 			if x := g.lane(i); (x-xs)*(x-xe) < 0 {
 				fmt.Fprintf(b, `<circle cx="%.1f" cy="%.1f" r="2.6" fill="%s"/>`, x, y1, color)
 			}
 		}
 		arrowHead(b, xs, y1, xe, y1, color)
 	}
-	// The label on the sender's side of the device, the device's note on the
-	// other side.
-	lx, room := (xs+xl)/2, math.Abs(xl-xs)-16
-	if fromLane {
-		lx, room = (xl+xe)/2, math.Abs(xe-xl)-16
+}
+
+// notes writes the packet's label on the sender's side of the device and
+// the device's note on the other side.
+func (a arrow) notes(b *strings.Builder, p *pktView, y1 float64) {
+	lx, room := (a.xs+a.xl)/2, math.Abs(a.xl-a.xs)-16
+	if a.fromLane {
+		lx, room = (a.xl+a.xe)/2, math.Abs(a.xe-a.xl)-16
 	}
 	label(b, p, lx, y1-6, room)
 	if note := deviceNote(p); note != "" {
-		anchor, nx := "start", xl+12
-		if fromLane == (dir > 0) {
-			anchor, nx = "end", xl-12
+		anchor, nx := "start", a.xl+12
+		if a.fromLane == (a.dir > 0) {
+			anchor, nx = "end", a.xl-12
 		}
 		ny := y1 - 6
 		if p.Dropped {
@@ -276,18 +315,20 @@ func drawPacket(b *strings.Builder, g ladGeom, p *pktView, conns []connView, bas
 		}
 		fmt.Fprintf(b, `<text class="note %s" x="%.1f" y="%.1f" text-anchor="%s">%s</text>`, noteClass(p), nx, ny, anchor, esc(note))
 	}
-	if twoRows {
-		fmt.Fprintf(b, `<text class="t del" x="84" y="%.1f">%s</text>`, y2+4, offset(p.Out, base))
-		// Beside the arrow head, clear of the slanted line coming in above.
-		slope := math.Abs(xe-xl) / max(1, y2-y1)
-		anchor, nx := "start", xe+max(16, 5*slope+12)
-		if dir > 0 {
-			anchor, nx = "end", xe-max(16, 5*slope+12)
-		}
-		fmt.Fprintf(b, `<text class="note del" x="%.1f" y="%.1f" text-anchor="%s">delivered after %s</text>`,
-			nx, y2+4, anchor, esc(roundDur(p.Out.Sub(p.In)).String()))
+}
+
+// delivered writes, on the departure row of a held packet, its departure
+// time and how long the device held it.
+func (a arrow) delivered(b *strings.Builder, p *pktView, base time.Time, y1, y2 float64) {
+	fmt.Fprintf(b, `<text class="t del" x="84" y="%.1f">%s</text>`, y2+4, offset(p.Out, base))
+	// Beside the arrow head, clear of the slanted line coming in above.
+	slope := math.Abs(a.xe-a.xl) / max(1, y2-y1)
+	anchor, nx := "start", a.xe+max(16, 5*slope+12)
+	if a.dir > 0 {
+		anchor, nx = "end", a.xe-max(16, 5*slope+12)
 	}
-	b.WriteString(`</g>`)
+	fmt.Fprintf(b, `<text class="note del" x="%.1f" y="%.1f" text-anchor="%s">delivered after %s</text>`,
+		nx, y2+4, anchor, esc(roundDur(p.Out.Sub(p.In)).String()))
 }
 
 func label(b *strings.Builder, p *pktView, x, y, room float64) {

@@ -106,16 +106,7 @@ func ReadCapture(path string, f Filter) (*Capture, error) {
 		if parsed.Version == 0 {
 			continue
 		}
-		p := Packet{Proto: parsed.Proto, Flags: parsed.Flags, Seq: parsed.Seq, Ack: parsed.Ack,
-			Window: parsed.Window, Len: len(parsed.Buf), ICMPType: parsed.ICMPType, order: c.Records}
-		p.Src = netip.AddrPortFrom(parsed.Src, parsed.SrcPort)
-		p.Dst = netip.AddrPortFrom(parsed.Dst, parsed.DstPort)
-		if parsed.HasPorts {
-			p.Len = parsed.PayloadLen()
-		}
-		if parsed.Version == 4 && len(data) >= 6 {
-			p.ipID = binary.BigEndian.Uint16(data[4:6])
-		}
+		p := recordPacket(&parsed, data, c.Records)
 		if !f.match(&p) {
 			continue
 		}
@@ -123,34 +114,67 @@ func ReadCapture(path string, f Filter) (*Capture, error) {
 		if ci.InterfaceIndex < len(c.Ports) {
 			port = c.Ports[ci.InterfaceIndex]
 		}
-		note := strings.Join(opts.Comments, "; ")
-		key := tupleKey{p.Src, p.Dst, p.Proto}
-		egress := opts.Flags != nil && opts.Flags.Direction == pcapgo.NgEpbFlagDirectionOutbound
-		switch {
-		case !egress: // arrival; unknown direction counts as arrival
-			p.From, p.In, p.Note = port, ci.Timestamp, note
-			if note != "" { // only drops annotate an arrival
-				p.Dropped = true
-			} else {
-				pending[key] = append(pending[key], len(c.Packets))
-			}
-		case strings.HasPrefix(note, injectedPrefix):
-			p.To, p.Out, p.Injected = port, ci.Timestamp, true
-			p.Note = strings.TrimPrefix(note, injectedPrefix)
-			p.Delayed = strings.Contains(p.Note, "(held ")
-		default:
-			if i, ok := takePending(pending, key, &p, c.Packets); ok {
-				c.Packets[i].depart(port, ci.Timestamp, note, &p)
-				continue
-			}
-			p.To, p.Out, p.Note = port, ci.Timestamp, note // departure of a packet never seen arriving
-		}
-		if len(c.Packets) >= maxCapturePackets {
-			c.Truncated = true
+		if !c.add(p, port, ci.Timestamp, opts, pending) {
 			break
 		}
-		c.Packets = append(c.Packets, p)
 	}
+	c.finish(pending)
+	return c, nil
+}
+
+// recordPacket is what one record's headers say of its packet; order is
+// the record's number in the file.
+func recordPacket(parsed *packet.Parsed, data []byte, order int) Packet {
+	p := Packet{Proto: parsed.Proto, Flags: parsed.Flags, Seq: parsed.Seq, Ack: parsed.Ack,
+		Window: parsed.Window, Len: len(parsed.Buf), ICMPType: parsed.ICMPType, order: order}
+	p.Src = netip.AddrPortFrom(parsed.Src, parsed.SrcPort)
+	p.Dst = netip.AddrPortFrom(parsed.Dst, parsed.DstPort)
+	if parsed.HasPorts {
+		p.Len = parsed.PayloadLen()
+	}
+	if parsed.Version == 4 && len(data) >= 6 {
+		p.ipID = binary.BigEndian.Uint16(data[4:6])
+	}
+	return p
+}
+
+// add takes in one record of packet p on port at ts: an arrival (pending
+// until its departure, or dropped), an injection, or the departure of a
+// packet that arrived earlier. It reports false when the capture is full.
+func (c *Capture) add(p Packet, port string, ts time.Time, opts pcapgo.NgPacketOptions, pending map[tupleKey][]int) bool {
+	note := strings.Join(opts.Comments, "; ")
+	key := tupleKey{p.Src, p.Dst, p.Proto}
+	egress := opts.Flags != nil && opts.Flags.Direction == pcapgo.NgEpbFlagDirectionOutbound
+	switch {
+	case !egress: // arrival; unknown direction counts as arrival
+		p.From, p.In, p.Note = port, ts, note
+		if note != "" { // only drops annotate an arrival
+			p.Dropped = true
+		} else {
+			pending[key] = append(pending[key], len(c.Packets))
+		}
+	case strings.HasPrefix(note, injectedPrefix):
+		p.To, p.Out, p.Injected = port, ts, true
+		p.Note = strings.TrimPrefix(note, injectedPrefix)
+		p.Delayed = strings.Contains(p.Note, "(held ")
+	default:
+		if i, ok := takePending(pending, key, &p, c.Packets); ok {
+			c.Packets[i].depart(port, ts, note, &p)
+			return true
+		}
+		p.To, p.Out, p.Note = port, ts, note // departure of a packet never seen arriving
+	}
+	if len(c.Packets) >= maxCapturePackets {
+		c.Truncated = true
+		return false
+	}
+	c.Packets = append(c.Packets, p)
+	return true
+}
+
+// finish marks the packets never seen leaving as dropped and puts every
+// packet in the order the device first saw them.
+func (c *Capture) finish(pending map[tupleKey][]int) {
 	for _, idx := range pending {
 		for _, i := range idx {
 			c.Packets[i].Dropped = true
@@ -163,7 +187,6 @@ func ReadCapture(path string, f Filter) (*Capture, error) {
 		}
 		return a.order - b.order
 	})
-	return c, nil
 }
 
 // takePending finds the arrival that departure out belongs to: the oldest
