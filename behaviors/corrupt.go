@@ -1,5 +1,7 @@
 package behaviors
 
+import "github.com/faultbox/faultbox/internal/units"
+
 // Corrupt flips one random bit in the payload of some packets (probability
 // p). Packets without payload and IP fragments pass untouched: flipping a
 // header bit would be another fault (a different port, flag or address),
@@ -11,8 +13,8 @@ package behaviors
 //   - correct: the checksums are recomputed, so the corruption reaches the
 //     application, as behind a middlebox that rewrites packets.
 type Corrupt struct {
-	P        Probability `param:"p"`
-	Checksum string      `param:"checksum"` // incorrect | correct
+	P        units.Probability `param:"p"`
+	Checksum string            `param:"checksum"` // incorrect | correct
 
 	correct bool
 }

@@ -3,6 +3,8 @@ package behaviors
 import (
 	"math"
 	"time"
+
+	"github.com/faultbox/faultbox/internal/units"
 )
 
 // Delay holds every packet for a fixed one-way delay plus random jitter,
@@ -25,11 +27,11 @@ import (
 // before the previous packet of its direction, so when packets come closer
 // together than the jitter's spread, later ones wait behind slow ones.
 type Delay struct {
-	Delay        time.Duration `param:"delay"`
-	Jitter       time.Duration `param:"jitter"`
-	Distribution string        `param:"distribution"` // uniform | normal | pareto | paretonormal
-	Correlation  Probability   `param:"correlation"`
-	Reorder      bool          `param:"reorder"`
+	Delay        time.Duration     `param:"delay"`
+	Jitter       time.Duration     `param:"jitter"`
+	Distribution string            `param:"distribution"` // uniform | normal | pareto | paretonormal
+	Correlation  units.Probability `param:"correlation"`
+	Reorder      bool              `param:"reorder"`
 
 	shape shape
 	last  [2]int64   // latest departure per direction, to keep order

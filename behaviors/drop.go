@@ -1,10 +1,12 @@
 package behaviors
 
+import "github.com/faultbox/faultbox/internal/units"
+
 // Discard (registered as "drop") discards the packets its match selects: all of them, the first Count
 // of each flow, or each with Probability.
 type Discard struct {
-	Probability Probability `param:"probability"` // 0 means every packet
-	Count       int         `param:"count"`       // per flow; 0 means no limit
+	Probability units.Probability `param:"probability"` // 0 means every packet
+	Count       int               `param:"count"`       // per flow; 0 means no limit
 
 	dropped uint64
 }

@@ -1,11 +1,13 @@
 package behaviors
 
+import "github.com/faultbox/faultbox/internal/units"
+
 // Duplicate sends a copy of each packet with probability p, as netem's
 // `duplicate`. The copy is the packet as it is at this point of the chain,
 // leaving at its departure so far; behaviors after this one change and
 // delay only the original.
 type Duplicate struct {
-	P Probability `param:"p"`
+	P units.Probability `param:"p"`
 }
 
 func (d *Duplicate) Validate() error {

@@ -3,6 +3,7 @@ package behaviors
 import (
 	"github.com/faultbox/faultbox/internal/flow"
 	"github.com/faultbox/faultbox/internal/packet"
+	"github.com/faultbox/faultbox/internal/units"
 )
 
 // HandshakeDrop drops handshake segments: registered as "syn-drop" (the
@@ -17,9 +18,9 @@ import (
 //	  - type: synack-drop
 //	    count: 5
 type HandshakeDrop struct {
-	Count       int         `param:"count"`         // per flow; 0 means no limit
-	Probability Probability `param:"probability"`   // 0 means every candidate
-	AllBareACKs bool        `param:"all_bare_acks"` // ack-drop only
+	Count       int               `param:"count"`         // per flow; 0 means no limit
+	Probability units.Probability `param:"probability"`   // 0 means every candidate
+	AllBareACKs bool              `param:"all_bare_acks"` // ack-drop only
 
 	kind    handshakeSeg
 	note    string

@@ -1,5 +1,7 @@
 package behaviors
 
+import "github.com/faultbox/faultbox/internal/units"
+
 // Helpers shared by the link-shaping behaviors (delay, rate, loss, reorder,
 // duplicate, corrupt, outage, trace). A shaping behavior emulates one link,
 // not one connection, so its state lives in the behavior, one copy per
@@ -27,7 +29,7 @@ func holdUntil(p *Packet, t int64) {
 // chance draws an event of probability q from the behavior's own source. It
 // draws nothing when q is 0 or 1, so a disabled knob does not shift the
 // random sequence of the others.
-func chance(p *Packet, q Probability) bool {
+func chance(p *Packet, q units.Probability) bool {
 	switch {
 	case q <= 0:
 		return false

@@ -1,5 +1,7 @@
 package behaviors
 
+import "github.com/faultbox/faultbox/internal/units"
+
 // Loss drops packets at random, independently (model bernoulli, the
 // default: each packet is lost with probability p) or in bursts (model
 // gilbert-elliott, netem's `loss gemodel p r 1-h 1-k`).
@@ -23,15 +25,15 @@ package behaviors
 // [bare-ack]}` loses bare ACKs and leaves the model's state untouched by
 // data segments.
 type Loss struct {
-	Model string      `param:"model"` // bernoulli | gilbert-elliott
-	P     Probability `param:"p"`
-	R     Probability `param:"r"`
-	H     Probability `param:"h"`
-	K     Probability `param:"k"`
+	Model string            `param:"model"` // bernoulli | gilbert-elliott
+	P     units.Probability `param:"p"`
+	R     units.Probability `param:"r"`
+	H     units.Probability `param:"h"`
+	K     units.Probability `param:"k"`
 
 	ge  bool
-	r   Probability // R, or 1-P
-	bad [2]bool     // Gilbert-Elliott state per direction
+	r   units.Probability // R, or 1-P
+	bad [2]bool           // Gilbert-Elliott state per direction
 }
 
 func (l *Loss) Validate() error {

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/faultbox/faultbox/internal/packet"
+	"github.com/faultbox/faultbox/internal/units"
 )
 
 const lossRuns = 1_000_000
@@ -71,7 +72,7 @@ func TestLoss_BernoulliRateAndBursts(t *testing.T) {
 func TestLoss_GilbertRateAndBursts(t *testing.T) {
 	// Simple Gilbert: every packet in Bad is lost, none in Good.
 	p, r := 0.01, 0.3
-	rate, bursts, _ := lossRun(t, &Loss{Model: "gilbert-elliott", P: Probability(p), R: Probability(r), H: 1}, 1, lossRuns)
+	rate, bursts, _ := lossRun(t, &Loss{Model: "gilbert-elliott", P: units.Probability(p), R: units.Probability(r), H: 1}, 1, lossRuns)
 	t.Logf("loss rate %.5f over %d packets, model %.5f", rate, lossRuns, p/(p+r))
 	near(t, "loss rate", rate, p/(p+r), 0.003)
 	checkBursts(t, bursts, r)
@@ -80,7 +81,7 @@ func TestLoss_GilbertRateAndBursts(t *testing.T) {
 func TestLoss_GilbertElliottRate(t *testing.T) {
 	// Lossy in both states: rate = pi_good*k + pi_bad*h.
 	p, r, h, k := 0.02, 0.2, 0.7, 0.005
-	rate, _, _ := lossRun(t, &Loss{Model: "gilbert-elliott", P: Probability(p), R: Probability(r), H: Probability(h), K: Probability(k)}, 1, lossRuns)
+	rate, _, _ := lossRun(t, &Loss{Model: "gilbert-elliott", P: units.Probability(p), R: units.Probability(r), H: units.Probability(h), K: units.Probability(k)}, 1, lossRuns)
 	bad := p / (p + r)
 	t.Logf("loss rate %.5f over %d packets, model %.5f", rate, lossRuns, (1-bad)*k+bad*h)
 	near(t, "loss rate", rate, (1-bad)*k+bad*h, 0.004)

@@ -3,6 +3,8 @@ package behaviors
 import (
 	"math"
 	"time"
+
+	"github.com/faultbox/faultbox/internal/units"
 )
 
 // RateLimit is a bandwidth limit per direction with a byte-counted
@@ -23,8 +25,8 @@ import (
 // when it would leave more than limit_time after it arrived. Without
 // either, the queue holds the larger of 64 KiB and 100 ms at the rate.
 type RateLimit struct {
-	Rate      Rate          `param:"rate"`
-	Limit     Size          `param:"limit"`
+	Rate      units.Rate    `param:"rate"`
+	Limit     units.Size    `param:"limit"`
 	LimitTime time.Duration `param:"limit_time"`
 	Overhead  int           `param:"overhead"` // bytes added per packet, e.g. link-layer framing
 

@@ -1,6 +1,10 @@
 package behaviors
 
-import "time"
+import (
+	"time"
+
+	"github.com/faultbox/faultbox/internal/units"
+)
 
 // Reorder holds back some packets so that the packets behind them overtake:
 // each packet (or, with gap n, every n-th packet of its direction) is
@@ -12,9 +16,9 @@ import "time"
 // `reorder: true` or a rate placed after it would queue the overtaking
 // packets behind the held one again.
 type Reorder struct {
-	P     Probability   `param:"p"`
-	Delay time.Duration `param:"delay"`
-	Gap   int           `param:"gap"`
+	P     units.Probability `param:"p"`
+	Delay time.Duration     `param:"delay"`
+	Gap   int               `param:"gap"`
 
 	count [2]int // packets since the last candidate, per direction
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/faultbox/faultbox/internal/flow"
+	"github.com/faultbox/faultbox/internal/units"
 )
 
 // Trigger is the moment at which a stateful behavior acts on a flow. It is
@@ -36,7 +37,7 @@ import (
 // directions.
 type Trigger struct {
 	Kind       string        `param:"trigger"`
-	AfterBytes Size          `param:"after_bytes"`
+	AfterBytes units.Size    `param:"after_bytes"`
 	After      time.Duration `param:"after"`
 	Pattern    string        `param:"pattern"`
 	Direction  string        `param:"direction"` // upstream | downstream | both

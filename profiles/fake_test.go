@@ -4,24 +4,25 @@ import (
 	"time"
 
 	"github.com/faultbox/faultbox/behaviors"
+	"github.com/faultbox/faultbox/internal/units"
 )
 
 // fake is a test-only behavior with a parameter of every supported type, so
 // the decoder's every path can be exercised without depending on which real
 // behaviors exist yet.
 type fake struct {
-	Delay   time.Duration         `param:"delay"`
-	Count   int                   `param:"count"`
-	Small   uint8                 `param:"small"`
-	Big     int64                 `param:"big"`
-	Ratio   float64               `param:"ratio"`
-	On      bool                  `param:"on"`
-	Mode    string                `param:"mode"`
-	Hosts   []string              `param:"hosts"`
-	Rate    behaviors.Rate        `param:"rate"`
-	Size    behaviors.Size        `param:"size"`
-	Loss    behaviors.Probability `param:"loss"`
-	private int                   // not a parameter
+	Delay   time.Duration     `param:"delay"`
+	Count   int               `param:"count"`
+	Small   uint8             `param:"small"`
+	Big     int64             `param:"big"`
+	Ratio   float64           `param:"ratio"`
+	On      bool              `param:"on"`
+	Mode    string            `param:"mode"`
+	Hosts   []string          `param:"hosts"`
+	Rate    units.Rate        `param:"rate"`
+	Size    units.Size        `param:"size"`
+	Loss    units.Probability `param:"loss"`
+	private int               // not a parameter
 }
 
 func (*fake) Handle(*behaviors.Packet) behaviors.Verdict { return behaviors.Pass }

@@ -87,7 +87,7 @@ func init() {
 		"SO_SNDTIMEO on accepted sockets: a send that moves nothing for this long fails and the server closes (e.g. 600s as Varnish; 0 = none)")
 	f.DurationVar(&serveCfg.UserTimeout, "user-timeout", serveCfg.UserTimeout,
 		"TCP_USER_TIMEOUT on accepted sockets: the kernel drops a connection whose data stays unacknowledged this long (e.g. 30s; 0 = kernel default)")
-	f.Var((*serve.Size)(&serveCfg.ResponseSize), "response-size",
+	f.Var(&serveCfg.ResponseSize, "response-size",
 		"body size for GET / and other plain paths (e.g. 1500b, 64kb, 10mib)")
 	f.BoolVar(&serveCfg.FinWaitShutdown, "fin-wait-shutdown", serveCfg.FinWaitShutdown,
 		"on keep-alive timeout call shutdown(SHUT_WR) and keep the fd instead of close(): FIN_WAIT_2 without the orphan timer")

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/faultbox/faultbox/behaviors"
+	"github.com/faultbox/faultbox/internal/units"
 	"github.com/faultbox/faultbox/internal/yamlnode"
 	"github.com/faultbox/faultbox/profiles"
 	"gopkg.in/yaml.v3"
@@ -316,7 +316,7 @@ func size(i *int, n *yaml.Node, lo, hi int) error {
 	if err != nil {
 		return err
 	}
-	var z behaviors.Size
+	var z units.Size
 	if err := z.UnmarshalText([]byte(s)); err != nil {
 		return err
 	}

@@ -13,7 +13,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/faultbox/faultbox/behaviors"
+	"github.com/faultbox/faultbox/internal/units"
 )
 
 // Config is everything `faultbox serve` takes on its command line.
@@ -45,7 +45,7 @@ type Config struct {
 	SndTimeo    time.Duration
 	UserTimeout time.Duration
 	// ResponseSize is the body size for GET / and other plain paths.
-	ResponseSize int64
+	ResponseSize units.Size
 	// FinWaitShutdown makes the keep-alive timeout call shutdown(SHUT_WR) and
 	// keep the descriptor until the peer closes, instead of close(): the
 	// socket then waits in FIN_WAIT_2 without the kernel's orphan timer.
@@ -89,8 +89,6 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--user-timeout: %v is out of range", c.UserTimeout)
 	case c.UserTimeout > 0 && c.UserTimeout < time.Millisecond:
 		return fmt.Errorf("--user-timeout: %v is below the kernel's 1ms resolution", c.UserTimeout)
-	case c.ResponseSize < 0:
-		return fmt.Errorf("--response-size: %d is negative", c.ResponseSize)
 	case c.EarlyCloseNoHeader && !c.EarlyResponse:
 		return errors.New("--early-close-no-header needs --early-response")
 	}
@@ -109,31 +107,3 @@ func validListen(a string) bool {
 	_, err = netip.ParseAddr(host)
 	return host == "" || err == nil
 }
-
-// Size is a byte count flag value in faultbox's size units (1500b, 64kb,
-// 1mib; see behaviors.Size). It implements pflag.Value.
-type Size int64
-
-func (z *Size) Set(s string) error {
-	var b behaviors.Size
-	if err := b.UnmarshalText([]byte(s)); err != nil {
-		return err
-	}
-	*z = Size(b)
-	return nil
-}
-
-func (z *Size) String() string {
-	v := int64(*z)
-	for _, u := range []struct {
-		suffix string
-		m      int64
-	}{{"mib", 1 << 20}, {"mb", 1e6}, {"kib", 1 << 10}, {"kb", 1e3}} {
-		if v >= u.m && v%u.m == 0 {
-			return strconv.FormatInt(v/u.m, 10) + u.suffix
-		}
-	}
-	return strconv.FormatInt(v, 10) + "b"
-}
-
-func (z *Size) Type() string { return "size" }

@@ -6,29 +6,6 @@ import (
 	"time"
 )
 
-func TestSize_SetAndString(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		want int64
-		str  string
-	}{
-		{"1kb", 1000, "1kb"}, {"1kib", 1024, "1kib"}, {"10mib", 10 << 20, "10mib"},
-		{"1500", 1500, "1500b"}, {"0", 0, "0b"}, {"2MB", 2e6, "2mb"},
-	} {
-		var z Size
-		if err := z.Set(tc.in); err != nil {
-			t.Fatalf("%q: %v", tc.in, err)
-		}
-		if int64(z) != tc.want || z.String() != tc.str {
-			t.Errorf("%q: %d %q, want %d %q", tc.in, int64(z), z.String(), tc.want, tc.str)
-		}
-	}
-	var z Size
-	if err := z.Set("lots"); err == nil {
-		t.Error(`"lots" was accepted as a size`)
-	}
-}
-
 func TestConfig_ValidateNamesTheFlag(t *testing.T) {
 	for flag, mod := range map[string]func(*Config){
 		"--listen":                func(c *Config) { c.Listen = nil },
@@ -38,7 +15,6 @@ func TestConfig_ValidateNamesTheFlag(t *testing.T) {
 		"--linger-time":           func(c *Config) { c.LingerTime = -1 },
 		"--sndtimeo":              func(c *Config) { c.SndTimeo = time.Nanosecond },
 		"--user-timeout":          func(c *Config) { c.UserTimeout = time.Microsecond },
-		"--response-size":         func(c *Config) { c.ResponseSize = -1 },
 		"--early-close-no-header": func(c *Config) { c.EarlyCloseNoHeader = true },
 	} {
 		c := DefaultConfig()

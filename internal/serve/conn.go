@@ -139,7 +139,7 @@ func (c *conn) serveOne(first bool) bool {
 		}
 	}
 
-	status, size, wait, msg := route(req.Path(), c.cfg.ResponseSize)
+	status, size, wait, msg := route(req.Path(), int64(c.cfg.ResponseSize))
 	if wait > 0 {
 		time.Sleep(wait) // not reading meanwhile, on purpose
 	}

@@ -3,6 +3,8 @@ package serve
 import (
 	"strings"
 	"time"
+
+	"github.com/faultbox/faultbox/internal/units"
 )
 
 const (
@@ -18,7 +20,7 @@ const (
 func route(path string, defSize int64) (status int, size int64, wait time.Duration, msg string) {
 	switch {
 	case strings.HasPrefix(path, "/bytes/"):
-		var z Size
+		var z units.Size
 		if err := z.Set(strings.TrimPrefix(path, "/bytes/")); err != nil {
 			return 400, 0, 0, "bad size: " + err.Error() + "\n"
 		}

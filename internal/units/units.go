@@ -1,4 +1,8 @@
-package behaviors
+// Package units holds the quantities faultbox reads from profiles and
+// flags, with their units in the type: a Rate in bits per second, a Size
+// in bytes, a Probability. Each reads its text form (UnmarshalText, for
+// the profile loader) and names itself in words for help output.
+package units
 
 import (
 	"fmt"
@@ -43,6 +47,7 @@ func (r Rate) String() string {
 }
 
 // Size is a byte count written with b, kb, kib, mb, mib, gb, gib suffixes.
+// It is also a command-line flag value (pflag.Value).
 type Size uint64
 
 func (z *Size) UnmarshalText(b []byte) error {
@@ -64,6 +69,25 @@ func (z *Size) UnmarshalText(b []byte) error {
 	*z = Size(v * mult)
 	return nil
 }
+
+// String writes the size with the largest suffix that divides it
+// exactly (up to mib), as flags show their defaults.
+func (z Size) String() string {
+	v := uint64(z)
+	for _, u := range []struct {
+		suffix string
+		m      uint64
+	}{{"mib", 1 << 20}, {"mb", 1e6}, {"kib", 1 << 10}, {"kb", 1e3}} {
+		if v >= u.m && v%u.m == 0 {
+			return strconv.FormatUint(v/u.m, 10) + u.suffix
+		}
+	}
+	return strconv.FormatUint(v, 10) + "b"
+}
+
+// Set and Type make a *Size a command-line flag value.
+func (z *Size) Set(s string) error { return z.UnmarshalText([]byte(s)) }
+func (z *Size) Type() string       { return "size" }
 
 // Probability is a number in [0, 1], also written as a percentage ("1.5%").
 type Probability float64
