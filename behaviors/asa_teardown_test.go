@@ -146,7 +146,7 @@ func TestASATeardown_SwallowedFIN_RSTInEstablished(t *testing.T) {
 			var p packet.Parsed
 			p.Decode(fin)
 			if v != Pass || p.Flags&packet.FIN != 0 {
-				t.Fatalf("data+FIN: verdict %v flags %#x, want the data forwarded without FIN", v, p.Flags)
+				t.Fatalf("data+FIN: verdict %v flags %v, want the data forwarded without FIN", v, p.Flags)
 			}
 		}
 		// The server never got the FIN: RCV.NXT is the FIN's sequence, the

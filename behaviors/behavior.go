@@ -97,7 +97,7 @@ func (p *Packet) Modified() bool { return p.modified }
 // stripFIN clears the FIN flag of TCP segment p in place: its data and ACK
 // go on, its FIN never arrives.
 func stripFIN(p *Packet) {
-	p.Buf[p.L4Off+13] &^= packet.FIN // the flags byte of the TCP header
+	p.Buf[p.L4Off+13] &^= byte(packet.FIN) // the flags byte of the TCP header
 	p.Flags &^= packet.FIN
 	p.MarkModified()
 }
@@ -138,7 +138,7 @@ func (p *Packet) Inject(pkt []byte, depart int64, note string) {
 
 // InjectTCP synthesizes a segment of this packet's flow as if sent by side
 // from, with correct checksums, and injects it at depart.
-func (p *Packet) InjectTCP(from flow.Side, seq, ack uint32, flags uint8, depart int64, note string) {
+func (p *Packet) InjectTCP(from flow.Side, seq, ack uint32, flags packet.TCPFlags, depart int64, note string) {
 	f := p.Flow
 	if f == nil {
 		return

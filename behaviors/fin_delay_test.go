@@ -57,7 +57,7 @@ func TestFINDelay_OnlyFINsHeld(t *testing.T) {
 	if _, d := h.send(k.seg(true, packet.FIN|packet.ACK, []byte("last"))); d != int64(time.Second) {
 		t.Fatal("data+FIN segment not held")
 	}
-	if _, d := h.send(udpPacket(client6, server6, 1, 2, []byte{packet.FIN})); d != 0 {
+	if _, d := h.send(udpPacket(client6, server6, 1, 2, []byte{byte(packet.FIN)})); d != 0 {
 		t.Fatal("UDP held")
 	}
 }

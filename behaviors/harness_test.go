@@ -128,7 +128,7 @@ func newConn(c, s netip.Addr, cisn, sisn uint32) *tcpConn {
 
 // seg returns a segment from the client (fromClient) or the server with the
 // given flags and payload, advancing that side's sequence number.
-func (k *tcpConn) seg(fromClient bool, flags uint8, payload []byte) []byte {
+func (k *tcpConn) seg(fromClient bool, flags packet.TCPFlags, payload []byte) []byte {
 	buf := make([]byte, 60+len(payload))
 	spec := packet.TCPSpec{Flags: flags, Window: 65535, Payload: payload}
 	if fromClient {
@@ -160,7 +160,7 @@ func (k *tcpConn) seg(fromClient bool, flags uint8, payload []byte) []byte {
 func NewTestConn(c, s netip.Addr, cisn, sisn uint32) *tcpConn { return newConn(c, s, cisn, sisn) }
 
 // Seg is seg, exported for the fuzz test.
-func (k *tcpConn) Seg(fromClient bool, flags uint8, payload []byte) []byte {
+func (k *tcpConn) Seg(fromClient bool, flags packet.TCPFlags, payload []byte) []byte {
 	return k.seg(fromClient, flags, payload)
 }
 

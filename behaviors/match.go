@@ -43,7 +43,7 @@ type Match struct {
 // FlagSet selects TCP segments by flags: (flags & Mask) == Want, and, for
 // bare ACKs, no payload.
 type FlagSet struct {
-	Mask, Want uint8
+	Mask, Want packet.TCPFlags
 	NoPayload  bool
 	Payload    bool
 }

@@ -212,7 +212,7 @@ func wantRST(t *testing.T, p packet.Parsed, src, dst flow.Side, k *tcpConn, seq 
 		t.Fatalf("RST %v:%d -> %v:%d, want %v -> %v", p.Src, p.SrcPort, p.Dst, p.DstPort, src, dst)
 	}
 	if p.Flags&packet.RST == 0 {
-		t.Fatalf("injected flags %#x, want RST", p.Flags)
+		t.Fatalf("injected flags %v, want RST", p.Flags)
 	}
 	if p.Seq != seq {
 		t.Fatalf("RST %v->%v seq %d (%#x), want %d (%#x)", src, dst, p.Seq, p.Seq, seq, seq)

@@ -63,7 +63,7 @@ func TestVanish_PiggybackedFINIsStripped(t *testing.T) {
 	var p packet.Parsed
 	p.Decode(finack)
 	if p.Flags != packet.ACK {
-		t.Fatalf("forwarded flags %#x, want a bare ACK", p.Flags)
+		t.Fatalf("forwarded flags %v, want a bare ACK", p.Flags)
 	}
 }
 

@@ -297,7 +297,7 @@ func mbCheckASAWire(t *testing.T, capFile string, c mbShut) {
 		}
 		if i > rst && !p.Injected && !p.Dropped {
 			late++
-			t.Errorf("%v: delivered after the RST: %v->%v flags %#x seq %d len %d (%q)", cli, p.Src, p.Dst, p.Flags, p.Seq, p.Len, p.Note)
+			t.Errorf("%v: delivered after the RST: %v->%v flags %v seq %d len %d (%q)", cli, p.Src, p.Dst, p.Flags, p.Seq, p.Len, p.Note)
 		}
 	}
 	dropped := 0

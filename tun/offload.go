@@ -171,7 +171,7 @@ func (sg *segmenter) header(i int, hdr, s []byte, partial bool) Offload {
 		if i != 0 {
 			flags &^= packet.CWR
 		}
-		s[l4+13] = flags
+		s[l4+13] = byte(flags)
 	} else {
 		binary.BigEndian.PutUint16(s[l4+4:], uint16(segLen-l4))
 	}

@@ -25,7 +25,7 @@ type superSpec struct {
 	v6      bool
 	udp     bool
 	seq     uint32
-	flags   uint8
+	flags   packet.TCPFlags
 	opts    []byte // TCP options, a multiple of 4 bytes
 	payload int
 	mss     uint16
@@ -80,7 +80,7 @@ func buildSuper(t testing.TB, s superSpec) Packet {
 		binary.BigEndian.PutUint32(l4[4:], s.seq)
 		binary.BigEndian.PutUint32(l4[8:], 0x01020304)
 		l4[12] = uint8(l4Len/4) << 4
-		l4[13] = s.flags
+		l4[13] = byte(s.flags)
 		binary.BigEndian.PutUint16(l4[14:], 502)
 		copy(l4[20:], s.opts)
 		o.CsumOffset = 16
@@ -362,7 +362,7 @@ func TestSplit_RandomInputNeverPanics(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	out := outBufs(70)
 	for i := 0; i < 20000; i++ {
-		p := buildSuper(t, superSpec{v6: r.IntN(2) == 0, udp: r.IntN(4) == 0, seq: r.Uint32(), flags: uint8(r.Uint32()), opts: tsOpts[:4*r.IntN(4)], payload: r.IntN(5000), mss: uint16(r.IntN(2000))})
+		p := buildSuper(t, superSpec{v6: r.IntN(2) == 0, udp: r.IntN(4) == 0, seq: r.Uint32(), flags: packet.TCPFlags(r.Uint32()), opts: tsOpts[:4*r.IntN(4)], payload: r.IntN(5000), mss: uint16(r.IntN(2000))})
 		d := p.Buf[p.Off:]
 		for k := r.IntN(4); k > 0; k-- {
 			d[r.IntN(min(len(d), 80))] = byte(r.Uint32())

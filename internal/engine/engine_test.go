@@ -40,7 +40,7 @@ func must(t *testing.T, err error) {
 	}
 }
 
-func tcpSeg(src, dst netip.Addr, sport, dport uint16, seq, ack uint32, flags uint8, payload []byte) []byte {
+func tcpSeg(src, dst netip.Addr, sport, dport uint16, seq, ack uint32, flags packet.TCPFlags, payload []byte) []byte {
 	b := make([]byte, 60+len(payload))
 	n := packet.BuildTCP(b, packet.TCPSpec{Src: src, Dst: dst, SrcPort: sport, DstPort: dport, Seq: seq, Ack: ack, Flags: flags, Window: 1000, Payload: payload})
 	return b[:n]

@@ -17,7 +17,7 @@ type Event struct {
 	Src, Dst         netip.Addr
 	SrcPort, DstPort uint16
 	Proto            uint8
-	Flags            uint8
+	Flags            packet.TCPFlags
 	Seq, Ack         uint32
 	Len              int
 }
@@ -29,29 +29,10 @@ func (e Event) String() string {
 		return fmt.Sprintf("%12.6f %s proto %d %s > %s len %d", t.Seconds(), e.Note, e.Proto, e.Src, e.Dst, e.Len)
 	}
 	return fmt.Sprintf("%12.6f %s %s > %s [%s] seq %d ack %d len %d", t.Seconds(), e.Note,
-		netip.AddrPortFrom(e.Src, e.SrcPort), netip.AddrPortFrom(e.Dst, e.DstPort), FlagString(e.Flags), e.Seq, e.Ack, e.Len)
+		netip.AddrPortFrom(e.Src, e.SrcPort), netip.AddrPortFrom(e.Dst, e.DstPort), e.Flags, e.Seq, e.Ack, e.Len)
 }
 
 var clockStartMono = Monotonic()
-
-// FlagString renders TCP flags as tcpdump does (S, S., F., R, P., .).
-func FlagString(f uint8) string {
-	var b [8]byte
-	n := 0
-	for _, x := range []struct {
-		bit uint8
-		c   byte
-	}{{packet.SYN, 'S'}, {packet.FIN, 'F'}, {packet.RST, 'R'}, {packet.PSH, 'P'}, {packet.URG, 'U'}, {packet.ECE, 'E'}, {packet.CWR, 'W'}, {packet.ACK, '.'}} {
-		if f&x.bit != 0 {
-			b[n] = x.c
-			n++
-		}
-	}
-	if n == 0 {
-		return "none"
-	}
-	return string(b[:n])
-}
 
 // eventRing keeps the newest events; older ones are overwritten (and counted).
 type eventRing struct {

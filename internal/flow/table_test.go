@@ -15,7 +15,7 @@ var (
 	srv = netip.MustParseAddr("198.18.0.2")
 )
 
-func seg(t testing.TB, src, dst netip.Addr, sport, dport uint16, seq, ack uint32, flags uint8, payload int) *packet.Parsed {
+func seg(t testing.TB, src, dst netip.Addr, sport, dport uint16, seq, ack uint32, flags packet.TCPFlags, payload int) *packet.Parsed {
 	buf := make([]byte, 60+payload)
 	n := packet.BuildTCP(buf, packet.TCPSpec{Src: src, Dst: dst, SrcPort: sport, DstPort: dport, Seq: seq, Ack: ack, Flags: flags, Window: 100, Payload: make([]byte, payload)})
 	p := new(packet.Parsed)
@@ -29,7 +29,7 @@ func TestTrack_HandshakeDataFinAcrossSequenceWrap(t *testing.T) {
 	steps := []struct {
 		fromClient bool
 		seq, ack   uint32
-		flags      uint8
+		flags      packet.TCPFlags
 		payload    int
 		state      State
 	}{

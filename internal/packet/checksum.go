@@ -137,7 +137,7 @@ type TCPSpec struct {
 	Src, Dst         netip.Addr
 	SrcPort, DstPort uint16
 	Seq, Ack         uint32
-	Flags            uint8
+	Flags            TCPFlags
 	Window           uint16
 	Payload          []byte
 }
@@ -181,7 +181,7 @@ func BuildTCP(buf []byte, s TCPSpec) int {
 	binary.BigEndian.PutUint32(t[4:8], s.Seq)
 	binary.BigEndian.PutUint32(t[8:12], s.Ack)
 	t[12] = 5 << 4
-	t[13] = s.Flags
+	t[13] = byte(s.Flags)
 	binary.BigEndian.PutUint16(t[14:16], s.Window)
 	copy(t[20:], s.Payload)
 	var p Parsed

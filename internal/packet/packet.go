@@ -19,9 +19,12 @@ const (
 	ProtoICMPv6 = 58
 )
 
+// TCPFlags are the flag bits of a TCP header.
+type TCPFlags uint8
+
 // TCP flag bits.
 const (
-	FIN = 1 << iota
+	FIN TCPFlags = 1 << iota
 	SYN
 	RST
 	PSH
@@ -30,6 +33,26 @@ const (
 	ECE
 	CWR
 )
+
+// String renders the flags as tcpdump does: S, S., F., R, P., . ("none"
+// when no bit is set).
+func (f TCPFlags) String() string {
+	var b [8]byte
+	n := 0
+	for _, x := range []struct {
+		bit TCPFlags
+		c   byte
+	}{{SYN, 'S'}, {FIN, 'F'}, {RST, 'R'}, {PSH, 'P'}, {URG, 'U'}, {ECE, 'E'}, {CWR, 'W'}, {ACK, '.'}} {
+		if f&x.bit != 0 {
+			b[n] = x.c
+			n++
+		}
+	}
+	if n == 0 {
+		return "none"
+	}
+	return string(b[:n])
+}
 
 // Malformed reasons: why a packet could not be fully decoded. The engine's
 // rule: a packet whose IP header is unreadable is dropped and counted; a
@@ -74,7 +97,7 @@ type Parsed struct {
 	HasPorts         bool
 	SrcPort, DstPort uint16
 	Seq, Ack         uint32
-	Flags            uint8
+	Flags            TCPFlags
 	Window           uint16
 	PayloadOff       int // offset of the TCP/UDP payload in Buf
 	ICMPType         uint8
@@ -236,7 +259,7 @@ func (p *Parsed) decodeL4() {
 		p.DstPort = binary.BigEndian.Uint16(l4[2:4])
 		p.Seq = binary.BigEndian.Uint32(l4[4:8])
 		p.Ack = binary.BigEndian.Uint32(l4[8:12])
-		p.Flags = l4[13]
+		p.Flags = TCPFlags(l4[13])
 		p.Window = binary.BigEndian.Uint16(l4[14:16])
 		p.PayloadOff = p.L4Off + doff
 		p.HasPorts = true

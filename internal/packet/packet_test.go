@@ -45,7 +45,7 @@ func TestDecode_IPv4WithOptionsAndTCPOptions(t *testing.T) {
 		t.Fatalf("fields: %+v", p)
 	}
 	if p.Flags != SYN|ACK || string(p.Payload()) != "hello" || p.WindowScale() != 7 || p.SeqLen() != 6 {
-		t.Fatalf("flags %x payload %q wscale %d seqlen %d", p.Flags, p.Payload(), p.WindowScale(), p.SeqLen())
+		t.Fatalf("flags %v payload %q wscale %d seqlen %d", p.Flags, p.Payload(), p.WindowScale(), p.SeqLen())
 	}
 	if !p.ChecksumsValid() {
 		t.Fatal("gopacket's checksums judged invalid")
@@ -221,6 +221,17 @@ func TestPartialSums_MatchTheWholeSums(t *testing.T) {
 			if got, want := FoldPseudoHeader(base, length), ^Checksum(ph); got != want {
 				t.Errorf("%v length %d: %#04x, want %#04x", a, length, got, want)
 			}
+		}
+	}
+}
+
+func TestTCPFlags_StringAsTcpdump(t *testing.T) {
+	for f, want := range map[TCPFlags]string{
+		SYN: "S", SYN | ACK: "S.", ACK: ".", PSH | ACK: "P.", FIN | ACK: "F.", RST: "R", RST | ACK: "R.",
+		FIN | SYN | RST | PSH | ACK | URG | ECE | CWR: "SFRPUEW.", 0: "none",
+	} {
+		if got := f.String(); got != want {
+			t.Errorf("%#02x: %q, want %q", uint8(f), got, want)
 		}
 	}
 }

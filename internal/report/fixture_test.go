@@ -70,7 +70,7 @@ func (c *capWriter) pass(from, to string, at time.Duration, s packet.TCPSpec) {
 	c.record(to, at+20*time.Microsecond, true, "", 0, s)
 }
 
-func seg(src netip.Addr, sport uint16, dst netip.Addr, dport uint16, flags uint8, seq, ack uint32, payload int) packet.TCPSpec {
+func seg(src netip.Addr, sport uint16, dst netip.Addr, dport uint16, flags packet.TCPFlags, seq, ack uint32, payload int) packet.TCPSpec {
 	return packet.TCPSpec{Src: src, Dst: dst, SrcPort: sport, DstPort: dport, Seq: seq, Ack: ack, Flags: flags,
 		Window: 502, Payload: make([]byte, payload)}
 }
@@ -92,10 +92,10 @@ func writeASACapture(t *testing.T, path string) {
 	c := newCapWriter(t, path, "client", "server")
 	ms := time.Millisecond
 	const A, P, S, F, R = packet.ACK, packet.PSH | packet.ACK, packet.SYN, packet.FIN | packet.ACK, packet.RST | packet.ACK
-	cl := func(flags uint8, seq, ack uint32, n int) packet.TCPSpec {
+	cl := func(flags packet.TCPFlags, seq, ack uint32, n int) packet.TCPSpec {
 		return seg(clientIP, 40312, serverIP, 80, flags, cISN+seq, sISN+ack, n)
 	}
-	sv := func(flags uint8, seq, ack uint32, n int) packet.TCPSpec {
+	sv := func(flags packet.TCPFlags, seq, ack uint32, n int) packet.TCPSpec {
 		return seg(serverIP, 80, clientIP, 40312, flags, sISN+seq, cISN+ack, n)
 	}
 	syn := cl(S, 0, 0, 0)

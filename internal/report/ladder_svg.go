@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/faultbox/faultbox/internal/engine"
 	"github.com/faultbox/faultbox/internal/packet"
 )
 
@@ -201,7 +200,7 @@ func openPacket(b *strings.Builder, p *pktView, conns []connView, base time.Time
 	}
 	flags := ""
 	if p.Proto == packet.ProtoTCP {
-		flags = engine.FlagString(p.Flags)
+		flags = p.Flags.String()
 	}
 	class := "pkt"
 	attrs := fmt.Sprintf(` data-flags="%s" data-conn="%d" data-from="%s" data-to="%s" data-t="%s"`,
@@ -336,7 +335,7 @@ func label(b *strings.Builder, p *pktView, x, y, room float64) {
 	var flags string
 	switch p.Proto {
 	case packet.ProtoTCP:
-		flags = "[" + engine.FlagString(p.Flags) + "]"
+		flags = "[" + p.Flags.String() + "]"
 		rest = " seq " + num(p.relSeq, p.Seq)
 		if p.Flags&packet.ACK != 0 {
 			rest += " ack " + num(p.relAck, p.Ack)
@@ -390,7 +389,7 @@ func packetTitle(p *pktView, conns []connView, base time.Time) string {
 	var s strings.Builder
 	fmt.Fprintf(&s, "#%d %s %s → %s", conns[p.conn].ID, protoName(p.Proto), p.Src, p.Dst)
 	if p.Proto == packet.ProtoTCP {
-		fmt.Fprintf(&s, " [%s] seq %d", engine.FlagString(p.Flags), p.Seq)
+		fmt.Fprintf(&s, " [%s] seq %d", p.Flags, p.Seq)
 		if p.relSeq >= 0 {
 			fmt.Fprintf(&s, " (relative %d)", p.relSeq)
 		}

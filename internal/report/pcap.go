@@ -38,7 +38,7 @@ type Packet struct {
 
 	Proto    uint8
 	Src, Dst netip.AddrPort
-	Flags    uint8 // TCP
+	Flags    packet.TCPFlags
 	Seq, Ack uint32
 	Window   uint16
 	Len      int // TCP/UDP payload bytes; the IP packet's length otherwise

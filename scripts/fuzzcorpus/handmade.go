@@ -111,7 +111,7 @@ func fix(b []byte) []byte {
 
 // tcpHdr is a TCP header with options (padded to 4 bytes) and payload;
 // the checksum is fixed when it is put in an IP packet.
-func tcpHdr(sport, dport uint16, seq, ack uint32, flags uint8, opts, payload []byte) []byte {
+func tcpHdr(sport, dport uint16, seq, ack uint32, flags packet.TCPFlags, opts, payload []byte) []byte {
 	ol := (len(opts) + 3) &^ 3
 	b := make([]byte, 20+ol+len(payload))
 	binary.BigEndian.PutUint16(b[0:], sport)
@@ -119,7 +119,7 @@ func tcpHdr(sport, dport uint16, seq, ack uint32, flags uint8, opts, payload []b
 	binary.BigEndian.PutUint32(b[4:], seq)
 	binary.BigEndian.PutUint32(b[8:], ack)
 	b[12] = byte((20+ol)/4) << 4
-	b[13] = flags
+	b[13] = byte(flags)
 	binary.BigEndian.PutUint16(b[14:], 65535)
 	copy(b[20:], opts)
 	copy(b[20+ol:], payload)

@@ -158,7 +158,7 @@ func shape(b []byte) string {
 	case size > 200:
 		size = 1000
 	}
-	return fmt.Sprintf("%d/%d/%x/%d/%d/%v", p.Version, p.Proto, p.Flags, len(p.TCPOptions()), size, p.Malformed)
+	return fmt.Sprintf("%d/%d/%x/%d/%d/%v", p.Version, p.Proto, uint8(p.Flags), len(p.TCPOptions()), size, p.Malformed)
 }
 
 // decode: one file per distinct captured packet shape, super-packets cut to

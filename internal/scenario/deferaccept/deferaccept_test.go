@@ -20,7 +20,7 @@ type capBuilder struct {
 	pkts     []report.Packet
 }
 
-func (b *capBuilder) add(at time.Duration, fromLB bool, flags uint8, seq, ack uint32, n int, dropped bool) {
+func (b *capBuilder) add(at time.Duration, fromLB bool, flags packet.TCPFlags, seq, ack uint32, n int, dropped bool) {
 	p := report.Packet{Proto: packet.ProtoTCP, In: b.t0.Add(at), Flags: flags, Len: n, Dropped: dropped}
 	if fromLB {
 		p.From, p.To, p.Src, p.Dst, p.Seq, p.Ack = "lb", "server", b.lb, b.srv, b.isn+seq, b.sis+ack

@@ -48,7 +48,7 @@ func (s *Synth) At(d time.Duration) time.Time { return s.T0.Add(d) }
 
 // Packet adds a TCP packet passing the device at d (10 µs in the device);
 // mod adjusts it (drops, injections, notes).
-func (s *Synth) Packet(d time.Duration, src, dst netip.AddrPort, flags uint8, seq, ack uint32, n int, mod func(*report.Packet)) {
+func (s *Synth) Packet(d time.Duration, src, dst netip.AddrPort, flags packet.TCPFlags, seq, ack uint32, n int, mod func(*report.Packet)) {
 	p := report.Packet{From: "client", To: "server", In: s.At(d), Out: s.At(d + 10*time.Microsecond),
 		Proto: packet.ProtoTCP, Src: src, Dst: dst, Flags: flags, Seq: seq, Ack: ack, Len: n}
 	if src.Addr() == Server {
