@@ -26,12 +26,12 @@ import (
 // delaying behaviors before this one in the chain: the RST departs just
 // behind the FIN as it leaves this behavior.
 type ASATeardown struct {
-	On          []string      `param:"on"`            // client segments that tear down: fin, rst
-	FIN         string        `param:"fin"`           // forward | swallow
-	Offset      int           `param:"offset"`        // added to the server's RCV.NXT; any signed value
-	OffsetMode  string        `param:"offset_mode"`   // fixed (Offset) | window (random, inside the server's window)
-	RSTToClient bool          `param:"rst_to_client"` // also reset the client, at its exact RCV.NXT
-	ForgetFor   time.Duration `param:"forget_for"`    // 0: until a new SYN on the same tuple; ends at the first packet after it
+	On          []string      `param:"on" values:"fin|rst" help:"the client segments that tear the connection down"`
+	FIN         string        `param:"fin" values:"forward|swallow" help:"what becomes of the client's FIN: passed to the server or dropped"`
+	Offset      int           `param:"offset" unit:"sequence numbers" help:"added to the server's RCV.NXT to give the RST's sequence number, any sign (-1: the ASA's off-by-one)"`
+	OffsetMode  string        `param:"offset_mode" values:"fixed|window" default:"fixed" help:"fixed: the RST at RCV.NXT+offset; window: at a random offset inside the server's receive window, never 0"`
+	RSTToClient bool          `param:"rst_to_client" help:"also reset the client, at its exact RCV.NXT"`
+	ForgetFor   time.Duration `param:"forget_for" help:"how long the flow's packets are dropped after the teardown, ending at the first packet after it; 0: until a new SYN on the same tuple"`
 
 	onFIN, onRST, swallow, window bool
 

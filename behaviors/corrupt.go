@@ -13,8 +13,8 @@ import "github.com/faultbox/faultbox/internal/units"
 //   - correct: the checksums are recomputed, so the corruption reaches the
 //     application, as behind a middlebox that rewrites packets.
 type Corrupt struct {
-	P        units.Probability `param:"p"`
-	Checksum string            `param:"checksum"` // incorrect | correct
+	P        units.Probability `param:"p" help:"the probability that a packet with payload gets one bit flipped (required)"`
+	Checksum string            `param:"checksum" values:"incorrect|correct" default:"incorrect" help:"incorrect: checksums left wrong, so the receiver drops the packet; correct: recomputed, so the corruption reaches the application"`
 
 	correct bool
 }

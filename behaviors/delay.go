@@ -27,11 +27,11 @@ import (
 // before the previous packet of its direction, so when packets come closer
 // together than the jitter's spread, later ones wait behind slow ones.
 type Delay struct {
-	Delay        time.Duration     `param:"delay"`
-	Jitter       time.Duration     `param:"jitter"`
-	Distribution string            `param:"distribution"` // uniform | normal | pareto | paretonormal
-	Correlation  units.Probability `param:"correlation"`
-	Reorder      bool              `param:"reorder"`
+	Delay        time.Duration     `param:"delay" help:"the fixed one-way delay"`
+	Jitter       time.Duration     `param:"jitter" help:"the random part added to delay (uniform: within ±jitter; normal: its standard deviation)"`
+	Distribution string            `param:"distribution" values:"uniform|normal|pareto|paretonormal" default:"uniform" help:"the jitter's distribution (netem's shapes)"`
+	Correlation  units.Probability `param:"correlation" help:"how much each jitter value follows the previous one of its direction; the distribution stays as configured"`
+	Reorder      bool              `param:"reorder" help:"let a packet overtake an earlier one of its direction whose jitter was longer (by default the link keeps order)"`
 
 	shape shape
 	last  [2]int64   // latest departure per direction, to keep order

@@ -5,8 +5,8 @@ import "github.com/faultbox/faultbox/internal/units"
 // Discard (registered as "drop") discards the packets its match selects: all of them, the first Count
 // of each flow, or each with Probability.
 type Discard struct {
-	Probability units.Probability `param:"probability"` // 0 means every packet
-	Count       int               `param:"count"`       // per flow; 0 means no limit
+	Probability units.Probability `param:"probability" help:"the probability that a matched packet is dropped; 0: every one"`
+	Count       int               `param:"count" unit:"packets" help:"drop only the first count matched packets of each flow; 0: no limit"`
 
 	dropped uint64
 }

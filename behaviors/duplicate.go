@@ -7,7 +7,7 @@ import "github.com/faultbox/faultbox/internal/units"
 // leaving at its departure so far; behaviors after this one change and
 // delay only the original.
 type Duplicate struct {
-	P units.Probability `param:"p"`
+	P units.Probability `param:"p" help:"the probability that a packet is sent twice (required)"`
 }
 
 func (d *Duplicate) Validate() error {

@@ -21,7 +21,7 @@ import (
 //	    match: {direction: downstream, tcp_flags: [fin]}
 //	    delay: 20ms
 type FINDelay struct {
-	Delay time.Duration `param:"delay"`
+	Delay time.Duration `param:"delay" help:"how long each FIN is held (required); everything else passes at once"`
 
 	finsDelayed uint64
 }

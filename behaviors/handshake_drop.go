@@ -18,9 +18,9 @@ import (
 //	  - type: synack-drop
 //	    count: 5
 type HandshakeDrop struct {
-	Count       int               `param:"count"`         // per flow; 0 means no limit
-	Probability units.Probability `param:"probability"`   // 0 means every candidate
-	AllBareACKs bool              `param:"all_bare_acks"` // ack-drop only
+	Count       int               `param:"count" unit:"segments" help:"drop only the first count such segments of each flow; 0: no limit"`
+	Probability units.Probability `param:"probability" help:"the probability that each such segment is dropped; 0: every one"`
+	AllBareACKs bool              `param:"all_bare_acks" help:"ack-drop only: drop every bare ACK the client sends, not only the one completing the handshake"`
 
 	kind    handshakeSeg
 	note    string

@@ -17,7 +17,7 @@ import (
 //	  - type: hold-first-data
 //	    hold: 40s
 type HoldFirstData struct {
-	Hold time.Duration `param:"hold"`
+	Hold time.Duration `param:"hold" help:"how long the client's first data segment of each flow is held (required)"`
 
 	held uint64
 }

@@ -24,9 +24,9 @@ import (
 // A new SYN from the client on the same tuple starts a new flow. Silence is
 // measured between packets this behavior sees, so match both directions.
 type IdleTimeout struct {
-	Timeout time.Duration `param:"timeout"`
-	Mode    string        `param:"mode"`   // silent | rst
-	RSTTo   string        `param:"rst_to"` // client | server | both
+	Timeout time.Duration `param:"timeout" help:"the silence after which the device forgets the flow (required)"`
+	Mode    string        `param:"mode" values:"silent|rst" default:"silent" help:"silent: drop the flow's later packets; rst: drop them and answer each with RSTs"`
+	RSTTo   string        `param:"rst_to" values:"client|server|both" default:"both" help:"mode rst only: which ends get the RSTs"`
 
 	trig               Trigger
 	rst                bool

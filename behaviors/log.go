@@ -4,7 +4,7 @@ package behaviors
 // report). Records are fixed-size and formatted only when read, so logging
 // every segment costs no allocation; Every samples 1 in N.
 type Log struct {
-	Every int `param:"every"` // record one packet in every N; default 1
+	Every int `param:"every" unit:"packets" help:"record one matched packet in every N"`
 
 	seen uint64
 }

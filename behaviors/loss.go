@@ -25,11 +25,11 @@ import "github.com/faultbox/faultbox/internal/units"
 // [bare-ack]}` loses bare ACKs and leaves the model's state untouched by
 // data segments.
 type Loss struct {
-	Model string            `param:"model"` // bernoulli | gilbert-elliott
-	P     units.Probability `param:"p"`
-	R     units.Probability `param:"r"`
-	H     units.Probability `param:"h"`
-	K     units.Probability `param:"k"`
+	Model string            `param:"model" values:"bernoulli|gilbert-elliott" default:"bernoulli" help:"bernoulli: each packet lost on its own with probability p; gilbert-elliott: loss in bursts (netem's gemodel)"`
+	P     units.Probability `param:"p" help:"bernoulli: the loss probability; gilbert-elliott: the probability of moving from Good to Bad"`
+	R     units.Probability `param:"r" help:"gilbert-elliott: the probability of moving from Bad to Good; 0: 1-p"`
+	H     units.Probability `param:"h" help:"gilbert-elliott: the loss probability in Bad (netem writes 1-h)"`
+	K     units.Probability `param:"k" help:"gilbert-elliott: the loss probability in Good (netem writes 1-k)"`
 
 	ge  bool
 	r   units.Probability // R, or 1-P

@@ -10,12 +10,12 @@ import (
 
 // MatchSpec is a match as written in a profile. Every key is optional.
 type MatchSpec struct {
-	Direction string   `param:"direction"` // upstream | downstream | both
-	From      []string `param:"from"`      // lab host names or CIDR prefixes
-	To        []string `param:"to"`
-	Protocol  string   `param:"protocol"`  // tcp | udp | icmp | any
-	Port      int      `param:"port"`      // either end
-	TCPFlags  []string `param:"tcp_flags"` // e.g. [syn], [syn, ack], [bare-ack], [fin], [rst], [data]
+	Direction string   `param:"direction" values:"upstream|downstream|both" default:"both" help:"upstream: from the client to the server; downstream: back"`
+	From      []string `param:"from" help:"packets from these lab hosts or CIDR prefixes; empty: any"`
+	To        []string `param:"to" help:"packets to these lab hosts or CIDR prefixes; empty: any"`
+	Protocol  string   `param:"protocol" values:"tcp|udp|icmp|any" default:"any" help:"the transport protocol (tcp_flags imply tcp)"`
+	Port      int      `param:"port" help:"either end's port; 0: any"`
+	TCPFlags  []string `param:"tcp_flags" values:"syn|syn-ack|ack|bare-ack|fin|rst|data" help:"TCP segments with any of these flags; bare-ack: an ACK without payload; data: with payload"`
 }
 
 // Resolver turns a lab host name into its addresses.

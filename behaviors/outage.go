@@ -18,12 +18,12 @@ import (
 // is a function of time and seed only: packets do not shift it, and no
 // timer runs. Time counts from the first packet the behavior sees.
 type Outage struct {
-	Every        time.Duration `param:"every"`
-	Duration     time.Duration `param:"duration"`
-	Start        time.Duration `param:"start"`
-	MeanInterval time.Duration `param:"mean_interval"`
-	MeanDuration time.Duration `param:"mean_duration"`
-	Mode         string        `param:"mode"` // drop | hold
+	Every        time.Duration `param:"every" help:"scheduled outages: one every this long"`
+	Duration     time.Duration `param:"duration" help:"scheduled outages: how long each lasts (shorter than every)"`
+	Start        time.Duration `param:"start" help:"when the first outage, or the first random up time, begins after the first packet"`
+	MeanInterval time.Duration `param:"mean_interval" help:"random outages: the mean up time between two (exponential, at least 1ms)"`
+	MeanDuration time.Duration `param:"mean_duration" help:"random outages: the mean length of one (exponential)"`
+	Mode         string        `param:"mode" values:"drop|hold" default:"drop" help:"drop: packets that meet the link down are lost; hold: they wait and leave in order when it comes back"`
 
 	hold      bool
 	origin    epoch

@@ -25,10 +25,10 @@ import (
 // when it would leave more than limit_time after it arrived. Without
 // either, the queue holds the larger of 64 KiB and 100 ms at the rate.
 type RateLimit struct {
-	Rate      units.Rate    `param:"rate"`
-	Limit     units.Size    `param:"limit"`
-	LimitTime time.Duration `param:"limit_time"`
-	Overhead  int           `param:"overhead"` // bytes added per packet, e.g. link-layer framing
+	Rate      units.Rate    `param:"rate" help:"the bandwidth of each direction (required)"`
+	Limit     units.Size    `param:"limit" help:"the queue limit in bytes: a packet is dropped when the backlog with it would exceed it; with neither limit: the larger of 64 KiB and 100 ms at the rate"`
+	LimitTime time.Duration `param:"limit_time" help:"the queue limit as time: a packet is dropped when it would leave more than this after it arrived"`
+	Overhead  int           `param:"overhead" unit:"bytes" help:"added to each packet's length, e.g. link-layer framing"`
 
 	limitNs int64     // the queue limit as time to drain it
 	free    [2]int64  // per direction: when the link is idle again, ns

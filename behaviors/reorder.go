@@ -16,9 +16,9 @@ import (
 // `reorder: true` or a rate placed after it would queue the overtaking
 // packets behind the held one again.
 type Reorder struct {
-	P     units.Probability `param:"p"`
-	Delay time.Duration     `param:"delay"`
-	Gap   int               `param:"gap"`
+	P     units.Probability `param:"p" help:"the probability that a candidate packet is held back (required)"`
+	Delay time.Duration     `param:"delay" help:"how much later a chosen packet leaves (required)"`
+	Gap   int               `param:"gap" unit:"packets" help:"only every gap-th packet of its direction is a candidate; 0: every packet"`
 
 	count [2]int // packets since the last candidate, per direction
 }

@@ -22,8 +22,8 @@ import (
 //	    to: both
 type Reset struct {
 	Trigger
-	To   string `param:"to"`   // client | server | both
-	Drop bool   `param:"drop"` // also drop the trigger packet, as an IPS drops the offending segment
+	To   string `param:"to" values:"client|server|both" default:"both" help:"which ends get the RSTs"`
+	Drop bool   `param:"drop" help:"also drop the trigger packet, as an IPS drops the offending segment"`
 
 	toClient, toServer bool
 	flowsReset         uint64

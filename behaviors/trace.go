@@ -29,9 +29,9 @@ const maxTraceFile = 16 << 20
 // millisecond timestamps. Each direction runs through the trace on its own;
 // time counts from the first packet the behavior sees.
 type Trace struct {
-	File          string   `param:"file"`
-	Opportunities []string `param:"opportunities"`
-	MTU           int      `param:"mtu"`
+	File          string   `param:"file" help:"a Mahimahi trace file, one millisecond timestamp per delivery opportunity (at most 16 MiB, path as given)"`
+	Opportunities []string `param:"opportunities" help:"the trace inline, a list of millisecond timestamps, instead of file"`
+	MTU           int      `param:"mtu" unit:"bytes" help:"what each delivery opportunity carries"`
 
 	opps   []int64 // ns after the start of a period, sorted
 	period int64

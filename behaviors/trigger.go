@@ -36,11 +36,11 @@ import (
 // packets the behavior sees (its match), so give it a match in both
 // directions.
 type Trigger struct {
-	Kind       string        `param:"trigger"`
-	AfterBytes units.Size    `param:"after_bytes"`
-	After      time.Duration `param:"after"`
-	Pattern    string        `param:"pattern"`
-	Direction  string        `param:"direction"` // upstream | downstream | both
+	Kind       string        `param:"trigger" values:"client-acked-server-fin|server-fin|client-fin|client-rst|bytes|idle|time|regex" help:"when the behavior acts on a flow: at a flow state, after payload bytes, after idle or elapsed time, or on a regex in the first payload"`
+	AfterBytes units.Size    `param:"after_bytes" help:"trigger bytes: after this many payload bytes of the flow (in direction)"`
+	After      time.Duration `param:"after" help:"trigger idle: after this long without packets; trigger time: this long after the flow began"`
+	Pattern    string        `param:"pattern" help:"trigger regex: a Go regular expression matched against the flow's first payload (in direction)"`
+	Direction  string        `param:"direction" values:"upstream|downstream|both" default:"both" help:"trigger bytes or regex: which way the payload travels"`
 
 	kind triggerKind
 	dir  Direction

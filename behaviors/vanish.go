@@ -22,7 +22,7 @@ import (
 //	    trigger: client-acked-server-fin
 type Vanish struct {
 	Trigger
-	AlsoServer bool `param:"also_server"` // black-hole the server's packets too
+	AlsoServer bool `param:"also_server" help:"black-hole the server's packets to the client too"`
 
 	flowsVanished, dropped, finsStripped uint64
 }

@@ -110,8 +110,9 @@ func (c *checker) check(n *yaml.Node, depth, aliasLine int) (int, error) {
 
 // param is one settable field of a behavior or a match, by its YAML name.
 type param struct {
-	name string
-	v    reflect.Value
+	name  string
+	v     reflect.Value
+	field reflect.StructField // its declaration: the help tags
 }
 
 // params lists the fields tagged `param:"name"` of the struct v points to
@@ -133,7 +134,7 @@ func params(v reflect.Value) []param {
 		name, tagged := f.Tag.Lookup("param")
 		switch {
 		case tagged && name != "" && f.IsExported():
-			out = append(out, param{name: name, v: v.Field(i)})
+			out = append(out, param{name: name, v: v.Field(i), field: f})
 		case !tagged && f.Anonymous && f.Type.Kind() == reflect.Struct:
 			out = append(out, params(v.Field(i))...)
 		}
@@ -405,11 +406,33 @@ func distance(a, b string) int {
 	return prev[len(b)]
 }
 
-// Param describes one parameter of a registered behavior, for help output.
+// Param describes one parameter of a registered behavior or of a match,
+// for help output. Besides its `param` tag, a parameter's field carries
+// `help:"what it means"` (required), and where they apply
+// `values:"a|b|c"` (the values it accepts), `unit:"bytes"` (for a number
+// whose type does not say it) and `default:"x"` (what its zero value
+// stands for).
 type Param struct {
 	Name    string
-	Type    string // in words: "a duration such as 300ms or 1.5s"
-	Default string // "" when the zero value
+	Type    string   // in words: "a duration such as 300ms or 1.5s"
+	Unit    string   // "bytes", "packets", ...; "" when the type says it
+	Values  []string // the values it accepts, when they are a fixed set
+	Default string   // "" when none
+	Help    string   // what it means
+}
+
+// Accepts says in words what the parameter takes: its values, or its type
+// and unit ("one of forward, swallow"; "an integer (bytes)").
+func (p Param) Accepts() string {
+	switch {
+	case len(p.Values) > 0 && strings.HasPrefix(p.Type, "a list"):
+		return "a list of " + strings.Join(p.Values, ", ")
+	case len(p.Values) > 0:
+		return "one of " + strings.Join(p.Values, ", ")
+	case p.Unit != "":
+		return p.Type + " (" + p.Unit + ")"
+	}
+	return p.Type
 }
 
 // parameters lists the parameters of behavior b in declaration order, with
@@ -418,11 +441,16 @@ func parameters(b any) []Param {
 	ps := params(reflect.ValueOf(b))
 	out := make([]Param, 0, len(ps))
 	for _, p := range ps {
-		d := ""
+		d := p.field.Tag.Get("default")
 		if !p.v.IsZero() {
 			d = fmt.Sprint(p.v.Interface())
 		}
-		out = append(out, Param{Name: p.name, Type: typeName(p.v.Type()), Default: d})
+		var values []string
+		if v := p.field.Tag.Get("values"); v != "" {
+			values = strings.Split(v, "|")
+		}
+		out = append(out, Param{Name: p.name, Type: typeName(p.v.Type()), Unit: p.field.Tag.Get("unit"),
+			Values: values, Default: d, Help: p.field.Tag.Get("help")})
 	}
 	return out
 }

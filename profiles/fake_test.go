@@ -12,13 +12,13 @@ import (
 // behaviors exist yet.
 type fake struct {
 	Delay   time.Duration     `param:"delay"`
-	Count   int               `param:"count"`
+	Count   int               `param:"count" unit:"packets" help:"how many"`
 	Small   uint8             `param:"small"`
 	Big     int64             `param:"big"`
 	Ratio   float64           `param:"ratio"`
 	On      bool              `param:"on"`
-	Mode    string            `param:"mode"`
-	Hosts   []string          `param:"hosts"`
+	Mode    string            `param:"mode" values:"a|b" default:"a"`
+	Hosts   []string          `param:"hosts" values:"x|y"`
 	Rate    units.Rate        `param:"rate"`
 	Size    units.Size        `param:"size"`
 	Loss    units.Probability `param:"loss"`

@@ -467,3 +467,7 @@ func Parameters(typ string) ([]Param, error) {
 	}
 	return parameters(b), nil
 }
+
+// MatchParameters lists the keys of a behavior's match, which every
+// behavior takes.
+func MatchParameters() []Param { return parameters(&behaviors.MatchSpec{}) }

@@ -3,6 +3,7 @@ package profiles
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -338,6 +339,9 @@ func TestRegisteredBehaviors_ParametersAreDecodable(t *testing.T) {
 			if !supported(p.v.Type()) {
 				t.Errorf("%s: parameter %q has type %s, which profiles cannot set", name, p.name, p.v.Type())
 			}
+			if p.field.Tag.Get("help") == "" {
+				t.Errorf("%s: parameter %q has no help tag", name, p.name)
+			}
 		}
 		if behaviors.Summary(name) == "" {
 			t.Errorf("%s has no summary", name)
@@ -350,10 +354,23 @@ func TestParameters_InOrderWithDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ps) != 11 || ps[0] != (Param{"delay", "a duration such as 300ms or 1.5s", "300ms"}) ||
-		ps[1] != (Param{"count", "an integer", "1"}) || ps[2] != (Param{"small", "a whole number", ""}) ||
-		ps[8].Type != "a rate" {
-		t.Errorf("parameters = %+v", ps)
+	got := func(p Param) string { return fmt.Sprintf("%s|%s|%s|%s", p.Name, p.Accepts(), p.Default, p.Help) }
+	want := []string{
+		"delay|a duration such as 300ms or 1.5s|300ms|",
+		"count|an integer (packets)|1|how many",
+		"small|a whole number||",
+		"big|an integer||", "ratio|a number||", "on|true or false||",
+		"mode|one of a, b|a|", // the default tag: what the zero value stands for
+		"hosts|a list of x, y|[x]|",
+		"rate|a rate||", "size|a size||", "loss|a probability||",
+	}
+	if len(ps) != len(want) {
+		t.Fatalf("parameters = %+v", ps)
+	}
+	for i, p := range ps {
+		if got(p) != want[i] {
+			t.Errorf("parameter %d: %q, want %q", i, got(p), want[i])
+		}
 	}
 	if ps, _ := Parameters("test-fake-embedded"); len(ps) != 2 || ps[0].Name != "after" || ps[1].Name != "every" {
 		t.Errorf("embedded parameters = %+v", ps)

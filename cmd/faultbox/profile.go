@@ -101,10 +101,15 @@ FILE:LINE: FIELD: what is wrong, and the exit status is 2.`,
 var behaviorsCmd = &cobra.Command{
 	Use:   "behaviors [NAME...]",
 	Short: "List the behaviors profiles can use, or one behavior's parameters",
+	Long: `Without a name, list every behavior a profile can use. With names, print
+what each behavior does and each of its parameters: what it takes (values,
+unit), its default and what it means. "match" describes the match every
+behavior takes. docs/behaviors.md has the same for all of them.`,
 	Example: `  faultbox behaviors
-  faultbox behaviors drop delay`,
+  faultbox behaviors asa-teardown
+  faultbox behaviors drop delay match`,
 	ValidArgsFunction: func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
-		return behaviors.Names(), cobra.ShellCompDirectiveNoFileComp
+		return append(behaviors.Names(), profiles.MatchName), cobra.ShellCompDirectiveNoFileComp
 	},
 	RunE: func(cmd *cobra.Command, args []string) error {
 		out := cmd.OutOrStdout()
@@ -116,27 +121,12 @@ var behaviorsCmd = &cobra.Command{
 			return tw.Flush()
 		}
 		for i, name := range args {
-			ps, err := profiles.Parameters(name)
-			if err != nil {
-				return usageError(err)
-			}
 			if i > 0 {
 				fmt.Fprintln(out)
 			}
-			fmt.Fprintf(out, "%s: %s\n", name, behaviors.Summary(name))
-			if len(ps) == 0 {
-				fmt.Fprintln(out, "  parameters: none (only type and match)")
-				continue
+			if err := profiles.Describe(out, name); err != nil {
+				return usageError(err)
 			}
-			tw := newTable(out)
-			for _, p := range ps {
-				if p.Default == "" {
-					fmt.Fprintf(tw, "  %s\t%s\n", p.Name, p.Type)
-				} else {
-					fmt.Fprintf(tw, "  %s\t%s\tdefault %s\n", p.Name, p.Type, p.Default)
-				}
-			}
-			tw.Flush()
 		}
 		return nil
 	},
@@ -157,7 +147,7 @@ func showProfile(w io.Writer, p *profiles.Profile) {
 	fmt.Fprintf(tw, "Profile\t%s\n", p.Name)
 	fmt.Fprintf(tw, "File\t%s\n", p.File)
 	if p.Description != "" {
-		for i, line := range wrap(p.Description, 66) {
+		for i, line := range profiles.Wrap(p.Description, 66) {
 			label := ""
 			if i == 0 {
 				label = "Description"
@@ -204,26 +194,6 @@ func firstSentence(s string) string {
 		cut = max
 	}
 	return strings.TrimRight(s[:cut], ",;:") + " ..."
-}
-
-// wrap splits s into lines of at most width columns, at spaces.
-func wrap(s string, width int) []string {
-	var lines []string
-	line := ""
-	for _, word := range strings.Fields(s) {
-		if line != "" && len(line)+1+len(word) > width {
-			lines = append(lines, line)
-			line = ""
-		}
-		if line != "" {
-			line += " "
-		}
-		line += word
-	}
-	if line != "" {
-		lines = append(lines, line)
-	}
-	return lines
 }
 
 func plural(n int, word string) string {

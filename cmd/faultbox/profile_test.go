@@ -170,7 +170,8 @@ func TestProfileCommands_OutputAndExitCodes(t *testing.T) {
 			}
 		}
 		r = run(t, bin, "behaviors", "log", "passthrough")
-		want := "log: record matched packets in the event log\n  every  an integer  default 1\n\n" +
+		want := "log: record matched packets in the event log\n  every  an integer (packets); default 1\n" +
+			"         record one matched packet in every N\n\n" +
 			"passthrough: forward every packet unchanged\n  parameters: none (only type and match)\n"
 		if r.code != 0 || r.stdout != want {
 			t.Errorf("exit %d, stdout\n%s\nwant\n%s", r.code, r.stdout, want)
