@@ -42,8 +42,23 @@ func (e *Error) Error() string {
 		b.WriteString(e.Path)
 		b.WriteString(": ")
 	}
-	b.WriteString(oneLine(e.Err.Error()))
+	b.WriteString(capped(oneLine(e.Err.Error())))
 	return b.String()
+}
+
+// maxMessage bounds an error's message. The values it quotes are cut to
+// an excerpt where they are quoted (yamlnode.Quote); this catches any
+// that is not, so that no error prints back a whole file: it keeps the
+// message's head and its tail, which says what was wrong.
+const maxMessage = 500
+
+func capped(s string) string {
+	r := []rune(s)
+	if len(r) <= maxMessage {
+		return s
+	}
+	head, tail := maxMessage*2/3, maxMessage/3
+	return fmt.Sprintf("%s… (%d characters cut) …%s", string(r[:head]), len(r)-head-tail, string(r[len(r)-tail:]))
 }
 
 func (e *Error) Unwrap() error { return e.Err }
@@ -91,11 +106,11 @@ func (c *checker) check(n *yaml.Node, depth, aliasLine int) (int, error) {
 		case "!!merge":
 			return n.Line, errors.New("merge keys (<<) are not supported; write the keys out")
 		default:
-			return n.Line, fmt.Errorf("tag %q is not supported", tag)
+			return n.Line, fmt.Errorf("tag %s is not supported", yamlnode.Quote(tag))
 		}
 	case yaml.MappingNode, yaml.SequenceNode:
 		if tag := n.ShortTag(); tag != "!!map" && tag != "!!seq" {
-			return n.Line, fmt.Errorf("tag %q is not supported", tag)
+			return n.Line, fmt.Errorf("tag %s is not supported", yamlnode.Quote(tag))
 		}
 		for _, k := range n.Content {
 			if line, err := c.check(k, depth+1, aliasLine); err != nil {
@@ -206,7 +221,7 @@ func fieldErr(kv yamlnode.Pair, path string, err error) *Error {
 // unknown reports an unknown key, with a suggestion when one is close.
 func unknown(what, key string, ps []param) error {
 	if len(ps) == 0 {
-		return fmt.Errorf("unknown %s %q (none are accepted here)", what, key)
+		return fmt.Errorf("unknown %s %s (none are accepted here)", what, yamlnode.Quote(key))
 	}
 	names := make([]string, len(ps))
 	for i, p := range ps {
@@ -217,9 +232,9 @@ func unknown(what, key string, ps []param) error {
 
 func unknownOf(what, key string, known []string) error {
 	if s := suggest(key, known); s != "" {
-		return fmt.Errorf("unknown %s %q; did you mean %q? (known: %s)", what, key, s, strings.Join(known, ", "))
+		return fmt.Errorf("unknown %s %s; did you mean %q? (known: %s)", what, yamlnode.Quote(key), s, strings.Join(known, ", "))
 	}
-	return fmt.Errorf("unknown %s %q (known: %s)", what, key, strings.Join(known, ", "))
+	return fmt.Errorf("unknown %s %s (known: %s)", what, yamlnode.Quote(key), strings.Join(known, ", "))
 }
 
 // setValue decodes scalar or list n into v according to v's type.
@@ -242,10 +257,10 @@ func setValue(v reflect.Value, n *yaml.Node) error {
 		}
 		d, err := time.ParseDuration(strings.TrimSpace(n.Value))
 		if err != nil {
-			return fmt.Errorf("%q is not a duration such as 300ms or 1.5s", n.Value)
+			return fmt.Errorf("%s is not a duration such as 300ms or 1.5s", yamlnode.Quote(n.Value))
 		}
 		if d < 0 {
-			return fmt.Errorf("%q is negative", n.Value)
+			return fmt.Errorf("%s is negative", yamlnode.Quote(n.Value))
 		}
 		v.SetInt(int64(d))
 		return nil
@@ -267,7 +282,7 @@ func setValue(v reflect.Value, n *yaml.Node) error {
 		}
 		var b bool
 		if err := n.Decode(&b); err != nil {
-			return fmt.Errorf("%q is not true or false", n.Value)
+			return fmt.Errorf("%s is not true or false", yamlnode.Quote(n.Value))
 		}
 		v.SetBool(b)
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
@@ -297,7 +312,7 @@ func setValue(v reflect.Value, n *yaml.Node) error {
 		}
 		var f float64
 		if err := n.Decode(&f); err != nil || math.IsNaN(f) || math.IsInf(f, 0) || v.OverflowFloat(f) {
-			return fmt.Errorf("%q is not a finite number", n.Value)
+			return fmt.Errorf("%s is not a finite number", yamlnode.Quote(n.Value))
 		}
 		v.SetFloat(f)
 	case reflect.Slice:

@@ -191,3 +191,36 @@ func TestChain_UnknownHostNameFailsWithLine(t *testing.T) {
 		t.Fatalf("a lab with host sever: %v", err)
 	}
 }
+
+// passwd is a file that is not a profile: YAML reads it as one long
+// scalar.
+var passwd = "root:x:0:0:root:/root:/bin/bash\n" + strings.Repeat("daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n", 60)
+
+// TestParse_ErrorsQuoteAnExcerpt: an error quotes at most a short excerpt
+// of what it found, never the file or a whole long value.
+func TestParse_ErrorsQuoteAnExcerpt(t *testing.T) {
+	_, err := Parse("/etc/passwd", []byte(passwd))
+	want := `/etc/passwd:1: the top level must be a mapping with keys name, description, sources, seed, behaviors, proxy; ` +
+		`found "root:x:0:0:root:/root:/bin/bash daemon:x"… (2911 characters)`
+	if err == nil || err.Error() != want {
+		t.Errorf("got  %v\nwant %s", err, want)
+	}
+	long := strings.Repeat("swallow", 1000)
+	for _, doc := range []string{
+		hdr + "  - type: asa-teardown\n    fin: " + long + "\n",        // the behavior's own message
+		hdr + "  - type: delay\n    delay: " + long + "\n",             // the decoder's
+		hdr + "  - type: delay\n    " + long[:105] + ": 1\n",           // an unknown key (YAML keys are short)
+		hdr + "  - type: " + long + "\n",                               // an unknown behavior
+		hdr + "  - type: delay\n    match: {protocol: " + long + "}\n", // the match's
+	} {
+		_, err := Parse("p.yaml", []byte(doc))
+		if err == nil || len(err.Error()) > 650 || !strings.Contains(err.Error(), "swallowswallow") {
+			t.Errorf("%d-byte error: %.200s", len(fmt.Sprint(err)), err)
+		}
+	}
+	// A message cut for length keeps its tail, which says what was wrong.
+	_, err = Parse("p.yaml", []byte(hdr+"  - type: asa-teardown\n    fin: "+long+"\n"))
+	if err == nil || !strings.HasSuffix(err.Error(), `swallow" is not forward or swallow`) || !strings.Contains(err.Error(), "characters cut") {
+		t.Errorf("got %v", err)
+	}
+}

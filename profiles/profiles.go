@@ -167,7 +167,7 @@ func Parse(file string, data []byte) (*Profile, error) {
 		case "name":
 			err = setValue(reflect.ValueOf(&p.Name).Elem(), kv.Val)
 			if err == nil && !nameRE.MatchString(p.Name) {
-				err = fmt.Errorf("%q is not a name of letters, digits, '.', '_' and '-' (at most 64)", p.Name)
+				err = fmt.Errorf("%s is not a name of letters, digits, '.', '_' and '-' (at most 64)", yamlnode.Quote(p.Name))
 			}
 		case "description":
 			err = setValue(reflect.ValueOf(&p.Description).Elem(), kv.Val)
@@ -348,7 +348,7 @@ func unknownParam(typ, key string, ps []param) error {
 	if s := suggest(key, known); s != "" {
 		hint = fmt.Sprintf("; did you mean %q?", s)
 	}
-	return fmt.Errorf("unknown parameter %q%s (%s takes: %s)", key, hint, typ, strings.Join(known, ", "))
+	return fmt.Errorf("unknown parameter %s%s (%s takes: %s)", yamlnode.Quote(key), hint, typ, strings.Join(known, ", "))
 }
 
 func validate(b behaviors.Behavior) error {

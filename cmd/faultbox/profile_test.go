@@ -52,7 +52,9 @@ func TestProfileCommands_OutputAndExitCodes(t *testing.T) {
 	good := filepath.Join(dir, "good.yaml")
 	bad := filepath.Join(dir, "bad.yaml")
 	badMatch := filepath.Join(dir, "bad-match.yaml")
+	passwd := filepath.Join(dir, "passwd") // not a profile at all
 	for name, text := range map[string]string{
+		passwd:   "root:x:0:0:root:/root:/bin/bash\n" + strings.Repeat("daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n", 60),
 		good:     "name: good\ndescription: drops port 81\nsources: [test]\nbehaviors:\n  - type: drop\n    match: {port: 81}\n",
 		bad:      "name: bad\nbehaviors:\n  - type: drop\n    count: many\n",
 		badMatch: "name: bad-match\nbehaviors:\n  - type: drop\n    match:\n      direction: sideways\n",
@@ -135,6 +137,9 @@ func TestProfileCommands_OutputAndExitCodes(t *testing.T) {
 		{"validate missing file", []string{"profile", "validate", filepath.Join(dir, "nope.yaml")},
 			"faultbox: " + filepath.Join(dir, "nope.yaml") + ": no such built-in profile or file (built-ins: ..."},
 		{"validate directory", []string{"profile", "validate", dir}, "faultbox: " + dir + ": is not a regular file\n"},
+		// A file that is not a profile: an excerpt of it, not all of it.
+		{"validate not a profile", []string{"profile", "validate", passwd}, "faultbox: " + passwd + ":1: the top level must be a mapping " +
+			`with keys name, description, sources, seed, behaviors, proxy; found "root:x:0:0:root:/root:/bin/bash daemon:x"… (2911 characters)` + "\n"},
 		{"validate nothing", []string{"profile", "validate"}, "faultbox: requires at least 1 arg(s), only received 0\n"},
 		{"show unknown", []string{"profile", "show", "nope"}, "faultbox: nope: no such built-in profile or file (built-ins: ..."},
 		{"show two", []string{"profile", "show", "a", "b"}, "faultbox: accepts 1 arg(s), received 2\n"},

@@ -281,10 +281,10 @@ func duration(d *time.Duration, n *yaml.Node, negOK bool) error {
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return fmt.Errorf("%q is not a duration such as 300ms or 1.5s", s)
+		return fmt.Errorf("%s is not a duration such as 300ms or 1.5s", yamlnode.Quote(s))
 	}
 	if v < 0 && !negOK {
-		return fmt.Errorf("%q is negative", s)
+		return fmt.Errorf("%s is negative", yamlnode.Quote(s))
 	}
 	*d = v
 	return nil
@@ -339,9 +339,9 @@ func enum(s *string, n *yaml.Node, choices ...string) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("%q is not %s", v, want)
+	return fmt.Errorf("%s is not %s", yamlnode.Quote(v), want)
 }
 
 func unknownKey(key string, known []string) error {
-	return fmt.Errorf("unknown key %q (known: %s)", key, strings.Join(known, ", "))
+	return fmt.Errorf("unknown key %s (known: %s)", yamlnode.Quote(key), strings.Join(known, ", "))
 }

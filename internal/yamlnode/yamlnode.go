@@ -5,6 +5,8 @@ package yamlnode
 
 import (
 	"fmt"
+	"strconv"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 )
@@ -54,7 +56,7 @@ func Pairs(n *yaml.Node) ([]Pair, *LineError) {
 			return nil, &LineError{k.Line, fmt.Errorf("keys must be plain names, found %s", Describe(k))}
 		}
 		if first, dup := seen[k.Value]; dup {
-			return nil, &LineError{k.Line, fmt.Errorf("duplicate key %q (first at line %d)", k.Value, first)}
+			return nil, &LineError{k.Line, fmt.Errorf("duplicate key %s (first at line %d)", Quote(k.Value), first)}
 		}
 		seen[k.Value] = k.Line
 		out = append(out, Pair{Key: k.Value, Line: k.Line, Val: n.Content[i+1]})
@@ -74,7 +76,27 @@ func Describe(n *yaml.Node) string {
 	case n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null":
 		return "no value"
 	case n.Kind == yaml.ScalarNode:
-		return fmt.Sprintf("%q", n.Value)
+		return Quote(n.Value)
 	}
 	return "nothing"
+}
+
+// quoteMax is how many characters of a value an error quotes.
+const quoteMax = 40
+
+// Quote quotes a value from the file for an error message, as %q does,
+// but at most its first quoteMax characters: a file that is not a
+// profile at all (say /etc/passwd) reads as one long scalar, and an error
+// must not print it back whole.
+func Quote(s string) string {
+	n := utf8.RuneCountInString(s)
+	if n <= quoteMax+10 {
+		return strconv.Quote(s)
+	}
+	cut := 0
+	for range quoteMax {
+		_, size := utf8.DecodeRuneInString(s[cut:])
+		cut += size
+	}
+	return fmt.Sprintf("%s… (%d characters)", strconv.Quote(s[:cut]), n)
 }

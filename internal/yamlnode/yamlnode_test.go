@@ -58,3 +58,24 @@ func TestDescribe(t *testing.T) {
 		t.Errorf("nil: %s", got)
 	}
 }
+
+func TestQuote_ShortValuesWholeLongOnesAnExcerpt(t *testing.T) {
+	if got := Quote("forwrd"); got != `"forwrd"` {
+		t.Errorf("short: %s", got)
+	}
+	if s := strings.Repeat("x", 50); Quote(s) != strconv.Quote(s) {
+		t.Errorf("a value of 50 characters is cut: %s", Quote(s))
+	}
+	long := "root:x:0:0:root:/root:/bin/bash " + strings.Repeat("daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin ", 100)
+	want := `"root:x:0:0:root:/root:/bin/bash daemon:x"… (4832 characters)`
+	if got := Quote(long); got != want {
+		t.Errorf("long: %s, want %s", got, want)
+	}
+	// Cut at a character, not inside one.
+	if got := Quote(strings.Repeat("é", 100)); got != strconv.Quote(strings.Repeat("é", 40))+"… (100 characters)" {
+		t.Errorf("multibyte: %s", got)
+	}
+	if got := Describe(parse(t, long)); !strings.HasPrefix(got, `"root:x:0:0:root`) || len(got) > 80 {
+		t.Errorf("Describe of a long scalar: %s", got)
+	}
+}
