@@ -244,97 +244,128 @@ func setValue(v reflect.Value, n *yaml.Node) error {
 	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
 		return fmt.Errorf("has no value (expected %s)", typeName(t))
 	}
-	scalar := func() error {
-		if n.Kind != yaml.ScalarNode {
-			return fmt.Errorf("expected %s, found %s", typeName(t), yamlnode.Describe(n))
-		}
-		return nil
-	}
 	switch {
 	case t == durationType:
-		if err := scalar(); err != nil {
-			return err
-		}
-		d, err := time.ParseDuration(strings.TrimSpace(n.Value))
-		if err != nil {
-			return fmt.Errorf("%s is not a duration such as 300ms or 1.5s", yamlnode.Quote(n.Value))
-		}
-		if d < 0 {
-			return fmt.Errorf("%s is negative", yamlnode.Quote(n.Value))
-		}
-		v.SetInt(int64(d))
-		return nil
+		return setDuration(v, n)
 	case reflect.PointerTo(t).Implements(textUnmarshalerType) && v.CanAddr():
-		if err := scalar(); err != nil {
+		if err := expectScalar(t, n); err != nil {
 			return err
 		}
 		return v.Addr().Interface().(encoding.TextUnmarshaler).UnmarshalText([]byte(n.Value))
 	}
 	switch t.Kind() {
 	case reflect.String:
-		if err := scalar(); err != nil {
+		if err := expectScalar(t, n); err != nil {
 			return err
 		}
 		v.SetString(n.Value)
+		return nil
 	case reflect.Bool:
-		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" {
-			return fmt.Errorf("expected true or false, found %s", yamlnode.Describe(n))
-		}
-		var b bool
-		if err := n.Decode(&b); err != nil {
-			return fmt.Errorf("%s is not true or false", yamlnode.Quote(n.Value))
-		}
-		v.SetBool(b)
+		return setBool(v, n)
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
-			return fmt.Errorf("expected an integer, found %s", yamlnode.Describe(n))
-		}
-		var x int64
-		if err := n.Decode(&x); err != nil || v.OverflowInt(x) {
-			return fmt.Errorf("%s is out of range for an integer of %d bits", n.Value, t.Bits())
-		}
-		v.SetInt(x)
+		return setInt(v, n)
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
-			return fmt.Errorf("expected a whole number, found %s", yamlnode.Describe(n))
-		}
-		if strings.HasPrefix(strings.TrimSpace(n.Value), "-") {
-			return fmt.Errorf("%s is negative (expected 0 or more)", n.Value)
-		}
-		var x uint64
-		if err := n.Decode(&x); err != nil || v.OverflowUint(x) {
-			return fmt.Errorf("%s is out of range for a whole number of %d bits", n.Value, t.Bits())
-		}
-		v.SetUint(x)
+		return setUint(v, n)
 	case reflect.Float32, reflect.Float64:
-		if n.Kind != yaml.ScalarNode || (n.ShortTag() != "!!int" && n.ShortTag() != "!!float") {
-			return fmt.Errorf("expected a number, found %s", yamlnode.Describe(n))
-		}
-		var f float64
-		if err := n.Decode(&f); err != nil || math.IsNaN(f) || math.IsInf(f, 0) || v.OverflowFloat(f) {
-			return fmt.Errorf("%s is not a finite number", yamlnode.Quote(n.Value))
-		}
-		v.SetFloat(f)
+		return setFloat(v, n)
 	case reflect.Slice:
-		if t.Elem().Kind() != reflect.String {
-			return fmt.Errorf("parameter of unsupported type %s (a bug in the behavior)", t)
+		if t.Elem().Kind() == reflect.String {
+			return setStrings(v, n)
 		}
-		items := []*yaml.Node{n}
-		if n.Kind == yaml.SequenceNode {
-			items = n.Content
-		}
-		out := reflect.MakeSlice(t, 0, len(items))
-		for _, it := range items {
-			it = yamlnode.Deref(it)
-			if it.Kind != yaml.ScalarNode || it.ShortTag() == "!!null" {
-				return &yamlnode.LineError{Line: it.Line, Err: fmt.Errorf("expected a string or a list of strings, found %s in the list", yamlnode.Describe(it))}
-			}
-			out = reflect.Append(out, reflect.ValueOf(it.Value).Convert(t.Elem()))
-		}
-		v.Set(out)
-	default:
-		return fmt.Errorf("parameter of unsupported type %s (a bug in the behavior)", t)
 	}
+	return fmt.Errorf("parameter of unsupported type %s (a bug in the behavior)", t)
+}
+
+// expectScalar refuses a mapping or a list where a value of type t goes.
+func expectScalar(t reflect.Type, n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("expected %s, found %s", typeName(t), yamlnode.Describe(n))
+	}
+	return nil
+}
+
+func setDuration(v reflect.Value, n *yaml.Node) error {
+	if err := expectScalar(v.Type(), n); err != nil {
+		return err
+	}
+	d, err := time.ParseDuration(strings.TrimSpace(n.Value))
+	if err != nil {
+		return fmt.Errorf("%s is not a duration such as 300ms or 1.5s", yamlnode.Quote(n.Value))
+	}
+	if d < 0 {
+		return fmt.Errorf("%s is negative", yamlnode.Quote(n.Value))
+	}
+	v.SetInt(int64(d))
+	return nil
+}
+
+func setBool(v reflect.Value, n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" {
+		return fmt.Errorf("expected true or false, found %s", yamlnode.Describe(n))
+	}
+	var b bool
+	if err := n.Decode(&b); err != nil {
+		return fmt.Errorf("%s is not true or false", yamlnode.Quote(n.Value))
+	}
+	v.SetBool(b)
+	return nil
+}
+
+func setInt(v reflect.Value, n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
+		return fmt.Errorf("expected an integer, found %s", yamlnode.Describe(n))
+	}
+	var x int64
+	if err := n.Decode(&x); err != nil || v.OverflowInt(x) {
+		return fmt.Errorf("%s is out of range for an integer of %d bits", n.Value, v.Type().Bits())
+	}
+	v.SetInt(x)
+	return nil
+}
+
+func setUint(v reflect.Value, n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
+		return fmt.Errorf("expected a whole number, found %s", yamlnode.Describe(n))
+	}
+	if strings.HasPrefix(strings.TrimSpace(n.Value), "-") {
+		return fmt.Errorf("%s is negative (expected 0 or more)", n.Value)
+	}
+	var x uint64
+	if err := n.Decode(&x); err != nil || v.OverflowUint(x) {
+		return fmt.Errorf("%s is out of range for a whole number of %d bits", n.Value, v.Type().Bits())
+	}
+	v.SetUint(x)
+	return nil
+}
+
+func setFloat(v reflect.Value, n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode || (n.ShortTag() != "!!int" && n.ShortTag() != "!!float") {
+		return fmt.Errorf("expected a number, found %s", yamlnode.Describe(n))
+	}
+	var f float64
+	if err := n.Decode(&f); err != nil || math.IsNaN(f) || math.IsInf(f, 0) || v.OverflowFloat(f) {
+		return fmt.Errorf("%s is not a finite number", yamlnode.Quote(n.Value))
+	}
+	v.SetFloat(f)
+	return nil
+}
+
+// setStrings takes a list of strings, or one string as a list of one.
+func setStrings(v reflect.Value, n *yaml.Node) error {
+	t := v.Type()
+	items := []*yaml.Node{n}
+	if n.Kind == yaml.SequenceNode {
+		items = n.Content
+	}
+	out := reflect.MakeSlice(t, 0, len(items))
+	for _, it := range items {
+		it = yamlnode.Deref(it)
+		if it.Kind != yaml.ScalarNode || it.ShortTag() == "!!null" {
+			return &yamlnode.LineError{Line: it.Line, Err: fmt.Errorf("expected a string or a list of strings, found %s in the list", yamlnode.Describe(it))}
+		}
+		out = reflect.Append(out, reflect.ValueOf(it.Value).Convert(t.Elem()))
+	}
+	v.Set(out)
 	return nil
 }
 
