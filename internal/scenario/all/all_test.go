@@ -3,11 +3,13 @@ package all
 import (
 	"context"
 	"errors"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/faultbox/faultbox/internal/scenario"
+	"github.com/faultbox/faultbox/profiles"
 )
 
 // every is every scenario the families register.
@@ -48,5 +50,37 @@ func TestScenarioRun_UnknownNameListsTheScenarios(t *testing.T) {
 	var ue *scenario.UnknownError
 	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "asa-off-by-one") {
 		t.Fatalf("Run(unknown) = %v, want an UnknownError listing the scenarios", err)
+	}
+}
+
+var (
+	citeURL     = regexp.MustCompile(`https?://\S+|docs/field-failures\.md#[a-z0-9-]+`)
+	citeOutside = regexp.MustCompile(`(?i)field-failures\.md(?:[^#]|$)|design\.md|seeds?/|\.\./shared`)
+)
+
+// TestScenarioCitations_AreThingsUsersHave: a scenario's description and
+// its inline profile's sources end up in the report; they cite public
+// references or docs/field-failures.md, never notes users do not have.
+func TestScenarioCitations_AreThingsUsersHave(t *testing.T) {
+	for _, s := range scenario.All() {
+		if m := citeOutside.FindString(s.Description); m != "" {
+			t.Errorf("%s: the description names %q", s.Name, m)
+		}
+		if s.ProfileYAML == "" {
+			continue
+		}
+		p, err := profiles.Parse(s.Name+" (inline)", []byte(s.ProfileYAML))
+		if err != nil {
+			t.Errorf("%s: inline profile: %v", s.Name, err)
+			continue
+		}
+		if len(p.Sources) == 0 {
+			t.Errorf("%s: the inline profile cites no source", s.Name)
+		}
+		for _, src := range p.Sources {
+			if !citeURL.MatchString(src) || citeOutside.MatchString(src) {
+				t.Errorf("%s: source %q is not a URL or a docs/field-failures.md link", s.Name, src)
+			}
+		}
 	}
 }

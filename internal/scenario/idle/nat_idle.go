@@ -36,8 +36,8 @@ description: >-
   answers them with RSTs to both ends (Azure "TCP reset on idle"; AWS NAT
   gateway resets the side inside).
 sources:
-  - "AWS VPC NAT gateway documentation: 350 s idle timeout, then RST"
-  - "Azure Load Balancer documentation: 4 min idle timeout by default, flows dropped silently unless TCP reset on idle is enabled"
+  - "350 s idle timeout, then RST: Amazon VPC User Guide, 'Troubleshoot NAT gateways', https://docs.aws.amazon.com/vpc/latest/userguide/nat-gateway-troubleshooting.html#nat-gateway-troubleshooting-timeout"
+  - "4 min idle timeout by default, flows dropped silently unless TCP reset on idle is enabled: Microsoft, 'Load Balancer TCP Reset and Idle Timeout', https://learn.microsoft.com/en-us/azure/load-balancer/load-balancer-tcp-reset"
 behaviors:
   - type: idle-timeout
     match: {protocol: tcp, port: 8301}
