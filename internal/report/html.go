@@ -211,6 +211,7 @@ const pageTemplate = `<!DOCTYPE html>
     <span><b class="x">✕</b>dropped by the device ({{.Dropped}})</span>
     <span><i class="sw del"></i>delayed by the device ({{.Delayed}})</span>
     {{if .Modified}}<span><i class="sw mod"></i>modified ({{.Modified}})</span>{{end}}
+    {{if .Marked}}<span><i class="sw mark"></i>what the verdict rests on ({{.Marked}})</span>{{end}}
   </div>
   <table class="conns"><thead><tr><th>#</th><th>connection</th><th>packets</th></tr></thead><tbody>
   {{range .Conns}}<tr><td><b style="color:{{.Color}}">#{{.ID}}</b></td><td class="mono">{{.Proto}} {{.From}} → {{.To}}</td><td class="num">{{.Packets}}</td></tr>{{end}}

@@ -24,6 +24,7 @@ type ladderView struct {
 	Dropped   int
 	Delayed   int
 	Modified  int
+	Marked    int // packets of LadderOptions.Marks found
 	Records   int
 	Truncated bool
 }
@@ -44,7 +45,8 @@ type pktView struct {
 	relSeq   int64
 	relAck   int64 // -1: no ISN known, show absolute
 	show     bool
-	from, to int // column indexes of sender and receiver; -1 unknown
+	from, to int    // column indexes of sender and receiver; -1 unknown
+	mark     string // the note of the Mark that highlights it
 }
 
 type connState struct {
@@ -107,6 +109,7 @@ func buildLadder(path string, r *Report) (*ladderView, error) {
 			v.Modified++
 		}
 	}
+	v.Marked = markPackets(pkts, r.Ladder.Marks)
 	v.Conns = annotateConns(pkts, addrHost)
 	limit := r.Ladder.MaxPackets
 	if limit <= 0 {
@@ -267,8 +270,25 @@ func protoName(p uint8) string {
 // notable reports whether a packet must stay in a capped ladder: the device
 // acted on it, or it opens or closes its connection.
 func notable(p *pktView) bool {
-	return p.Note != "" || p.Injected || p.Dropped || p.Delayed || p.Modified ||
+	return p.Note != "" || p.mark != "" || p.Injected || p.Dropped || p.Delayed || p.Modified ||
 		(p.Proto == packet.ProtoTCP && p.Flags&(packet.SYN|packet.FIN|packet.RST) != 0)
+}
+
+// markPackets gives each mark's note to its packet and returns how many
+// marks found one.
+func markPackets(pkts []pktView, marks []Mark) int {
+	n := 0
+	for _, m := range marks {
+		for i := range pkts {
+			p := &pkts[i]
+			if p.When().Equal(m.At) && SameEnd(p.Src, m.Src) && SameEnd(p.Dst, m.Dst) {
+				p.mark = m.Note
+				n++
+				break
+			}
+		}
+	}
+	return n
 }
 
 // selectShown marks at most limit packets to draw: notable ones first, then

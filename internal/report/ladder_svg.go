@@ -222,9 +222,16 @@ func openPacket(b *strings.Builder, p *pktView, conns []connView, base time.Time
 		class += " modified"
 		attrs += ` data-modified="true"`
 	}
+	if p.mark != "" {
+		class += " marked"
+		attrs += fmt.Sprintf(` data-mark="%s"`, esc(p.mark))
+	}
 	fmt.Fprintf(b, `<g class="%s"%s><title>%s</title>`, class, attrs, esc(packetTitle(p, conns, base)))
 	if p.Injected || p.Dropped || p.Delayed { // tint the row
 		fmt.Fprintf(b, `<rect class="band %s" x="0" y="%.1f" width="%.0f" height="%.0f"/>`, noteClass(p), y1-18, ladW, ladRowH)
+	}
+	if p.mark != "" { // outline the row
+		fmt.Fprintf(b, `<rect class="band mark" x="1" y="%.1f" width="%.0f" height="%.0f" rx="4"/>`, y1-17, ladW-2, ladRowH-2)
 	}
 	fmt.Fprintf(b, `<text class="t" x="84" y="%.1f">%s</text>`, y1+4, offset(p.When(), base))
 	fmt.Fprintf(b, `<text class="c" x="94" y="%.1f" fill="%s">#%d</text>`, y1+4, conns[p.conn].Color, conns[p.conn].ID)
@@ -272,7 +279,7 @@ func (a arrow) draw(b *strings.Builder, g ladGeom, p *pktView, color string, y1,
 		fmt.Fprintf(b, `<circle class="src" cx="%.1f" cy="%.1f" r="4.5" fill="%s"/>`, xs, y1, color)
 	}
 	w := 1.6
-	if p.Injected {
+	if p.Injected || p.mark != "" {
 		w = 2.4
 	}
 	switch {
@@ -303,7 +310,14 @@ func (a arrow) notes(b *strings.Builder, p *pktView, y1 float64) {
 		lx, room = (a.xl+a.xe)/2, math.Abs(a.xe-a.xl)-16
 	}
 	label(b, p, lx, y1-6, room)
-	if note := deviceNote(p); note != "" {
+	note, class := deviceNote(p), noteClass(p)
+	if p.mark != "" {
+		if note != "" {
+			note = " (" + note + ")"
+		}
+		note, class = p.mark+note, class+" mark"
+	}
+	if note != "" {
 		anchor, nx := "start", a.xl+12
 		if a.fromLane == (a.dir > 0) {
 			anchor, nx = "end", a.xl-12
@@ -312,7 +326,7 @@ func (a arrow) notes(b *strings.Builder, p *pktView, y1 float64) {
 		if p.Dropped {
 			ny = y1 + 4
 		}
-		fmt.Fprintf(b, `<text class="note %s" x="%.1f" y="%.1f" text-anchor="%s">%s</text>`, noteClass(p), nx, ny, anchor, esc(note))
+		fmt.Fprintf(b, `<text class="note %s" x="%.1f" y="%.1f" text-anchor="%s">%s</text>`, class, nx, ny, anchor, esc(note))
 	}
 }
 

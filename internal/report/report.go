@@ -126,6 +126,17 @@ type LadderOptions struct {
 	// Hosts orders the columns (default: client, lb, server, then the other
 	// ports in capture order).
 	Hosts []string `json:"hosts,omitempty"`
+	// Marks highlight the packets the verdict rests on, each with a note.
+	Marks []Mark `json:"marks,omitempty"`
+}
+
+// Mark highlights one packet of the ladder: the one sent from Src to Dst
+// that the device first saw at At (Packet.When of the capture read back).
+type Mark struct {
+	Src  netip.AddrPort `json:"src"`
+	Dst  netip.AddrPort `json:"dst"`
+	At   time.Time      `json:"at"`
+	Note string         `json:"note"`
 }
 
 // SocketSample is one socket seen at one sampling instant (ss -tanoi).

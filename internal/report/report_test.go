@@ -316,6 +316,58 @@ func TestWrite_LadderCapKeepsNotablePackets(t *testing.T) {
 	}
 }
 
+// Marks outline the packets a verdict rests on and put their note beside
+// the device lane, before the device's own; a marked packet survives the
+// cap like any notable one, and a mark that matches no packet is not
+// counted.
+func TestWrite_LadderMarksHighlightPackets(t *testing.T) {
+	src := t.TempDir()
+	r := asaReport(src)
+	r.Start = time.Now()
+	writeASACapture(t, r.Capture)
+	c, err := ReadCapture(r.Capture, Filter{Ports: []uint16{80}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, held := c.Packets[3], c.Packets[5] // the request, the response the device held
+	r.Ladder.Marks = []Mark{
+		{Src: req.Src, Dst: req.Dst, At: req.When(), Note: "the request"},
+		{Src: held.Src, Dst: held.Dst, At: held.When(), Note: "the late answer"},
+		{Src: held.Dst, Dst: held.Src, At: held.When(), Note: "no such packet"},
+	}
+	r.Ladder.MaxPackets = 4 // the handshake and the marked ones: the request only because it is marked
+	dir := filepath.Join(t.TempDir(), "report")
+	if err := Write(dir, r); err != nil {
+		t.Fatal(err)
+	}
+	doc := readHTML(t, dir)
+	svg := svgByID(t, doc, "ladder")
+	marked := map[string]*html.Node{}
+	for _, g := range find(svg, elem("g", "pkt")) {
+		if hasClass(g, "marked") {
+			marked[attr(g, "data-mark")] = g
+		}
+	}
+	if len(marked) != 2 || marked["the request"] == nil || marked["the late answer"] == nil {
+		t.Fatalf("marked arrows %v, want the request and the late answer", marked)
+	}
+	for note, want := range map[string]string{"the request": "the request", "the late answer": "the late answer (delayed 20ms)"} {
+		g := marked[note]
+		if len(find(g, elem("rect", "mark"))) != 1 {
+			t.Errorf("%s: row not outlined", note)
+		}
+		if got := text(find(g, elem("text", "mark"))[0]); got != want {
+			t.Errorf("%s: note %q, want %q", note, got, want)
+		}
+	}
+	if l := find(marked["the request"], elem("line", "")); len(l) != 1 || attr(l[0], "stroke-width") != "2.4" {
+		t.Error("the marked request's arrow is not drawn wider")
+	}
+	if s := text(byID(doc, "ladder-section")); !strings.Contains(s, "what the verdict rests on (2)") {
+		t.Errorf("legend does not count the marks: %q", s[:min(len(s), 400)])
+	}
+}
+
 // With an lb, the columns are client, lb, server with a device lane
 // between each pair, whatever order the ports were created in.
 func TestWrite_LadderThreeHosts(t *testing.T) {
