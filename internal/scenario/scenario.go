@@ -89,6 +89,9 @@ type Verdict struct {
 	// Ladder lists the key connections the ladder diagram shows (empty:
 	// every connection of the capture).
 	Ladder []report.Conn
+	// Marks highlight the packets of those connections the verdict rests
+	// on, each with a note.
+	Marks []report.Mark
 }
 
 // OutcomeIf is report.Reproduced when failed holds, else report.NotReproduced.
