@@ -2,9 +2,6 @@ package deferaccept
 
 import (
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -92,57 +89,23 @@ func init() {
 	})
 }
 
-// startApache writes an httpd.conf for arm a into the report directory and
-// starts Apache (event MPM, in the foreground) in the server host.
+// startApache starts Apache (event MPM) for arm a in the server host,
+// its configuration in the report directory.
 func startApache(c *scenario.Context, a poolArm, deferOn bool, docroot string) (*scenario.Proc, string, error) {
-	bin, err := exec.LookPath("apache2")
-	if err != nil {
-		return nil, "", fmt.Errorf("apache2 is not installed (scripts/deps.sh installs it): %w", err)
-	}
-	name := "apache-" + strings.ToLower(a.Name)
-	dir := filepath.Join(c.Dir, name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, "", err
-	}
 	filter, desc := "# AcceptFilter not set: Apache's Linux default, AcceptFilter http data (TCP_DEFER_ACCEPT 30)",
 		"Apache, AcceptFilter http data (default)"
 	if !deferOn {
 		filter, desc = "AcceptFilter http none", "Apache, AcceptFilter http none"
 	}
-	conf := fmt.Sprintf(`# %[1]s: arm %[2]s of dx-defer-accept
-ServerRoot %[3]s
-DefaultRuntimeDir %[3]s
-PidFile %[3]s/httpd.pid
-ErrorLog %[3]s/error.log
-LogLevel info
-LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so
-LoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so
-LoadModule dir_module /usr/lib/apache2/modules/mod_dir.so
-LoadModule mime_module /usr/lib/apache2/modules/mod_mime.so
-User www-data
-Group www-data
-ServerName server
-Listen 198.18.0.2:%[4]d
-Listen [2001:db8::2]:%[4]d
-DocumentRoot %[8]s
-<Directory %[8]s>
-  Require all granted
-</Directory>
-DirectoryIndex index.html
-TypesConfig /etc/mime.types
-# Debian ships Timeout 300 and KeepAliveTimeout 5: shortened for the run.
-Timeout %[5]d
-KeepAlive On
-KeepAliveTimeout %[6]d
-LogFormat "%%{%%s}t.%%{msec_frac}t %%a:%%{remote}p \"%%r\" %%>s %%D" fbx
-CustomLog %[3]s/access.log fbx
-%[7]s
-`, name, a.Name, dir, a.Port, apacheTimeout, apacheKeepAlive, filter, docroot)
-	path, err := c.WriteFile(name+".conf", []byte(conf))
-	if err != nil {
-		return nil, "", err
-	}
-	p, err := c.Start("server", name, bin, "-f", path, "-DFOREGROUND")
+	name := "apache-" + strings.ToLower(a.Name)
+	p, err := c.StartApache(scenario.Apache{
+		Name: name, Host: "server", Ports: []int{int(a.Port)}, Docroot: docroot,
+		Comment: fmt.Sprintf("%s: arm %s of dx-defer-accept", name, a.Name),
+		Directives: []string{
+			"# Debian ships Timeout 300 and KeepAliveTimeout 5: shortened for the run.",
+			fmt.Sprintf("Timeout %d", apacheTimeout), "KeepAlive On", fmt.Sprintf("KeepAliveTimeout %d", apacheKeepAlive), filter,
+		},
+	})
 	if err != nil {
 		return nil, "", err
 	}

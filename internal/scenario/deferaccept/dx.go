@@ -102,20 +102,11 @@ proxy:
 `
 
 func (pl *poolRun) drive(c *scenario.Context) error {
-	// The servers' workers run as an unprivileged user, which cannot reach
-	// the report directory (0700, or under a test's 0700 TempDir): their
-	// documents are in a directory of their own, removed when Drive ends.
-	docroot, err := os.MkdirTemp("", "fbx-dx-docroot-")
+	docroot, err := scenario.Docroot([]byte("hello from the server behind the DX\n"))
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(docroot)
-	if err := os.Chmod(docroot, 0o755); err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(docroot, "index.html"), []byte("hello from the server behind the DX\n"), 0o644); err != nil {
-		return err
-	}
 	klog, err := c.KernelLog("server", kernelLog)
 	if err != nil {
 		return err
