@@ -14,7 +14,7 @@ import (
 
 // The judge of elb-keepalive-race: each arm's access log and what the
 // capture shows of its backend connections, summed up per arm, then the
-// widened race and the fix judged.
+// widened race with each kind of server, and the fix, judged.
 
 // raceStats is one arm's access log and wire evidence summed up.
 type raceStats struct {
@@ -39,14 +39,17 @@ type raceStats struct {
 	// than the server's timeout, yet its request reached the device after
 	// the server's FIN: it was delayed by more than the time left.
 	stallFails     int
-	finsHeld, fins int        // the server's FINs to the LB in the capture, and how many the device held
-	crossed        int        // failures whose request left before the server's FIN reached the LB
-	before         int        // ... of them reaching the server as it closed, before its FIN
-	after          int        // failures sent after the FIN had reached the LB
-	afterHeld      int        // ... although it was held longer than the aim offset
-	rsts           int        // failures answered by a RST from the server
-	fail           *failure   // one failure (crossing the FIN if any did), for timeline and ladder
-	drop           *wireClose // one connection dropped at reuse, for the ladder
+	finsHeld, fins int // the server's FINs to the LB in the capture, and how many the device held
+	crossed        int // failures whose request left before the server's FIN reached the LB
+	before         int // ... of them reaching the server as it closed, before its FIN
+	after          int // failures sent after the FIN had reached the LB
+	afterHeld      int // ... although it was held longer than the aim offset
+	rsts           int // failures answered by a RST from the server
+	// Failures that show a full close (reset) and a lingering one
+	// (lingered): showsKind.
+	reset, lingered int
+	fails           []failure // the failures seen on the wire
+	fail            *failure  // one of them (crossing the FIN and showing its server's kind if any did), for timeline and ladder
 }
 
 // failure is one failed request and its backend connection on the wire.
@@ -146,9 +149,77 @@ func (s *raceStats) addFailureWire(f failure) {
 	if f.wire.rst != nil {
 		s.rsts++
 	}
-	if s.fail == nil || (!s.fail.wire.crossed && f.wire.crossed) {
+	if showsKind(fullClose, f) {
+		s.reset++
+	}
+	if showsKind(lingeringClose, f) {
+		s.lingered++
+	}
+	s.fails = append(s.fails, f)
+	if s.fail == nil || s.telling(f) > s.telling(*s.fail) {
 		s.fail = &f
 	}
+}
+
+// failureAfter picks the most telling failure whose connection starts after
+// other's ended, so that the ladder draws them one after the other; if
+// none did, the arm's most telling.
+func (s *raceStats) failureAfter(other *failure) *failure {
+	if other == nil {
+		return s.fail
+	}
+	var best *failure
+	for i := range s.fails {
+		f := &s.fails[i]
+		if f.wire.first.After(other.wire.last) && (best == nil || s.telling(*f) > s.telling(*best)) {
+			best = f
+		}
+	}
+	if best == nil || s.fail != nil && s.telling(*best) < s.telling(*s.fail) {
+		return s.fail
+	}
+	return best
+}
+
+// showsKind reports whether failure f shows, on the wire and in the LB's
+// error, what a server of kind does with a late request: a full close the
+// server's RST and ECONNRESET at the LB, a lingering close an ACK, no RST,
+// and EOF at the LB once the server's FIN arrived.
+func showsKind(kind serverKind, f failure) bool {
+	if kind == lingeringClose {
+		return f.wire.lingered() && cause(f.entry) == "EOF"
+	}
+	return f.wire.rst != nil && cause(f.entry) == "RST"
+}
+
+// telling ranks a failure for the timeline and the ladder: one that
+// crossed the server's FIN and shows the arm's kind of server first.
+func (s *raceStats) telling(f failure) int {
+	n := 0
+	if f.wire.crossed {
+		n += 2
+	}
+	if showsKind(s.arm.server, f) {
+		n++
+	}
+	return n
+}
+
+// shown is how many failures show what the arm's kind of server does.
+func (s *raceStats) shown() int {
+	if s.arm.server == lingeringClose {
+		return s.lingered
+	}
+	return s.reset
+}
+
+// kindText says what the arm's failures showed of the server's close.
+func (s *raceStats) kindText() string {
+	if s.arm.server == lingeringClose {
+		return fmt.Sprintf("the server ACKed %d of them and sent no RST, and the LB read EOF when its FIN arrived (%d RSTs from the server)",
+			s.lingered, s.rsts)
+	}
+	return fmt.Sprintf("%d drew the server's RST and the LB read ECONNRESET", s.reset)
 }
 
 // addCloses counts the backend connections the LB closed: at its own idle
@@ -166,9 +237,6 @@ func (s *raceStats) addCloses(e *scenario.Evidence, l scenario.ProxyLog, server 
 				continue
 			}
 			w := readWireClose(e, lb, server)
-			if s.drop == nil {
-				s.drop = &w
-			}
 			if s.arm.aim != 0 && w.fin != nil && !w.fin.Out.IsZero() && w.fin.Out.Sub(w.fin.In) > s.arm.aim {
 				heldDrops++
 			}
@@ -243,6 +311,9 @@ func (s *raceStats) reason() string {
 			fmt.Fprintf(&b, "; %d crossed the server's FIN in flight (%d of them reached the server as it closed), %d were sent after it had arrived; %d drew a RST",
 				s.crossed, s.before, s.after, s.rsts)
 		}
+		if s.arm.delay {
+			fmt.Fprintf(&b, "; %s: %s", s.arm.server, s.kindText())
+		}
 	}
 	if s.dropped > 0 {
 		fmt.Fprintf(&b, "; %d pooled connections dropped at reuse because the server's FIN had arrived", s.dropped)
@@ -274,39 +345,53 @@ func judgeRace(e *scenario.Evidence) scenario.Verdict {
 		stats[i] = s
 	}
 	var v scenario.Verdict
-	table := report.Table{Columns: []string{"arm", "port", "LB reuse", "LB idle timeout", "check before reuse",
+	table := report.Table{Columns: []string{"arm", "port", "server", "LB reuse", "LB idle timeout", "check before reuse",
 		"server FIN", "requests", "aimed", "failed (504)", "rate", "from the backend", "max backend time of a failure"}}
 	for _, s := range stats {
 		v.Runs = append(v.Runs, s.run())
 		table.Rows = append(table.Rows, s.row())
 	}
 	v.Results = &table
-	r := raceRoles{blind: &stats[0], onTime: &stats[1], widened: &stats[2], past: &stats[3], low: &stats[4], fix: &stats[5]}
-	v.Timeline = append(v.Timeline, raceTimeline(e, r.widened)...)
-	v.Timeline = append(v.Timeline, raceTimeline(e, r.blind)...)
-	v.Ladder = r.ladder()
+	r := raceRoles{blind: &stats[0], onTime: &stats[1], widened: &stats[2], past: &stats[3], low: &stats[4], fix: &stats[5],
+		apache: &stats[6]}
+	r.apache.fail = r.apache.failureAfter(r.widened.fail)
+	for _, s := range []*raceStats{r.widened, r.apache, r.blind} {
+		v.Timeline = append(v.Timeline, raceTimeline(e, s)...)
+	}
+	v.Ladder, v.Marks = r.ladder()
 
 	// A VM under load freezes at times for longer than any window: the
 	// requests the evidence shows mistimed are set apart; if they are half
 	// or more, the run could not aim.
-	if wn, _, _ := r.widened.base(); wn >= 8 && r.widened.mistimed()*2 >= wn {
-		return scenario.Verdict{Outcome: report.Error, Runs: v.Runs, Results: v.Results, Timeline: v.Timeline, Ladder: v.Ladder,
-			Reason: fmt.Sprintf("the machine was too loaded to aim: of %d aimed requests with the FIN held, %s", wn, r.widened.stalls())}
+	for _, w := range []*raceStats{r.widened, r.apache} {
+		if wn, _, _ := w.base(); wn >= 8 && w.mistimed()*2 >= wn {
+			return scenario.Verdict{Outcome: report.Error, Runs: v.Runs, Results: v.Results, Timeline: v.Timeline, Ladder: v.Ladder,
+				Marks: v.Marks, Reason: fmt.Sprintf("the machine was too loaded to aim: of %d aimed requests with the FIN held in front of %s, %s",
+					wn, w.arm.server, w.stalls())}
+		}
 	}
-	reproduced, fixHolds, numbers := r.widened.raceReproduced(), r.fix.fixHolds(), r.numbers()
+	full, apache, fixHolds, numbers := r.widened.raceReproduced(), r.apache.raceReproduced(), r.fix.fixHolds(), r.numbers()
 	switch {
-	case reproduced && fixHolds:
+	case full && apache && fixHolds:
 		v.Outcome = report.Reproduced
-		v.Reason = "keep-alive reuse race reproduced: " + numbers
-	case reproduced:
+		v.Reason = "keep-alive reuse race reproduced with both kinds of server: " + numbers
+	case full && apache:
 		v.Outcome = report.NotReproduced
 		v.Reason = "the race reproduced but the fix did not hold (the LB's idle timeout below the server's still failed): " + numbers
+	case !full:
+		v.Outcome = report.NotReproduced
+		v.Reason = fmt.Sprintf("the widened race in front of %s did not fail every time with its RST: %s", r.widened.arm.server, numbers)
 	default:
 		v.Outcome = report.NotReproduced
-		v.Reason = "the widened race did not fail every time: " + numbers
+		v.Reason = fmt.Sprintf("the widened race in front of %s did not fail every time with an ACK, no RST and EOF at the LB: %s",
+			r.apache.arm.server, numbers)
 	}
-	v.Notes = append(v.Notes, fmt.Sprintf("Shortened for the lab: the server's keep-alive timeout is %v (akka-http's was 60 s, "+
-		"the same as the ELB's); the timing relative to it is what matters.", serverIdle))
+	v.Notes = append(v.Notes,
+		fmt.Sprintf("Shortened for the lab: both servers' keep-alive timeout is %v (akka-http's was 60 s, the same as the ELB's); "+
+			"the timing relative to it is what matters.", serverIdle),
+		"This LB answers 504 whatever it met, as the Classic ELB of the report did. nginx and HAProxy answer 502 to both kinds "+
+			"of server; nginx logs the EOF as \"upstream prematurely closed connection\", HAProxy ends the session with SH-- "+
+			"(docs/field-failures.md#third-party-stacks).")
 	return v
 }
 
@@ -333,20 +418,22 @@ func (s *raceStats) row() []string {
 	if n > 0 {
 		rate = fmt.Sprintf("%.0f %%", 100*float64(f)/float64(n))
 	}
-	return []string{a.name, fmt.Sprint(a.port), reuse, a.lbIdle.String(), fmt.Sprint(a.check),
+	return []string{a.name, fmt.Sprint(a.port), a.server.String(), reuse, a.lbIdle.String(), fmt.Sprint(a.check),
 		fin, fmt.Sprint(s.requests), fmt.Sprint(s.aimed), fmt.Sprint(s.failed), rate, causesText(s.causes), logMS(s.maxFail)}
 }
 
-// raceReproduced is the verdict on the widened race (the FIN held): it
-// must fail every aimed request sent on time (90 % allows for what the
+// raceReproduced is the verdict on a widened race (the FIN held): it must
+// fail every aimed request sent on time (90 % allows for what the
 // evidence cannot tell apart), its requests crossing the held FIN and
-// drawing the server's RST. (The backend time, near zero, is reported,
-// not judged: a stall of the machine inflates it.)
+// showing what the arm's kind of server does: from a full close the
+// server's RST and ECONNRESET at the LB, from a lingering close an ACK, no
+// RST, and EOF at the LB when the FIN arrives. (The backend time is
+// reported, not judged: a stall of the machine inflates it.)
 func (s *raceStats) raceReproduced() bool {
 	n, f, _ := s.base()
 	onTimeN, onTimeF := n-s.mistimed(), f-s.lateFails()
-	return onTimeN >= 5 && float64(onTimeF) >= 0.9*float64(onTimeN) && float64(s.crossed) >= 0.9*float64(onTimeF) &&
-		float64(s.rsts) >= 0.9*float64(onTimeF)
+	most := func(k int) bool { return float64(k) >= 0.9*float64(onTimeF) }
+	return onTimeN >= 5 && float64(onTimeF) >= 0.9*float64(onTimeN) && most(s.crossed) && most(s.shown())
 }
 
 // fixHolds is the verdict on the fix arm (the LB's idle timeout below the
@@ -357,41 +444,51 @@ func (s *raceStats) fixHolds() bool {
 }
 
 // raceRoles are the arms' stats by what each shows.
-type raceRoles struct{ blind, onTime, widened, past, low, fix *raceStats }
+type raceRoles struct{ blind, onTime, widened, past, low, fix, apache *raceStats }
 
-// ladder lists the connections the ladder diagram shows: a failure and a
-// connection dropped at reuse of the FIN-held, on-time and blind arms.
-func (r raceRoles) ladder() []report.Conn {
-	var out []report.Conn
-	for _, s := range []*raceStats{r.widened, r.onTime, r.blind} {
-		if s.fail != nil {
-			out = append(out, report.Conn{A: s.fail.wire.lb, B: s.fail.wire.server})
+// ladder lists one failing connection per kind of server, from the arms
+// with the FIN held, and marks the packets that tell the kinds apart.
+func (r raceRoles) ladder() ([]report.Conn, []report.Mark) {
+	var conns []report.Conn
+	var marks []report.Mark
+	for _, s := range []*raceStats{r.widened, r.apache} {
+		if s.fail == nil {
+			continue
 		}
-		if s.drop != nil {
-			out = append(out, report.Conn{A: s.drop.lb, B: s.drop.server})
+		w := &s.fail.wire
+		conns = append(conns, report.Conn{A: w.lb, B: w.server})
+		marks = append(marks, w.marks(s.arm.server)...)
+	}
+	return conns, marks
+}
+
+// marks are the packets of a failed connection that show what its kind of
+// server did with the late request.
+func (w *wireClose) marks(kind serverKind) []report.Mark {
+	var out []report.Mark
+	add := func(p *report.Packet, note string) {
+		if p != nil {
+			out = append(out, report.Mark{Src: p.Src, Dst: p.Dst, At: p.When(), Note: note})
 		}
+	}
+	add(w.req, fmt.Sprintf("%s: the late request", kind))
+	if kind == lingeringClose {
+		add(w.ack, "ACKed, no RST: read and discarded")
+		add(w.fin, "FIN: the LB reads EOF when it arrives")
+	} else {
+		add(w.rst, "RST: ECONNRESET at the LB")
+		add(w.fin, "FIN: arrives after the RST")
+	}
+	if w.lbRST != nil && w.req != nil && w.lbRST.When().After(w.req.When()) {
+		add(w.lbRST, "the LB's RST: a FIN came after it had closed")
 	}
 	return out
 }
 
 // numbers is the verdict's evidence in one sentence: the widened race's
-// failures, then every other arm's rate.
+// failures with each kind of server, then every other arm's rate.
 func (r raceRoles) numbers() string {
-	w := r.widened
-	wn, wf, _ := w.base()
-	held := fmt.Sprintf("its FIN held %v (%d of %d FINs held by the device)", finDelay, w.finsHeld, w.fins)
-	if w.finsHeld == 0 {
-		held = fmt.Sprintf("its FIN not held (none of %d FINs was)", w.fins)
-	}
-	numbers := fmt.Sprintf("aimed at the server's %v idle timeout +%v with %s, %s failed with 504",
-		serverIdle, aimIn, held, share(wf, wn))
-	if wf > 0 {
-		numbers += fmt.Sprintf(" (backend time median %s, at most %s; %d crossed the held FIN and drew %d RSTs)",
-			logMS(median(w.times)), logMS(w.maxFail), w.crossed, w.rsts)
-	}
-	if st := w.stalls(); st != "" {
-		numbers += fmt.Sprintf(", %s: %s of those sent on time failed", st, share(wf-w.lateFails(), wn-w.mistimed()))
-	}
+	numbers := fmt.Sprintf("aimed at the server's %v idle timeout +%v: %s; %s", serverIdle, aimIn, r.widened.widenedText(), r.apache.widenedText())
 	bn, bf, _ := r.blind.base()
 	ln, lf, _ := r.low.base()
 	on, of, _ := r.onTime.base()
@@ -405,8 +502,32 @@ func (r raceRoles) numbers() string {
 	return numbers
 }
 
+// widenedText is a widened arm's evidence: its failures, what they showed
+// of the server's close, and the requests a stall mistimed.
+func (s *raceStats) widenedText() string {
+	n, f, _ := s.base()
+	t := fmt.Sprintf("in front of %s, %s, %s failed with 504", s.arm.server, s.heldText(), share(f, n))
+	if f > 0 {
+		t += fmt.Sprintf(" (backend time median %s, at most %s; %d crossed the held FIN; %s)",
+			logMS(median(s.times)), logMS(s.maxFail), s.crossed, s.kindText())
+	}
+	if st := s.stalls(); st != "" {
+		t += fmt.Sprintf(", %s: %s of those sent on time failed", st, share(f-s.lateFails(), n-s.mistimed()))
+	}
+	return t
+}
+
+// heldText says how many of the server's FINs of the arm the device held.
+func (s *raceStats) heldText() string {
+	if s.finsHeld == 0 {
+		return fmt.Sprintf("its FIN not held (none of %d FIN segments was)", s.fins)
+	}
+	return fmt.Sprintf("its FIN held %v (%d of %d FIN segments held by the device)", finDelay, s.finsHeld, s.fins)
+}
+
 // raceTimeline tells one failure of an aimed arm from the evidence:
-// the server's close, its FIN, the request, the RST, the 504.
+// the server's close, its FIN, the request, the server's RST or ACK, the
+// 504, the held FIN's arrival.
 func raceTimeline(e *scenario.Evidence, s *raceStats) []report.Entry {
 	if s.fail == nil || s.fail.wire.req == nil {
 		return nil
@@ -444,14 +565,21 @@ func raceTimeline(e *scenario.Evidence, s *raceStats) []report.Entry {
 		where = "after the server's FIN has reached the LB"
 	}
 	out = append(out, e.Entry(w.req.When(), "lb", "%s reuses the pooled connection: request (%d bytes) %s%s", label, w.req.Len, where, lbState))
-	if w.rst != nil {
+	switch {
+	case w.rst != nil:
 		out = append(out, e.Entry(w.rst.When(), "server", "%s RST: the socket is closed", label))
+	case w.ack != nil:
+		out = append(out, e.Entry(w.ack.When(), "server", "%s ACKs the request and sends no RST: a lingering close reads and discards it", label))
 	}
 	out = append(out, e.Entry(w.req.When().Add(time.Duration(en.BackendTime*float64(time.Millisecond))), "lb",
 		"%s %s to the client after %s idle, backend time %s (%s from the backend)", label, en.Outcome,
 		logMS(en.ConnIdle), logMS(en.BackendTime), cause(en)))
 	if w.fin != nil && w.fin.Delayed && !w.fin.Out.IsZero() {
-		out = append(out, e.Entry(w.fin.Out, "device", "%s the held FIN reaches the LB, after the RST", label))
+		after := "after the RST"
+		if w.rst == nil {
+			after = "the LB reads EOF"
+		}
+		out = append(out, e.Entry(w.fin.Out, "device", "%s the held FIN reaches the LB, %s", label, after))
 	}
 	return out
 }

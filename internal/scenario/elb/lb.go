@@ -118,7 +118,27 @@ type wireClose struct {
 	// after the FIN had reached the LB.
 	crossed, beforeFIN, reqAfter bool
 	rst                          *report.Packet // the server's first RST after req
+	ack                          *report.Packet // the server's first segment after req acknowledging all of it
 	lbRST                        *report.Packet // the LB's first RST
+	first, last                  time.Time      // the connection's first packet, and when its last one left the device
+}
+
+// finArrived is when the server's FIN reached the LB (zero if it did not).
+func (w *wireClose) finArrived() time.Time {
+	if w.fin == nil || w.fin.Dropped {
+		return time.Time{}
+	}
+	if w.fin.Out.IsZero() {
+		return w.fin.In
+	}
+	return w.fin.Out
+}
+
+// lingered reports what a lingering close shows: the server acknowledged
+// the request, sent no RST, and its FIN reached the LB after the request.
+func (w *wireClose) lingered() bool {
+	t := w.finArrived()
+	return w.req != nil && w.ack != nil && w.rst == nil && !t.IsZero() && t.After(w.req.When())
 }
 
 func readWireClose(e *scenario.Evidence, lb, server netip.AddrPort) wireClose {
@@ -136,11 +156,23 @@ func readWireClose(e *scenario.Evidence, lb, server netip.AddrPort) wireClose {
 	}
 	for i := range pkts {
 		p := &pkts[i]
-		if p.Flags&packet.RST == 0 {
-			continue
+		if w.first.IsZero() || p.When().Before(w.first) {
+			w.first = p.When()
 		}
+		for _, t := range []time.Time{p.When(), p.Out} {
+			if t.After(w.last) {
+				w.last = t
+			}
+		}
+		fromServer := report.SameEnd(p.Src, server)
+		afterReq := w.req != nil && !p.When().Before(w.req.When())
 		switch {
-		case report.SameEnd(p.Src, server) && w.rst == nil && w.req != nil && !p.When().Before(w.req.When()):
+		case p.Flags&packet.RST == 0:
+			if fromServer && afterReq && w.ack == nil && p.Flags&packet.ACK != 0 &&
+				int32(p.Ack-(w.req.Seq+uint32(w.req.Len))) >= 0 {
+				w.ack = p
+			}
+		case fromServer && w.rst == nil && afterReq:
 			w.rst = p
 		case report.SameEnd(p.Src, lb) && w.lbRST == nil:
 			w.lbRST = p
