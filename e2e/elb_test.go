@@ -5,21 +5,27 @@ package e2e
 // end: `faultbox scenario run elb-keepalive-race` and `elb-early-response`
 // through the CLI (exit status and verdict.json), then direct checks on the
 // access logs of the `faultbox proxy` instances the runs left in their
-// report directories. Each scenario runs its arms side by side in one lab,
-// one port per arm:
+// report directories, and on their captures. Each scenario runs its arms
+// side by side in one lab, one port per arm:
 //
 //	elb-keepalive-race  8601 aimed, blind LB       8602 aimed, checking LB
 //	                    8603 ... FIN held           8604 aimed past the window
 //	                    8605 unaimed, low rate      8606 LB idle timeout below the server's
+//	                    8607 as 8603, in front of Apache instead of faultbox serve
 //	elb-early-response  8611 hop_by_hop: buggy      8612 hop_by_hop: correct
 
 import (
+	"net/netip"
+	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/faultbox/faultbox/internal/packet"
+	"github.com/faultbox/faultbox/internal/report"
 )
 
 // elbLine is one request line of a `faultbox proxy` access log.
@@ -150,6 +156,40 @@ func TestELB_KeepAliveRace(t *testing.T) {
 			t.Errorf("run %d: FIN held: %d/%d aimed requests got 504 (%d after a RST; %d, %d mistimed); want >= 90 %% of the rest, by RST",
 				i, f, n, rst, late, lbLate)
 		}
+		// Issue 17: what each kind of server does with the request that
+		// crosses its held FIN. faultbox serve closes fully, as Go
+		// net/http does: its kernel resets the request and the LB reads
+		// ECONNRESET. Apache 2.4 closes with a lingering close: it ACKs
+		// and discards the request, sends no RST, and the LB reads EOF
+		// when the held FIN arrives. From the LB's access log and from the
+		// capture, apart from the verdict.
+		n, f, _ = elbTally(held, aimed)
+		reset, _, _ := elbTally(held, failedWith("connection reset by peer"))
+		wantKind(t, i, "faultbox serve", lateRequests(t, r.Dir, 8603), n, f, reset, fullClose)
+		apache := accessLog(t, r.Dir, 8607)
+		n, f, med = elbTally(apache, aimed)
+		late, _, _ = elbTally(apache, serverLate)
+		lbLate, _, _ = elbTally(apache, onNewConn)
+		eof, _, _ := elbTally(apache, failedWith(": EOF"))
+		t.Logf("run %d: Apache, aimed, checking LB, server FIN held: %d/%d got 504 (%.0f %%), %d with EOF, %d answered late, %d sent on a new connection, median backend time %.2f ms",
+			i, f, n, pct(f, n), eof, late, lbLate, med)
+		if rest := n - late - lbLate; n < 10 || 2*rest <= n || float64(f) < 0.9*float64(rest) {
+			t.Errorf("run %d: Apache, FIN held: %d/%d aimed requests got 504 (%d, %d mistimed); want >= 90 %% of the rest", i, f, n, late, lbLate)
+		}
+		wantKind(t, i, "Apache", lateRequests(t, r.Dir, 8607), n, f, eof, lingeringClose)
+		if !timelineHas(r, "[:8607] ACKs the request and sends no RST") || !timelineHas(r, "[:8607] the held FIN reaches the LB, the LB reads EOF") {
+			t.Errorf("run %d: the timeline does not tell Apache's ACK and the LB's EOF", i)
+		}
+		page, err := os.ReadFile(filepath.Join(r.Dir, "report.html"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mark := range []string{"RST: ECONNRESET at the LB", "ACKed, no RST: read and discarded"} {
+			if !strings.Contains(string(page), `data-mark="`+mark+`"`) {
+				t.Errorf("run %d: the ladder does not highlight %q", i, mark)
+			}
+		}
+
 		// The checking LB with the FIN on time (8602) or held less than
 		// the aim offset (8604) finds it in at the aim point.
 		wantFINNoticed(t, i, "aimed, checking LB, FIN on time", accessLog(t, r.Dir, 8602))
@@ -186,6 +226,98 @@ func TestELB_KeepAliveRace(t *testing.T) {
 		if !timelineHas(r, "which is still on its way") || !timelineHas(r, "the held FIN reaches the LB, after the RST") {
 			t.Errorf("run %d: the timeline does not show a request crossing the held FIN and the RST overtaking it", i)
 		}
+	}
+}
+
+// failedWith: an aimed request the LB answered 504 after an error ending
+// in or containing what.
+func failedWith(what string) func(elbLine) bool {
+	return func(l elbLine) bool { return l.Aimed && l.Outcome == "504" && strings.Contains(l.Error, what) }
+}
+
+// lateTally is what the capture shows of the connections to one port on
+// which the LB sent a request after the server's FIN had left the server.
+type lateTally struct {
+	late     int // such connections
+	reset    int // the server answered the request with a RST
+	lingered int // the server ACKed it, sent no RST, and its FIN reached the LB after it
+}
+
+// lateRequests reads the run's capture for port.
+func lateRequests(t *testing.T, dir string, port uint16) lateTally {
+	t.Helper()
+	c, err := report.ReadCapture(filepath.Join(dir, "capture.pcapng"), report.Filter{Ports: []uint16{port}})
+	if err != nil {
+		t.Fatalf("reading the capture: %v", err)
+	}
+	type conn struct{ fin, req, rst, ack *report.Packet }
+	conns := map[netip.AddrPort]*conn{} // by the LB's end
+	var order []*conn
+	for i := range c.Packets {
+		p := &c.Packets[i]
+		fromServer := p.Src.Port() == port
+		lb := p.Src
+		if fromServer {
+			lb = p.Dst
+		}
+		lb = netip.AddrPortFrom(lb.Addr().Unmap(), lb.Port())
+		cn := conns[lb]
+		if cn == nil || !fromServer && p.Flags&packet.SYN != 0 { // a new connection, maybe on a reused port
+			cn = &conn{}
+			conns[lb] = cn
+			order = append(order, cn)
+		}
+		switch {
+		case fromServer && p.Flags&packet.FIN != 0 && cn.fin == nil:
+			cn.fin = p
+		case !fromServer && p.Len > 0 && cn.fin != nil && p.When().After(cn.fin.When()):
+			cn.req = p
+		case fromServer && cn.req != nil && p.Flags&packet.RST != 0 && cn.rst == nil:
+			cn.rst = p
+		case fromServer && cn.req != nil && cn.ack == nil && p.Flags&packet.ACK != 0 && int32(p.Ack-(cn.req.Seq+uint32(cn.req.Len))) >= 0:
+			cn.ack = p
+		}
+	}
+	var lt lateTally
+	for _, cn := range order {
+		if cn.req == nil {
+			continue
+		}
+		lt.late++
+		switch {
+		case cn.rst != nil:
+			lt.reset++
+		case cn.ack != nil && !cn.fin.Out.IsZero() && cn.fin.Out.After(cn.req.When()):
+			lt.lingered++
+		}
+	}
+	return lt
+}
+
+// Kinds of server, by how they end an idle keep-alive connection.
+const (
+	fullClose      = "full close"
+	lingeringClose = "lingering close"
+)
+
+// wantKind checks one kind of server's arm: of its n aimed requests f got
+// 504, lbErr of them with the LB error the kind gives (ECONNRESET, EOF);
+// on the wire, every late request shows the kind's answer and none the
+// other's.
+func wantKind(t *testing.T, i int, server string, lt lateTally, n, f, lbErr int, kind string) {
+	t.Helper()
+	shown, other := lt.reset, lt.lingered
+	if kind == lingeringClose {
+		shown, other = lt.lingered, lt.reset
+	}
+	t.Logf("run %d: %s (%s): %d/%d aimed requests got 504, %d of them with the LB's error for this kind; capture: %d late requests, %d reset by the server, %d ACKed without a RST before the FIN arrived",
+		i, server, kind, f, n, lbErr, lt.late, lt.reset, lt.lingered)
+	if f == 0 || float64(lbErr) < 0.9*float64(f) {
+		t.Errorf("run %d: %s: %d of %d 504s with the LB error of a %s; want >= 90 %%", i, server, lbErr, f, kind)
+	}
+	if lt.late < 10 || float64(shown) < 0.9*float64(lt.late) || other != 0 {
+		t.Errorf("run %d: %s: of %d late requests on the wire, %d show a %s and %d the other kind; want >= 10, >= 90 %% and 0",
+			i, server, lt.late, shown, kind, other)
 	}
 }
 
@@ -274,6 +406,7 @@ func TestELB_FaultOffSaysNotReproduced(t *testing.T) {
 				t.Errorf("run %d: fault off, yet the verdict does not say the FIN was not held: %s", i, r.Verdict.Reason)
 			}
 			wantFINNoticed(t, i, "fault off: aimed, checking LB, FIN not held", accessLog(t, r.Dir, 8603))
+			wantFINNoticed(t, i, "fault off: Apache, aimed, checking LB, FIN not held", accessLog(t, r.Dir, 8607))
 		}},
 		{"elb-early-response", func(t *testing.T, i int, r scenarioRun) {
 			// 8611 runs hop_by_hop: correct as well.
