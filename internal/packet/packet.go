@@ -291,23 +291,9 @@ func (p *Parsed) TCPOptions() []byte {
 
 // WindowScale returns the window-scale shift a SYN advertises, or -1.
 func (p *Parsed) WindowScale() int {
-	opts := p.TCPOptions()
-	for i := 0; i < len(opts); {
-		switch opts[i] {
-		case 0:
-			return -1
-		case 1:
-			i++
-			continue
-		}
-		if i+1 >= len(opts) || opts[i+1] < 2 {
-			return -1
-		}
-		l := int(opts[i+1])
-		if opts[i] == 3 && l == 3 && i+2 < len(opts) {
-			return int(opts[i+2])
-		}
-		i += l
+	off, n, ok := p.TCPOption(OptWindowScale)
+	if !ok || n != 3 {
+		return -1
 	}
-	return -1
+	return int(p.Buf[off+2])
 }

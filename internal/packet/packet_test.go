@@ -185,6 +185,10 @@ func FuzzDecode(f *testing.F) {
 		p.Decode(b)
 		_ = p.Payload()
 		_ = p.WindowScale()
+		_ = p.HasFastOpen()
+		if off, n, ok := p.TCPOption(OptSACK); ok && (off < p.L4Off+20 || off+n > p.PayloadOff) {
+			t.Fatalf("option at %d+%d outside the TCP options %d-%d", off, n, p.L4Off+20, p.PayloadOff)
+		}
 		_ = p.SeqLen()
 		if p.Malformed == OK && p.Version != 0 {
 			c := append([]byte(nil), p.Buf...)
