@@ -33,6 +33,7 @@ var fuzzParams = map[string][]string{
 	"loss":            {"p: 0.3", "model: gilbert-elliott\np: 0.2\nr: 0.3\nh: 0.5\nk: 0.9"},
 	"outage":          {"every: 1s\nduration: 300ms", "mean_interval: 500ms\nmean_duration: 100ms\nmode: hold"},
 	"rate":            {"rate: 1mbit", "rate: 100kbit\nlimit: 3kb\noverhead: 14"},
+	"seq-randomize":   {"", "side: client\nrewrite_sack: true", "offset: 3000\nrewrite_sack: true"},
 	"reorder":         {"p: 0.3\ndelay: 10ms", "p: 1\ngap: 3\ndelay: 5ms"},
 	"reset": {"trigger: bytes\nafter_bytes: 100\nto: both", "trigger: regex\npattern: '^GET'\ndrop: true",
 		"trigger: time\nafter: 10ms\nto: client", "trigger: client-fin"},
@@ -237,7 +238,10 @@ func FuzzBehaviors(f *testing.F) {
 
 // seedConnections are small built-in seeds (the corpus in testdata/fuzz
 // holds the real captures): a TCP connection over IPv4 with data and a
-// FIN handshake, and the same over IPv6.
+// FIN handshake, the same over IPv6, and one with the options the
+// option-rewriting behaviors act on (an ECN-setup SYN with window scale
+// and a Fast Open cookie and data, its plain retransmission, a SYN-ACK
+// with window scale, ACKs with SACK blocks).
 func seedConnections() [][]byte {
 	var out [][]byte
 	for _, c := range [][2]string{{"198.18.0.1", "198.18.0.2"}, {"2001:db8::1", "2001:db8::2"}} {
@@ -256,5 +260,18 @@ func seedConnections() [][]byte {
 		add(250, k.Seg(true, packet.ACK|packet.PSH, []byte("late")))
 		out = append(out, b)
 	}
+	k := behaviors.NewTestConn(netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2"), 1000, 0xfffffff0)
+	var b []byte
+	add := func(step uint8, pkt []byte) { b = fuzzframe.Append(b, step, 0, nil, pkt) }
+	tfo := append(behaviors.SYNOptions(7), packet.OptFastOpen, 10, 1, 2, 3, 4, 5, 6, 7, 8)
+	add(0, behaviors.WithOptions(k.Seg(true, packet.SYN|packet.ECE|packet.CWR, []byte("GET / HTTP/1.1\r\n\r\n")), tfo...))
+	k = behaviors.NewTestConn(netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2"), 1000, 0xfffffff0)
+	add(100, behaviors.WithOptions(k.Seg(true, packet.SYN, nil), behaviors.SYNOptions(7)...))
+	add(10, behaviors.WithOptions(k.Seg(false, packet.SYN|packet.ACK, nil), behaviors.SYNOptions(10)...))
+	add(10, k.Seg(true, packet.ACK, nil))
+	add(1, k.Seg(false, packet.ACK, bytes.Repeat([]byte("x"), 1000)))
+	add(1, behaviors.WithOptions(k.Seg(true, packet.ACK, nil), behaviors.SACKOption(2000, 3000, 5, 6)...))
+	add(1, behaviors.WithOptions(k.Seg(true, packet.ACK, nil), packet.OptSACK, 7, 1, 2, 3, 4, 5))
+	out = append(out, b)
 	return out
 }
