@@ -37,11 +37,12 @@ var fuzzParams = map[string][]string{
 	"reorder":         {"p: 0.3\ndelay: 10ms", "p: 1\ngap: 3\ndelay: 5ms"},
 	"reset": {"trigger: bytes\nafter_bytes: 100\nto: both", "trigger: regex\npattern: '^GET'\ndrop: true",
 		"trigger: time\nafter: 10ms\nto: client", "trigger: client-fin"},
-	"syn-drop":    {"", "probability: 0.5", "count: 1"},
-	"synack-drop": {"", "count: 1"},
-	"ack-drop":    {"", "all_bare_acks: true\nprobability: 0.5"},
-	"trace":       {"opportunities: [1, 1, 3, 7, 10]", "opportunities: [0, 2]\nmtu: 100"},
-	"vanish":      {"", "trigger: bytes\nafter_bytes: 1\nalso_server: true"},
+	"syn-drop":      {"", "probability: 0.5", "count: 1"},
+	"synack-drop":   {"", "count: 1"},
+	"ack-drop":      {"", "all_bare_acks: true\nprobability: 0.5"},
+	"trace":         {"opportunities: [1, 1, 3, 7, 10]", "opportunities: [0, 2]\nmtu: 100"},
+	"vanish":        {"", "trigger: bytes\nafter_bytes: 1\nalso_server: true"},
+	"wscale-mangle": {"", "mode: strip\non: syn", "shift: 14"},
 }
 
 // fuzzProfiles parses, once, one single-behavior profile per registered
