@@ -26,6 +26,7 @@ var fuzzParams = map[string][]string{
 	"delay": {"delay: 10ms\njitter: 5ms", "delay: 50ms\njitter: 40ms\ndistribution: pareto\ncorrelation: 0.5",
 		"delay: 20ms\njitter: 20ms\ndistribution: normal\nreorder: true", "delay: 1ms\njitter: 1ms\ndistribution: paretonormal"},
 	"drop":            {"probability: 0.3", "count: 2"},
+	"ecn-syn-drop":    {""},
 	"duplicate":       {"p: 0.5", "p: 1"},
 	"fin-delay":       {"delay: 100ms"},
 	"hold-first-data": {"hold: 200ms"},
