@@ -39,6 +39,7 @@ var fuzzParams = map[string][]string{
 	"reset": {"trigger: bytes\nafter_bytes: 100\nto: both", "trigger: regex\npattern: '^GET'\ndrop: true",
 		"trigger: time\nafter: 10ms\nto: client", "trigger: client-fin"},
 	"syn-drop":      {"", "probability: 0.5", "count: 1"},
+	"tfo-drop":      {"", "drop: [data, option]\nflow: true"},
 	"synack-drop":   {"", "count: 1"},
 	"ack-drop":      {"", "all_bare_acks: true\nprobability: 0.5"},
 	"trace":         {"opportunities: [1, 1, 3, 7, 10]", "opportunities: [0, 2]\nmtu: 100"},
