@@ -57,26 +57,32 @@ func (l *KernelLog) Write(event string, fields map[string]any) error {
 	return err
 }
 
-// Netstat reads the host's /proc/net/netstat and logs the TcpExt counters
-// named (e.g. "TCPDeferAcceptDrop") as event "netstat" with label (e.g.
-// "start", "end"); Evidence.NetstatDelta reads them back.
+// Netstat reads the host's /proc/net/netstat and /proc/net/snmp and logs
+// the counters named as event "netstat" with label (e.g. "start", "end");
+// Evidence.NetstatDelta reads them back. A bare name is a TcpExt counter
+// ("TCPDeferAcceptDrop"); a dotted one names its group ("Tcp.RetransSegs").
 func (l *KernelLog) Netstat(label string, counters []string) error {
-	r, err := l.c.Exec(l.host, 3*time.Second, "cat", "/proc/net/netstat")
+	r, err := l.c.Exec(l.host, 3*time.Second, "cat", "/proc/net/netstat", "/proc/net/snmp")
 	if err != nil {
-		return fmt.Errorf("reading /proc/net/netstat in %s: %w", l.host, err)
+		return fmt.Errorf("reading /proc/net/netstat and snmp in %s: %w", l.host, err)
 	}
 	all := parseNetstat(r.Stdout)
 	fields := map[string]any{"label": label, "host": l.host}
 	for _, k := range counters {
-		if v, ok := all["TcpExt."+k]; ok {
+		full := k
+		if !strings.Contains(k, ".") {
+			full = "TcpExt." + k
+		}
+		if v, ok := all[full]; ok {
 			fields[k] = v
 		}
 	}
 	return l.Write("netstat", fields)
 }
 
-// parseNetstat reads /proc/net/netstat: pairs of "Group: names" and
-// "Group: values" lines, into "Group.Name" → value.
+// parseNetstat reads /proc/net/netstat or /proc/net/snmp (or both, one
+// after the other): pairs of "Group: names" and "Group: values" lines,
+// into "Group.Name" → value.
 func parseNetstat(s string) map[string]int64 {
 	out := map[string]int64{}
 	lines := strings.Split(s, "\n")
