@@ -26,6 +26,9 @@ const (
 	tiRetransmits   = 2
 	tiProbes        = 3
 	tiBackoff       = 4
+	tiOptions       = 5
+	tiWScales       = 6 // snd_wscale in the low 4 bits, rcv_wscale in the high 4
+	tiFastOpenFail  = 7 // bits 1-2; bit 0 is delivery_rate_app_limited
 	tiRTO           = 8 // µs
 	tiUnacked       = 24
 	tiLost          = 32
@@ -40,6 +43,10 @@ const (
 	tiBytesAcked    = 120 // u64, since Linux 4.1
 	tiBytesReceived = 128 // u64
 	tiMinRTT        = 148 // µs, since Linux 4.6
+	tiRwndLimited   = 176 // u64 µs, since Linux 4.10
+	tiBytesRetrans  = 208 // u64, since Linux 4.19
+	tiSndWnd        = 228 // since Linux 5.4
+	tiRcvWnd        = 232 // since Linux 6.1
 )
 
 var ne = binary.NativeEndian
@@ -170,6 +177,14 @@ func parseTCPInfo(s *Socket, b []byte) {
 	if v := u32at(b, tiMinRTT); v != ^uint32(0) { // ~0: no sample yet
 		s.MinRTT = us(v)
 	}
+	s.Options = u8at(b, tiOptions)
+	w := u8at(b, tiWScales)
+	s.SndWScale, s.RcvWScale = w&0x0f, w>>4
+	s.FastOpenClientFail = u8at(b, tiFastOpenFail) >> 1 & 0x3
+	s.RwndLimited = time.Duration(u64at(b, tiRwndLimited)) * time.Microsecond
+	s.BytesRetrans = u64at(b, tiBytesRetrans)
+	s.SndWnd = u32at(b, tiSndWnd)
+	s.RcvWnd = u32at(b, tiRcvWnd)
 }
 
 func u8at(b []byte, off int) uint8 {

@@ -79,6 +79,7 @@ var (
 		Retransmits: 3, Probes: 2, Backoff: 4, Rto: 1632000, Unacked: 5, Lost: 6, Retrans: 7,
 		Last_data_sent: 336, Last_data_recv: 2120, Last_ack_recv: 2119, Rtt: 18, Rttvar: 9,
 		Snd_cwnd: 10, Total_retrans: 11, Bytes_acked: 1 << 40, Bytes_received: 12345, Min_rtt: 17,
+		Options: OptSACK | OptWScale | OptSYNData, Rwnd_limited: 1500, Bytes_retrans: 2896, Snd_wnd: 64, Rcv_wnd: 65536,
 	}
 )
 
@@ -92,6 +93,8 @@ func v4Want() Socket {
 		Cwnd: 10, Unacked: 5, Lost: 6, RetransOut: 7, TotalRetrans: 11,
 		LastDataSent: 336 * time.Millisecond, LastDataRecv: 2120 * time.Millisecond,
 		LastAckRecv: 2119 * time.Millisecond, BytesAcked: 1 << 40, BytesReceived: 12345,
+		Options: OptSACK | OptWScale | OptSYNData, SndWScale: 7, RcvWScale: 10, FastOpenClientFail: TFOSYNRetransmitted,
+		RwndLimited: 1500 * time.Microsecond, BytesRetrans: 2896, SndWnd: 64, RcvWnd: 65536,
 	}
 }
 
@@ -99,7 +102,11 @@ func v4Payload() []byte {
 	info := v4Info
 	b := v4Sock.bytes()
 	b = append(b, attr(8, []byte{1})...) // INET_DIAG_SHUTDOWN: skipped
-	return append(b, attr(inetDiagInfo, tcpInfoBytes(&info))...)
+	ti := tcpInfoBytes(&info)
+	// The bitfield bytes x/sys leaves out: snd_wscale 7, rcv_wscale 10;
+	// delivery_rate_app_limited 1, fastopen_client_fail 3.
+	ti[tiWScales], ti[tiFastOpenFail] = 10<<4|7, 3<<1|1
+	return append(b, attr(inetDiagInfo, ti)...)
 }
 
 func TestTCPInfoOffsets_MatchUAPIStruct(t *testing.T) {
@@ -125,6 +132,11 @@ func TestTCPInfoOffsets_MatchUAPIStruct(t *testing.T) {
 		{"bytes_acked", tiBytesAcked, unsafe.Offsetof(ti.Bytes_acked)},
 		{"bytes_received", tiBytesReceived, unsafe.Offsetof(ti.Bytes_received)},
 		{"min_rtt", tiMinRTT, unsafe.Offsetof(ti.Min_rtt)},
+		{"options", tiOptions, unsafe.Offsetof(ti.Options)},
+		{"rwnd_limited", tiRwndLimited, unsafe.Offsetof(ti.Rwnd_limited)},
+		{"bytes_retrans", tiBytesRetrans, unsafe.Offsetof(ti.Bytes_retrans)},
+		{"snd_wnd", tiSndWnd, unsafe.Offsetof(ti.Snd_wnd)},
+		{"rcv_wnd", tiRcvWnd, unsafe.Offsetof(ti.Rcv_wnd)},
 	} {
 		if c.got != c.want {
 			t.Errorf("tcp_info %s at %d, want %d", c.name, c.got, c.want)
@@ -164,6 +176,8 @@ func TestParseMessage_OlderKernelShortTCPInfo(t *testing.T) {
 	}
 	want := v4Want()
 	want.BytesAcked, want.BytesReceived, want.MinRTT = 0, 0, 0
+	want.RwndLimited, want.BytesRetrans, want.SndWnd, want.RcvWnd = 0, 0, 0, 0
+	want.SndWScale, want.RcvWScale, want.FastOpenClientFail = 0, 0, 0 // bitfields this payload leaves zero
 	if got != want {
 		t.Errorf("got  %+v\nwant %+v", got, want)
 	}

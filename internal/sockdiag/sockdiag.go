@@ -154,7 +154,38 @@ type Socket struct {
 	LastAckRecv   time.Duration `json:"last_ack_recv_ns"`
 	BytesAcked    uint64        `json:"bytes_acked"`
 	BytesReceived uint64        `json:"bytes_received"`
+
+	// What the handshake negotiated and how the windows went: options
+	// (TCPI_OPT_* bits), the window scales (valid with OptWScale), the
+	// peer's and our advertised windows after scaling, time the sender
+	// was held by the peer's window, bytes retransmitted, and why an
+	// active Fast Open failed (the TFO* reasons; 0 when it did not).
+	Options            uint8         `json:"options"`
+	SndWScale          uint8         `json:"snd_wscale"` // the peer's shift, applied to the windows it advertises
+	RcvWScale          uint8         `json:"rcv_wscale"` // ours
+	SndWnd             uint32        `json:"snd_wnd"`    // since Linux 5.4
+	RcvWnd             uint32        `json:"rcv_wnd"`    // since Linux 6.1
+	RwndLimited        time.Duration `json:"rwnd_limited_ns"`
+	BytesRetrans       uint64        `json:"bytes_retrans"`
+	FastOpenClientFail uint8         `json:"fastopen_client_fail"`
 }
+
+// TCPI_OPT_* bits of Socket.Options (include/uapi/linux/tcp.h).
+const (
+	OptTimestamps = 1
+	OptSACK       = 2
+	OptWScale     = 4
+	OptECN        = 8  // ECN was negotiated in the handshake
+	OptECNSeen    = 16 // a packet with ECT was received
+	OptSYNData    = 32 // the SYN's data was acknowledged (active Fast Open)
+)
+
+// Reasons of Socket.FastOpenClientFail (enum tfo_client_fail).
+const (
+	TFOCookieUnavailable = 1 // no cookie was cached: a cookie request went out
+	TFODataNotAcked      = 2 // the SYN-ACK acknowledged the SYN but not its data
+	TFOSYNRetransmitted  = 3 // the SYN timed out and was sent again without data
+)
 
 // Key is a socket's 4-tuple, seen from its own side.
 type Key struct {

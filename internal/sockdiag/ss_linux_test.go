@@ -2,6 +2,7 @@ package sockdiag
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"os/exec"
 	"regexp"
@@ -19,11 +20,15 @@ type ssSocket struct {
 	recvQ, sendQ uint32
 	timer        string        // "" when ss prints no timer
 	rtt          time.Duration // -1 when ss prints none
+	wscale       string        // "snd,rcv" as ss prints it; "" when it prints none
+	sndWnd       int64         // -1 when ss prints none
 }
 
 var (
 	ssTimerRE = regexp.MustCompile(`timer:\((\w+),`)
 	ssRTTRE   = regexp.MustCompile(`(?:^|\s)rtt:([\d.]+)/`)
+	ssWScRE   = regexp.MustCompile(`(?:^|\s)wscale:(\d+,\d+)`)
+	ssSndWnd  = regexp.MustCompile(`(?:^|\s)snd_wnd:(\d+)`)
 )
 
 // parseSS reads `ss -tanoi`: a socket line (state, queues, local, peer,
@@ -42,6 +47,12 @@ func parseSS(t *testing.T, out string) map[Key]*ssSocket {
 					ms, _ := strconv.ParseFloat(m[1], 64)
 					cur.rtt = time.Duration(ms * float64(time.Millisecond))
 				}
+				if m := ssWScRE.FindStringSubmatch(line); m != nil {
+					cur.wscale = m[1]
+				}
+				if m := ssSndWnd.FindStringSubmatch(line); m != nil {
+					cur.sndWnd, _ = strconv.ParseInt(m[1], 10, 64)
+				}
 			}
 			continue
 		}
@@ -56,7 +67,7 @@ func parseSS(t *testing.T, out string) map[Key]*ssSocket {
 		if err1 != nil || err2 != nil || err3 != nil || err4 != nil {
 			t.Fatalf("ss line %q: %v %v %v %v", line, err1, err2, err3, err4)
 		}
-		cur = &ssSocket{state: f[0], recvQ: uint32(rq), sendQ: uint32(sq), rtt: -1}
+		cur = &ssSocket{state: f[0], recvQ: uint32(rq), sendQ: uint32(sq), rtt: -1, sndWnd: -1}
 		if m := ssTimerRE.FindStringSubmatch(line); m != nil {
 			cur.timer = m[1]
 		}
@@ -122,6 +133,14 @@ func TestDump_AgreesWithSS_Linux(t *testing.T) {
 		}
 		if s.State != Listen && o.rtt < 0 {
 			t.Errorf("%s: ss shows no rtt", s.Key())
+		}
+		if s.State != Listen {
+			if got := fmt.Sprintf("%d,%d", s.SndWScale, s.RcvWScale); s.Options&OptWScale == 0 || o.wscale != got {
+				t.Errorf("%s: window scales %s (options %#x), ss %q", s.Key(), got, s.Options, o.wscale)
+			}
+			if o.sndWnd >= 0 && int64(s.SndWnd) != o.sndWnd {
+				t.Errorf("%s: snd_wnd %d, ss %d", s.Key(), s.SndWnd, o.sndWnd)
+			}
 		}
 	}
 	t.Logf("ss -tanoi:\n%s", out)
