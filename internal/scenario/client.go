@@ -79,9 +79,15 @@ func (r *ClientResult) SetErr(err error) {
 // closed by the runner at the end if Drive did not. TCP keep-alive probes
 // are off: they would change what the scenarios show.
 func (c *Context) Dial(host, addr string, timeout time.Duration) (*net.TCPConn, error) {
+	return c.DialControl(host, addr, timeout, nil)
+}
+
+// DialControl is Dial with control run on the socket before it connects
+// (net.Dialer.Control), to set options such as TCP_FASTOPEN_CONNECT.
+func (c *Context) DialControl(host, addr string, timeout time.Duration, control func(network, address string, rc syscall.RawConn) error) (*net.TCPConn, error) {
 	var conn net.Conn
 	err := netns.Do(filepath.Join("/run/netns", c.Namespace(host)), func() error {
-		d := net.Dialer{Timeout: timeout, KeepAlive: -1}
+		d := net.Dialer{Timeout: timeout, KeepAlive: -1, Control: control}
 		var err error
 		conn, err = d.DialContext(c.ctx, "tcp", addr)
 		return err
