@@ -96,5 +96,27 @@ func (s *Synth) ProxyLine(t testing.TB, name string, d time.Duration, v any) {
 	s.Evidence.Logs[name] = append(s.Evidence.Logs[name], scenario.LogEvent{At: s.At(d), Raw: raw})
 }
 
+// Kernel adds a line of the kernel log name (scenario.KernelLog) at d:
+// event with fields, read back as the run reads the file (numbers become
+// float64).
+func (s *Synth) Kernel(t testing.TB, name string, d time.Duration, event string, fields map[string]any) {
+	t.Helper()
+	m := map[string]any{"event": event}
+	for k, v := range fields {
+		m[k] = v
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raw map[string]any
+	if err := json.Unmarshal(b, &raw); err != nil {
+		t.Fatal(err)
+	}
+	ev := scenario.LogEvent{At: s.At(d), Raw: raw}
+	ev.Event.Event = event
+	s.Evidence.Logs[name] = append(s.Evidence.Logs[name], ev)
+}
+
 // Stamp renders t as the logs write times.
 func Stamp(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
