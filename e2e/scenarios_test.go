@@ -321,13 +321,35 @@ func TestScenario_LingeringClose(t *testing.T) {
 	}
 }
 
+// TestScenario_SACKSeqRandomization: untranslated SACK blocks behind a
+// randomizing box collapse a lossy download; the translating box and the
+// client without SACK do not.
+func TestScenario_SACKSeqRandomization(t *testing.T) {
+	t.Parallel()
+	for i := range repeat(t) {
+		r := mustReproduce(t, "sack-seq-randomization")
+		if o, why := runNamed(r, "SACK blocks left"); o != "reproduced" || !strings.Contains(why, "SACK blocks discarded") {
+			t.Errorf("run %d: SACK blocks left: %s: %s", i, o, why)
+		}
+		for _, arm := range []string{"SACK blocks translated", "tcp_sack=0 on the client"} {
+			if o, why := runNamed(r, arm); o != "not reproduced" {
+				t.Errorf("run %d: %s: %s: %s", i, arm, o, why)
+			}
+		}
+		if r.Verdict.Sysctls["client: net.ipv4.tcp_sack"] != "0" {
+			t.Errorf("run %d: sysctls %v: tcp_sack=0 not recorded", i, r.Verdict.Sysctls)
+		}
+	}
+}
+
 // TestScenario_FaultOffSaysNotReproduced: the same scenarios with their
 // fault off (--fault=false) must say "not reproduced" and exit 1: a
-// device fault (nat-idle: passthrough) and a server fault
-// (lingering-close: both servers linger).
+// device fault (nat-idle: passthrough), a server fault (lingering-close:
+// both servers linger), and a device that breaks a TCP extension
+// (passthrough: no mangling, no loss).
 func TestScenario_FaultOffSaysNotReproduced(t *testing.T) {
 	t.Parallel()
-	for _, name := range []string{"nat-idle", "lingering-close"} {
+	for _, name := range []string{"nat-idle", "lingering-close", "sack-seq-randomization"} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			for range repeat(t) {

@@ -9,4 +9,5 @@ import (
 	_ "github.com/faultbox/faultbox/internal/scenario/deferaccept"
 	_ "github.com/faultbox/faultbox/internal/scenario/elb"
 	_ "github.com/faultbox/faultbox/internal/scenario/idle"
+	_ "github.com/faultbox/faultbox/internal/scenario/tcpext"
 )
