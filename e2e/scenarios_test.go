@@ -342,14 +342,31 @@ func TestScenario_SACKSeqRandomization(t *testing.T) {
 	}
 }
 
+// TestScenario_WindowScaleMangling: a SYN-ACK whose window scale is
+// rewritten or stripped leaves the client's upload crawling.
+func TestScenario_WindowScaleMangling(t *testing.T) {
+	t.Parallel()
+	for i := range repeat(t) {
+		r := mustReproduce(t, "window-scale-mangling")
+		if o, why := runNamed(r, "clean path"); o != "not reproduced" {
+			t.Errorf("run %d: clean path: %s: %s", i, o, why)
+		}
+		for _, arm := range []string{"SYN-ACK shift rewritten to 0", "SYN-ACK option stripped"} {
+			if o, why := runNamed(r, arm); o != "reproduced" || !strings.Contains(why, "SYN-ACK mangled") {
+				t.Errorf("run %d: %s: %s: %s", i, arm, o, why)
+			}
+		}
+	}
+}
+
 // TestScenario_FaultOffSaysNotReproduced: the same scenarios with their
 // fault off (--fault=false) must say "not reproduced" and exit 1: a
 // device fault (nat-idle: passthrough), a server fault (lingering-close:
-// both servers linger), and a device that breaks a TCP extension
+// both servers linger), and devices that break TCP's extensions
 // (passthrough: no mangling, no loss).
 func TestScenario_FaultOffSaysNotReproduced(t *testing.T) {
 	t.Parallel()
-	for _, name := range []string{"nat-idle", "lingering-close", "sack-seq-randomization"} {
+	for _, name := range []string{"nat-idle", "lingering-close", "sack-seq-randomization", "window-scale-mangling"} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			for range repeat(t) {
