@@ -359,14 +359,34 @@ func TestScenario_WindowScaleMangling(t *testing.T) {
 	}
 }
 
+// TestScenario_ECNBlackhole: dropped ECN-setup SYNs cost a SYN timeout
+// with the fallback and the connection without it.
+func TestScenario_ECNBlackhole(t *testing.T) {
+	t.Parallel()
+	for i := range repeat(t) {
+		r := mustReproduce(t, "ecn-blackhole")
+		if o, why := runNamed(r, "ECN requested"); o != "reproduced" || !strings.Contains(why, "without ECE and CWR") {
+			t.Errorf("run %d: ECN requested: %s: %s", i, o, why)
+		}
+		if o, why := runNamed(r, "ECN requested, fallback off"); o != "reproduced" || !strings.Contains(why, "never connected") {
+			t.Errorf("run %d: fallback off: %s: %s", i, o, why)
+		}
+		for _, arm := range []string{"ECN requested, clean path", "ECN not requested (default)"} {
+			if o, why := runNamed(r, arm); o != "not reproduced" {
+				t.Errorf("run %d: %s: %s: %s", i, arm, o, why)
+			}
+		}
+	}
+}
+
 // TestScenario_FaultOffSaysNotReproduced: the same scenarios with their
 // fault off (--fault=false) must say "not reproduced" and exit 1: a
 // device fault (nat-idle: passthrough), a server fault (lingering-close:
-// both servers linger), and devices that break TCP's extensions
+// both servers linger), and the devices that break TCP's extensions
 // (passthrough: no mangling, no loss).
 func TestScenario_FaultOffSaysNotReproduced(t *testing.T) {
 	t.Parallel()
-	for _, name := range []string{"nat-idle", "lingering-close", "sack-seq-randomization", "window-scale-mangling"} {
+	for _, name := range []string{"nat-idle", "lingering-close", "sack-seq-randomization", "window-scale-mangling", "ecn-blackhole"} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			for range repeat(t) {
