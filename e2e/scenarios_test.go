@@ -379,6 +379,28 @@ func TestScenario_ECNBlackhole(t *testing.T) {
 	}
 }
 
+// TestScenario_TFOBlackhole: dropped Fast Open SYNs cost a SYN timeout
+// per connection; a black-holed connection hangs, and the kernel's
+// detection, when on, pauses Fast Open.
+func TestScenario_TFOBlackhole(t *testing.T) {
+	t.Parallel()
+	for i := range repeat(t) {
+		r := mustReproduce(t, "tfo-blackhole")
+		if o, why := runNamed(r, "clean path"); o != "not reproduced" {
+			t.Errorf("run %d: clean path: %s: %s", i, o, why)
+		}
+		if o, why := runNamed(r, "SYN-data dropped"); o != "reproduced" || !strings.Contains(why, "tried again every time") {
+			t.Errorf("run %d: SYN-data dropped: %s: %s", i, o, why)
+		}
+		if o, why := runNamed(r, "connection black-holed, detection on"); o != "reproduced" || !strings.Contains(why, "detected the black hole") {
+			t.Errorf("run %d: detection on: %s: %s", i, o, why)
+		}
+		if o, why := runNamed(r, "connection black-holed, detection off (default)"); o != "reproduced" || !strings.Contains(why, "no blackhole detection") {
+			t.Errorf("run %d: detection off: %s: %s", i, o, why)
+		}
+	}
+}
+
 // TestScenario_FaultOffSaysNotReproduced: the same scenarios with their
 // fault off (--fault=false) must say "not reproduced" and exit 1: a
 // device fault (nat-idle: passthrough), a server fault (lingering-close:
@@ -386,7 +408,7 @@ func TestScenario_ECNBlackhole(t *testing.T) {
 // (passthrough: no mangling, no loss).
 func TestScenario_FaultOffSaysNotReproduced(t *testing.T) {
 	t.Parallel()
-	for _, name := range []string{"nat-idle", "lingering-close", "sack-seq-randomization", "window-scale-mangling", "ecn-blackhole"} {
+	for _, name := range []string{"nat-idle", "lingering-close", "sack-seq-randomization", "window-scale-mangling", "ecn-blackhole", "tfo-blackhole"} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			for range repeat(t) {
