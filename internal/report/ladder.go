@@ -292,7 +292,10 @@ func markPackets(pkts []pktView, marks []Mark) int {
 }
 
 // selectShown marks at most limit packets to draw: notable ones first, then
-// those nearest to a notable one. It returns how many it marked.
+// those nearest to a notable one; among packets as near, those nearest to a
+// verdict's mark (when every packet is notable, as when a device rewrites
+// them all, this keeps the marks and what surrounds them). It returns how
+// many it marked.
 func selectShown(pkts []pktView, limit int) int {
 	if len(pkts) <= limit {
 		for i := range pkts {
@@ -316,15 +319,45 @@ func selectShown(pkts []pktView, limit int) int {
 		}
 		dist[i] = min(dist[i], last-i)
 	}
+	toMark := distanceToMark(pkts)
 	idx := make([]int, len(pkts))
 	for i := range idx {
 		idx[i] = i
 	}
-	slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(dist[a], dist[b]) })
+	slices.SortStableFunc(idx, func(a, b int) int {
+		return cmp.Or(cmp.Compare(dist[a], dist[b]), cmp.Compare(toMark[a], toMark[b]))
+	})
 	for _, i := range idx[:limit] {
 		pkts[i].show = true
 	}
 	return limit
+}
+
+// distanceToMark is, for each packet, how many packets away the nearest
+// marked one lies (1<<30 when none is marked).
+func distanceToMark(pkts []pktView) []int {
+	const far = 1 << 30
+	dist := make([]int, len(pkts))
+	last := -1
+	for i := range pkts {
+		if pkts[i].mark != "" {
+			last = i
+		}
+		dist[i] = far
+		if last >= 0 {
+			dist[i] = i - last
+		}
+	}
+	last = -1
+	for i := len(pkts) - 1; i >= 0; i-- {
+		if pkts[i].mark != "" {
+			last = i
+		}
+		if last >= 0 {
+			dist[i] = min(dist[i], last-i)
+		}
+	}
+	return dist
 }
 
 // offset formats t as seconds since base.

@@ -368,6 +368,48 @@ func TestWrite_LadderMarksHighlightPackets(t *testing.T) {
 	}
 }
 
+// When a device rewrote every packet (seq-randomize), every packet is
+// notable and the cap can keep only some: it keeps the marked ones and
+// their neighbours, not just the first packets of the capture.
+func TestWrite_LadderCapKeepsMarksAmongRewrittenPackets(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "c.pcapng")
+	c := newCapWriter(t, path, "client", "server")
+	us := time.Microsecond
+	for i := range 300 {
+		s := seg(serverIP, 80, clientIP, 5000, packet.ACK, uint32(100+i*1000), 2, 1000)
+		at := time.Duration(i+1) * 100 * us
+		c.record("server", at, false, "", 0, s)
+		out := s
+		out.Seq += 7777 // rewritten on the way: modified, no note
+		c.record("client", at+20*us, true, "", 0, out)
+	}
+	c.close()
+	read, err := ReadCapture(path, Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var marks []Mark
+	for _, i := range []int{120, 250} {
+		p := read.Packets[i]
+		marks = append(marks, Mark{Src: p.Src, Dst: p.Dst, At: p.When(), Note: fmt.Sprintf("packet %d", i)})
+	}
+	r := &Report{Scenario: "rewritten", Outcome: Reproduced, Expected: Reproduced, Capture: path, Ladder: LadderOptions{MaxPackets: 30, Marks: marks}}
+	if err := Write(dir, r); err != nil {
+		t.Fatal(err)
+	}
+	svg := svgByID(t, readHTML(t, dir), "ladder")
+	var got []string
+	for _, g := range find(svg, elem("g", "pkt")) {
+		if hasClass(g, "marked") {
+			got = append(got, attr(g, "data-mark"))
+		}
+	}
+	if fmt.Sprint(got) != "[packet 120 packet 250]" {
+		t.Errorf("marked arrows drawn %v, want both marks", got)
+	}
+}
+
 // With an lb, the columns are client, lb, server with a device lane
 // between each pair, whatever order the ports were created in.
 func TestWrite_LadderThreeHosts(t *testing.T) {
