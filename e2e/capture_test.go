@@ -27,7 +27,7 @@ func TestCapture_ReadableByTsharkOneInterfacePerPort(t *testing.T) {
 	if r := l.exec(30*time.Second, "client", "curl", "-sS", "--max-time", "2", "-o", "/dev/null", "http://server:81/"); r.Code == 0 {
 		t.Errorf("port 81 answered under block-port-81")
 	}
-	// The file is complete once the daemon has stopped.
+	// The file is complete once the device has stopped.
 	if r := fb(60*time.Second, "lab", "down", "--name", l.name); r.Code != 0 {
 		t.Fatalf("lab down: %s", r)
 	}

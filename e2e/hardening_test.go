@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/faultbox/faultbox/internal/device"
 	fblab "github.com/faultbox/faultbox/internal/lab"
 	"github.com/faultbox/faultbox/internal/testenv"
 	"github.com/faultbox/faultbox/tun"
@@ -211,7 +212,7 @@ func TestHardening_SYNFlood1MTuplesMemoryBoundedLegitTransferCompletes(t *testin
 	l, dl := startDownload(t)
 	out := dl.out
 
-	pid := l.daemon().PID
+	pid := l.deviceProc().PID
 	rss0, st0, got0 := vmRSS(t, pid), l.deviceStatus(), size0(out)
 	r1 := l.flood("syn-flood", "-dst", serverV4, "-dport", "9", "-first", "0", "-n", "400000")
 	rss1, st1 := vmRSS(t, pid), l.deviceStatus()
@@ -280,7 +281,7 @@ func TestHardening_OutOfWindowFloodLeavesFlowAlive(t *testing.T) {
 	}
 	local := f[2]
 
-	pid := l.daemon().PID
+	pid := l.deviceProc().PID
 	rss0, st0, got0 := vmRSS(t, pid), l.deviceStatus(), size0(out)
 	r := l.flood("oow-flood", "-src", local, "-dst", serverV4+":80", "-n", "100000")
 	rss1, st1, got1 := vmRSS(t, pid), l.deviceStatus(), size0(out)
@@ -380,13 +381,13 @@ func TestHardening_PassthroughLosesNothing(t *testing.T) {
 }
 
 // A device that falls behind loses packets in its input queues, which no
-// behavior dropped; status must count them and say so. Stopping the daemon
+// behavior dropped; status must count them and say so. Stopping the device
 // makes it fall behind for sure: every datagram past a queue's worth is
 // lost, and only those.
 func TestHardening_StalledDeviceCountsItsQueueDrops(t *testing.T) {
 	t.Parallel()
 	l := startLab(t, "--profile", "passthrough")
-	pid := l.daemon().PID
+	pid := l.deviceProc().PID
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 		t.Fatalf("stopping the device (pid %d): %v", pid, err)
 	}
@@ -399,7 +400,7 @@ func TestHardening_StalledDeviceCountsItsQueueDrops(t *testing.T) {
 			}
 		}
 	}
-	t.Cleanup(resume) // before lab down, which needs the daemon
+	t.Cleanup(resume) // before lab down, which needs the device
 	const sent = 6000
 	l.mustExec(60*time.Second, "client", "bash", "-c",
 		fmt.Sprintf("for i in $(seq %d); do echo x >/dev/udp/198.18.0.2/9; done", sent))
@@ -430,7 +431,7 @@ func fileHashOrEmpty(path string) (string, error) {
 	return sha256Hex(data), nil
 }
 
-// TestHardening_SIGINTAndSIGTERMCleanUpWithin2s: the device daemon told to
+// TestHardening_SIGINTAndSIGTERMCleanUpWithin2s: the device process told to
 // stop by a signal removes the whole lab by itself, processes in its hosts
 // included, and is gone within 2 s.
 func TestHardening_SIGINTAndSIGTERMCleanUpWithin2s(t *testing.T) {
@@ -440,21 +441,21 @@ func TestHardening_SIGINTAndSIGTERMCleanUpWithin2s(t *testing.T) {
 			t.Parallel()
 			l := startLab(t, "--profile", "passthrough")
 			sleeper := l.start("client", "sleep 300")
-			daemon := l.daemon()
+			dev := l.deviceProc()
 			start := time.Now()
-			if err := daemon.Signal(sig); err != nil {
-				t.Fatalf("%v to daemon %d: %v", sig, daemon.PID, err)
+			if err := dev.Signal(sig); err != nil {
+				t.Fatalf("%v to device %d: %v", sig, dev.PID, err)
 			}
-			if !daemon.WaitGone(2 * time.Second) {
-				t.Errorf("daemon %d still running 2s after %v", daemon.PID, sig)
-				daemon.WaitGone(10 * time.Second)
+			if !dev.WaitGone(2 * time.Second) {
+				t.Errorf("device %d still running 2s after %v", dev.PID, sig)
+				dev.WaitGone(10 * time.Second)
 			}
 			el := time.Since(start)
 			if !sleeper.WaitGone(time.Second) {
-				t.Errorf("process %d in the client host survived the daemon's teardown", sleeper.PID)
+				t.Errorf("process %d in the client host survived the device's teardown", sleeper.PID)
 			}
 			assertNoTrace(t, l.name)
-			t.Logf("%v: lab removed and daemon gone in %v", sig, el.Round(time.Millisecond))
+			t.Logf("%v: lab removed and device gone in %v", sig, el.Round(time.Millisecond))
 		})
 	}
 }
@@ -556,7 +557,7 @@ func netnsUsers(ino uint64) []int {
 	return pids
 }
 
-// TestHardening_DownAllAfterCrash: the device daemon dies without cleaning
+// TestHardening_DownAllAfterCrash: the device process dies without cleaning
 // up — killed by SIGKILL, or by a panic (the test-only trigger
 // FAULTBOX_DEBUG_PANIC_AFTER) — while a process runs in its client host.
 // `lab down --all` then removes every namespace of the lab (nothing is left
@@ -587,7 +588,7 @@ func TestHardening_DownAllAfterCrash(t *testing.T) {
 			}
 			sleeperDone := make(chan error, 1)
 			go func() { sleeperDone <- sleeper.Wait() }()
-			var sp fblab.Proc
+			var sp device.Proc
 			t.Cleanup(func() {
 				sp.Signal(unix.SIGKILL) // ours, by pid and start time
 				sleeper.Process.Kill()
@@ -603,37 +604,41 @@ func TestHardening_DownAllAfterCrash(t *testing.T) {
 			if sp.PID == 0 {
 				t.Fatal("no process started in the client host")
 			}
-			var state fblab.State
+			var state device.State
 			r := iso.run(10*time.Second, "cat", "/run/faultbox/"+name+"/state.json")
-			if err := json.Unmarshal([]byte(r.Stdout), &state); err != nil || state.Daemon.PID <= 0 || len(state.Hosts) != 3 {
+			if err := json.Unmarshal([]byte(r.Stdout), &state); err != nil || state.Device.PID <= 0 {
 				t.Fatalf("state.json: %v: %s", err, r)
 			}
+			hosts, err := fblab.Hosts(&state)
+			if err != nil || len(hosts) != 3 {
+				t.Fatalf("state.json: %d hosts (%v): %s", len(hosts), err, r)
+			}
 			inodes := map[string]uint64{}
-			for _, h := range state.Hosts {
+			for _, h := range hosts {
 				inodes[h.Namespace] = iso.netnsInode(h.Namespace)
 			}
 
-			daemon := state.Daemon
+			dev := state.Device
 			if how == "sigkill" {
-				if err := daemon.Signal(unix.SIGKILL); err != nil {
+				if err := dev.Signal(unix.SIGKILL); err != nil {
 					t.Fatal(err)
 				}
 			}
-			if !daemon.WaitGone(15 * time.Second) {
-				t.Fatalf("daemon %d (%s) still running", daemon.PID, how)
+			if !dev.WaitGone(15 * time.Second) {
+				t.Fatalf("device %d (%s) still running", dev.PID, how)
 			}
 			if how == "panic" {
-				log := iso.run(10*time.Second, "cat", "/run/faultbox/"+name+"/daemon.log").Stdout
+				log := iso.run(10*time.Second, "cat", "/run/faultbox/"+name+"/device.log").Stdout
 				if !strings.Contains(log, "panic: FAULTBOX_DEBUG_PANIC_AFTER") {
-					t.Fatalf("the daemon did not die of the test panic; daemon.log:\n%s", log)
+					t.Fatalf("the device did not die of the test panic; device.log:\n%s", log)
 				}
 			}
 			// The crash left the lab behind: something for --all to do.
 			if list := iso.run(10*time.Second, "ip", "netns", "list").Stdout; !strings.Contains(list, "fbx-"+name+"-client") {
-				t.Fatalf("after the crash no namespace of the lab is left (%q): the daemon cleaned up after all?", list)
+				t.Fatalf("after the crash no namespace of the lab is left (%q): the device cleaned up after all?", list)
 			}
 			if !sp.Alive() {
-				t.Fatalf("the process in the client host died with the daemon")
+				t.Fatalf("the process in the client host died with the device")
 			}
 
 			r = iso.fb(60*time.Second, "lab", "down", "--all")
@@ -726,7 +731,7 @@ func firstLine(s string) string {
 }
 
 // TestHardening_ControlSocketIsUnixOnly0600: what controls a running device
-// is a unix socket of mode 0600 in a 0700 runtime directory, and the daemon
+// is a unix socket of mode 0600 in a 0700 runtime directory, and the device
 // has no TCP or UDP socket, listening or not, in any namespace.
 func TestHardening_ControlSocketIsUnixOnly0600(t *testing.T) {
 	t.Parallel()
@@ -741,7 +746,7 @@ func TestHardening_ControlSocketIsUnixOnly0600(t *testing.T) {
 		t.Errorf("control socket %s: %v, want a unix socket of mode 0600 (%v)", sock, modeOf(fi), err)
 	}
 
-	pid := l.daemon().PID
+	pid := l.deviceProc().PID
 	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	if err != nil {
 		t.Fatal(err)
@@ -762,7 +767,7 @@ func TestHardening_ControlSocketIsUnixOnly0600(t *testing.T) {
 		}
 	}
 	if !sawControl {
-		t.Fatalf("the daemon's fds (%d sockets) do not include %s", len(socks), sock)
+		t.Fatalf("the device's fds (%d sockets) do not include %s", len(socks), sock)
 	}
 	tables := map[string]string{}
 	for _, name := range []string{"tcp", "tcp6", "udp", "udp6", "raw", "raw6", "udplite", "udplite6"} {
@@ -783,16 +788,16 @@ func TestHardening_ControlSocketIsUnixOnly0600(t *testing.T) {
 	for where, table := range tables {
 		for _, line := range strings.Split(table, "\n")[1:] {
 			if f := strings.Fields(line); len(f) >= 10 && socks[f[9]] {
-				t.Errorf("the daemon has an IP socket (%s): %s", where, line)
+				t.Errorf("the device has an IP socket (%s): %s", where, line)
 			}
 		}
 	}
 	if out, err := exec.Command("ss", "-Htulpn").Output(); err != nil {
 		t.Errorf("ss -Htulpn: %v", err)
 	} else if strings.Contains(string(out), fmt.Sprintf("pid=%d,", pid)) {
-		t.Errorf("ss shows the daemon listening:\n%s", out)
+		t.Errorf("ss shows the device listening:\n%s", out)
 	}
-	t.Logf("daemon pid %d: %d sockets, all unix; %s mode %v in %s mode 0700", pid, len(socks), filepath.Base(sock), modeOf(fi), dir)
+	t.Logf("device pid %d: %d sockets, all unix; %s mode %v in %s mode 0700", pid, len(socks), filepath.Base(sock), modeOf(fi), dir)
 }
 
 func modeOf(fi os.FileInfo) os.FileMode {

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/faultbox/faultbox/internal/device"
 	fblab "github.com/faultbox/faultbox/internal/lab"
 	"github.com/faultbox/faultbox/internal/testenv"
 	"golang.org/x/sys/unix"
@@ -156,24 +157,24 @@ func (l *lab) counter(st any, key string) float64 {
 	return sum
 }
 
-// daemon is the lab's device daemon, as its state file names it (pid and
+// deviceProc is the lab's device process, as its state file names it (pid and
 // start time).
-func (l *lab) daemon() fblab.Proc {
+func (l *lab) deviceProc() device.Proc {
 	l.t.Helper()
-	st, err := fblab.ReadState(l.name)
+	st, err := device.ReadState(l.name)
 	if err != nil {
 		l.t.Fatalf("lab %s state: %v", l.name, err)
 	}
-	if st.Daemon.PID <= 0 {
-		l.t.Fatalf("lab %s state names no daemon: %+v", l.name, st.Daemon)
+	if st.Device.PID <= 0 {
+		l.t.Fatalf("lab %s state names no device process: %+v", l.name, st.Device)
 	}
-	return st.Daemon
+	return st.Device
 }
 
 // proc is a process started in a lab host in the background.
 type proc struct {
-	fblab.Proc        // the process in the host (its pid written by itself)
-	log        string // its stdout and stderr
+	device.Proc        // the process in the host (its pid written by itself)
+	log         string // its stdout and stderr
 }
 
 // start runs shell command line in host in the background (`sh -c`), and
@@ -343,10 +344,10 @@ func fileHash(t *testing.T, path string) (string, int64) {
 // procOf names the running process pid by pid and start time; a pid
 // already gone gets start time 0, which names no process: it is not alive
 // and is never signalled.
-func procOf(pid int) fblab.Proc {
-	p, err := fblab.ProcOf(pid)
+func procOf(pid int) device.Proc {
+	p, err := device.ProcOf(pid)
 	if err != nil {
-		return fblab.Proc{PID: pid}
+		return device.Proc{PID: pid}
 	}
 	return p
 }

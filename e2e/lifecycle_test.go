@@ -15,22 +15,22 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestDown_AfterSIGKILLLeavesNothing: the device daemon dies by SIGKILL
+// TestDown_AfterSIGKILLLeavesNothing: the device process dies by SIGKILL
 // (no chance to clean up) while a process runs in the client host; `lab
 // down` then removes every namespace, link, file and process of the lab, and
 // a second `lab down` is a no-op that succeeds.
 func TestDown_AfterSIGKILLLeavesNothing(t *testing.T) {
 	l := startLab(t, "--profile", "passthrough")
 	sleeper := l.start("client", "sleep 300")
-	daemon := l.daemon()
-	if !daemon.Alive() {
-		t.Fatalf("daemon pid %d from the state file is not running", daemon.PID)
+	dev := l.deviceProc()
+	if !dev.Alive() {
+		t.Fatalf("device pid %d from the state file is not running", dev.PID)
 	}
-	if err := daemon.Signal(unix.SIGKILL); err != nil {
-		t.Fatalf("SIGKILL daemon %d: %v", daemon.PID, err)
+	if err := dev.Signal(unix.SIGKILL); err != nil {
+		t.Fatalf("SIGKILL device %d: %v", dev.PID, err)
 	}
-	if !daemon.WaitGone(10 * time.Second) {
-		t.Fatalf("daemon %d: still running 10s after SIGKILL", daemon.PID)
+	if !dev.WaitGone(10 * time.Second) {
+		t.Fatalf("device %d: still running 10s after SIGKILL", dev.PID)
 	}
 
 	if r := fb(60*time.Second, "lab", "down", "--name", l.name); r.Code != 0 {
@@ -52,13 +52,13 @@ func TestDown_AfterSIGKILLLeavesNothing(t *testing.T) {
 // TestDown_CleanLeavesNothing: the ordinary path, up then down.
 func TestDown_CleanLeavesNothing(t *testing.T) {
 	l := startLab(t, "--hosts", "client,lb,server", "--profile", "passthrough")
-	daemon := l.daemon()
+	dev := l.deviceProc()
 	l.mustExec(30*time.Second, "lb", "ping", "-c", "1", "-W", "2", "server")
 	if r := fb(60*time.Second, "lab", "down", "--name", l.name); r.Code != 0 {
 		t.Fatalf("lab down: %s", r)
 	}
-	if !daemon.WaitGone(5 * time.Second) {
-		t.Errorf("daemon %d survived lab down", daemon.PID)
+	if !dev.WaitGone(5 * time.Second) {
+		t.Errorf("device %d survived lab down", dev.PID)
 	}
 	assertNoTrace(t, l.name)
 }
@@ -146,8 +146,8 @@ func procsNaming(lab string) []int {
 func TestLabs_TwoAtOnceAreSeparate(t *testing.T) {
 	a := startLab(t, "--profile", "passthrough")
 	b := startLab(t, "--profile", "passthrough")
-	if da, db := a.daemon(), b.daemon(); da.PID == db.PID {
-		t.Fatalf("two labs share daemon pid %d", da.PID)
+	if da, db := a.deviceProc(), b.deviceProc(); da.PID == db.PID {
+		t.Fatalf("two labs share device pid %d", da.PID)
 	}
 	inB := b.counter(b.status(), "in")
 	a.mustExec(30*time.Second, "client", "ping", "-c", "20", "-i", "0.01", "-W", "2", "server")
@@ -165,7 +165,7 @@ func TestLabs_TwoAtOnceAreSeparate(t *testing.T) {
 
 // TestUp_BadProfileStartsNothing: a profile with an unknown key is an input
 // error (exit 2) naming the file and line, and no namespace, runtime
-// directory or daemon of the lab is left.
+// directory or device of the lab is left.
 func TestUp_BadProfileStartsNothing(t *testing.T) {
 	testenv.RequireNetAdmin(t)
 	bad := filepath.Join(t.TempDir(), "bad.yaml")

@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/faultbox/faultbox/internal/device"
 	"github.com/faultbox/faultbox/internal/lab"
 )
 
@@ -134,11 +135,11 @@ func newLab(ctx context.Context, faultbox, profile string, more ...string) (*lab
 	if _, err := run(ctx, 90*time.Second, faultbox, args...); err != nil {
 		return e, err
 	}
-	st, err := lab.ReadState(e.name)
-	if err != nil || st.Daemon.PID <= 0 {
+	st, err := device.ReadState(e.name)
+	if err != nil || st.Device.PID <= 0 {
 		return e, fmt.Errorf("lab %s: no device pid in its state (%v)", e.name, err)
 	}
-	e.pid = st.Daemon.PID
+	e.pid = st.Device.PID
 	return e, nil
 }
 
@@ -223,7 +224,7 @@ func (e *toxiEnv) Close() error {
 // bg is a process running in a host in the background.
 type bg struct {
 	cmd  *exec.Cmd
-	proc lab.Proc // the process itself, as it wrote its pid: a reused pid is never signalled
+	proc device.Proc // the process itself, as it wrote its pid: a reused pid is never signalled
 	out  *bytes.Buffer
 	done chan error
 }
@@ -251,7 +252,7 @@ func startBG(ctx context.Context, e env, host string, args ...string) (*bg, erro
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		if data, err := os.ReadFile(pidFile); err == nil {
 			if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && pid > 0 {
-				b.proc, _ = lab.ProcOf(pid) // gone already: the zero Proc is never signalled
+				b.proc, _ = device.ProcOf(pid) // gone already: the zero Proc is never signalled
 				return b, nil
 			}
 		}

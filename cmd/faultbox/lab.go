@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -9,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/faultbox/faultbox/internal/device"
 	"github.com/faultbox/faultbox/internal/lab"
 )
 
@@ -31,7 +31,7 @@ func labName(cmd *cobra.Command, name *string) {
 
 // labErr marks bad input (exit status 2 with the message) as such.
 func labErr(err error) error {
-	if err != nil && lab.IsInputError(err) {
+	if err != nil && device.IsInputError(err) {
 		return usageError(err)
 	}
 	return err
@@ -67,7 +67,7 @@ profile's, else random; it is printed and shown by lab status.`,
 			o.Hosts = lab.ParseHosts(hosts)
 			o.Seed = seedFlag(cmd, seed)
 			var err error
-			if o.CPUs, err = lab.ParseCPUs(cpus); err != nil {
+			if o.CPUs, err = device.ParseCPUs(cpus); err != nil {
 				return labErr(err)
 			}
 			o.Progress = os.Stderr
@@ -76,8 +76,7 @@ profile's, else random; it is printed and shown by lab status.`,
 			if err != nil {
 				return labErr(err)
 			}
-			lab.WriteSummary(cmd.OutOrStdout(), st)
-			return nil
+			return lab.WriteSummary(cmd.OutOrStdout(), st)
 		},
 	}
 	labName(cmd, &o.Name)
@@ -87,7 +86,7 @@ profile's, else random; it is printed and shown by lab status.`,
 	cmd.Flags().StringVar(&o.Capture, "capture", "", "write every packet of every port to this pcapng file")
 	cmd.Flags().IntVar(&o.MTU, "mtu", 1500, "MTU of every host's interface")
 	cmd.Flags().StringVar(&cpus, "cpus", "", "run the device on these CPUs only, e.g. 1 or 2-3 (default: any); a CPU of its own spares it migrations")
-	cmd.Flags().DurationVar(&o.BusyPoll, "busy-poll", 0, fmt.Sprintf("keep polling this long after the last packet before sleeping, for lower latency: up to %v on shared CPUs (e.g. 20us), up to 1s with --cpus (e.g. 1ms; keeps that CPU busy)", lab.SharedBusyPoll))
+	cmd.Flags().DurationVar(&o.BusyPoll, "busy-poll", 0, fmt.Sprintf("keep polling this long after the last packet before sleeping, for lower latency: up to %v on shared CPUs (e.g. 20us), up to 1s with --cpus (e.g. 1ms; keeps that CPU busy)", device.SharedBusyPoll))
 	return cmd
 }
 
@@ -139,7 +138,7 @@ status 2). The seed is --seed, else the profile's, else the lab's current one.`,
   sudo faultbox lab apply --name web ./flaky.yaml --seed 7`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			profile, s, err := lab.Apply(name, args[0], seedFlag(cmd, seed))
+			profile, s, err := device.Apply(name, args[0], seedFlag(cmd, seed))
 			if err != nil {
 				return labErr(err)
 			}
@@ -165,16 +164,7 @@ behavior of the profile matched, dropped, delayed, modified and injected.`,
   sudo faultbox lab status --name web --json | jq .counters`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			st, err := lab.GetStatus(name)
-			if err != nil {
-				return labErr(err)
-			}
-			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(st)
-			}
-			return lab.WriteStatus(cmd.OutOrStdout(), st)
+			return writeStatus(cmd, name, asJSON)
 		},
 	}
 	labName(cmd, &name)
@@ -223,23 +213,7 @@ namespaces, their /etc/netns files and /run/faultbox/NAME. Safe to repeat.
 	return cmd
 }
 
-// The device process `lab up` starts; not for people.
-func newLabDaemonCmd() *cobra.Command {
-	var name string
-	cmd := &cobra.Command{
-		Use:    "daemon --name N",
-		Short:  "Run a lab's device (started by lab up)",
-		Hidden: true,
-		Args:   cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return lab.RunDaemon(name)
-		},
-	}
-	labName(cmd, &name)
-	return cmd
-}
-
 func init() {
-	labCmd.AddCommand(newLabUpCmd(), newLabExecCmd(), newLabApplyCmd(), newLabStatusCmd(), newLabDownCmd(), newLabDaemonCmd())
+	labCmd.AddCommand(newLabUpCmd(), newLabExecCmd(), newLabApplyCmd(), newLabStatusCmd(), newLabDownCmd())
 	rootCmd.AddCommand(labCmd)
 }

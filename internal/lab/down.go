@@ -7,19 +7,19 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/faultbox/faultbox/internal/device"
 )
 
-// Down removes lab: it asks the daemon to shut down (SIGKILL after 2 s),
+// Down removes lab: it asks the device to shut down (SIGKILL after 2 s),
 // then removes whatever is left — processes in the lab's namespaces, the
 // namespaces, their /etc/netns files, the runtime directory — found from
-// state.json and from the namespace names, so it works after the daemon
+// state.json and from the namespace names, so it works after the device
 // was killed and after a half-finished `lab up`. It returns what it removed;
-// nothing to remove is not an error.
+// nothing to remove is not an error. A device of another kind under that
+// name is left alone.
 func Down(lab string) ([]string, error) {
-	if err := CheckName(lab); err != nil {
+	if err := device.CheckName(lab); err != nil {
 		return nil, err
 	}
 	if err := CheckPrivileges(); err != nil {
@@ -28,15 +28,22 @@ func Down(lab string) ([]string, error) {
 	var removed []string
 	var errs []error
 
-	// Everything of the lab that exists now, before the daemon removes any
+	// Everything of the lab that exists now, before the device removes any
 	// of it, so that the report names what went away.
 	nss := map[string]bool{}
-	st, err := ReadState(lab)
+	st, err := device.ReadState(lab)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, err) // a damaged state.json: carry on by name
 	}
 	if st != nil {
-		for _, h := range st.Hosts {
+		if st.KindOf() != device.KindLab {
+			return nil, device.InputErrorf("%q is not a lab but a %s; `%s` removes it", lab, st.KindOf(), device.RemoveCommand(st.KindOf(), lab))
+		}
+		hosts, err := Hosts(st)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		for _, h := range hosts {
 			nss[h.Namespace] = true
 		}
 	}
@@ -51,15 +58,15 @@ func Down(lab string) ([]string, error) {
 	for ns := range nss {
 		existed[ns] = netnsExists(ns)
 	}
-	_, dirErr := os.Stat(Dir(lab))
+	_, dirErr := os.Stat(device.Dir(lab))
 	dirExisted := dirErr == nil
 
-	if st != nil && st.Daemon.Alive() {
-		how, err := stopDaemon(lab, st.Daemon)
+	if st != nil && st.Device.Alive() {
+		how, err := device.Stop(lab, st.Device)
 		if err != nil {
 			return removed, err // its ports and namespaces are in use: leave them
 		}
-		removed = append(removed, fmt.Sprintf("device pid %d (%s)", st.Daemon.PID, how))
+		removed = append(removed, fmt.Sprintf("device pid %d (%s)", st.Device.PID, how))
 	}
 	for _, ns := range slices.Sorted(maps.Keys(nss)) {
 		r, err := removeNetns(ns)
@@ -67,18 +74,18 @@ func Down(lab string) ([]string, error) {
 			errs = append(errs, err)
 		}
 		if len(r) == 0 && existed[ns] && !netnsExists(ns) {
-			r = []string{"namespace " + ns} // the daemon removed it
+			r = []string{"namespace " + ns} // the device removed it
 		}
 		removed = append(removed, r...)
 	}
-	if _, err := os.Stat(Dir(lab)); err == nil {
-		if err := os.RemoveAll(Dir(lab)); err != nil {
+	if _, err := os.Stat(device.Dir(lab)); err == nil {
+		if err := os.RemoveAll(device.Dir(lab)); err != nil {
 			errs = append(errs, err)
 		} else {
-			removed = append(removed, Dir(lab))
+			removed = append(removed, device.Dir(lab))
 		}
 	} else if dirExisted {
-		removed = append(removed, Dir(lab))
+		removed = append(removed, device.Dir(lab))
 	}
 	return removed, errors.Join(errs...)
 }
@@ -110,27 +117,9 @@ func labNamespaces(lab string) ([]string, error) {
 	return out, err
 }
 
-// stopDaemon asks the daemon to shut down (it then removes the lab itself),
-// falls back to SIGTERM if it does not answer, and SIGKILLs it after 2 s.
-func stopDaemon(lab string, p Proc) (string, error) {
-	if _, err := call(lab, Request{Op: "shutdown"}, time.Second); err != nil {
-		p.Signal(unix.SIGTERM)
-	}
-	if p.WaitGone(2 * time.Second) {
-		return "stopped", nil
-	}
-	if err := p.Signal(unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
-		return "", fmt.Errorf("kill device pid %d: %w", p.PID, err)
-	}
-	if p.WaitGone(time.Second) {
-		return "killed after 2s", nil
-	}
-	return "", fmt.Errorf("device pid %d survives SIGKILL", p.PID)
-}
-
 // DownAll removes every lab with a runtime directory, then every namespace
 // named fbx-* (leftovers of labs and of faultbox's tests) and its /etc
-// files.
+// files. Devices of other kinds (attach, run) are left alone.
 func DownAll() ([]string, error) {
 	if err := CheckPrivileges(); err != nil {
 		return nil, err
@@ -160,6 +149,20 @@ func DownAll() ([]string, error) {
 		}
 	}
 	return removed, errors.Join(errs...)
+}
+
+// labs lists the devices of kind lab, dead or alive.
+func labs() ([]string, error) {
+	names, err := device.Names()
+	var out []string
+	for _, n := range names {
+		st, serr := device.ReadState(n)
+		if serr == nil && st.KindOf() != device.KindLab {
+			continue
+		}
+		out = append(out, n) // a damaged state.json is a lab's: only labs predate kinds
+	}
+	return out, err
 }
 
 // leftoverNamespaces picks, from the known namespaces (knownNamespaces),

@@ -1,25 +1,24 @@
 // Package lab builds faultbox's one-command lab: one network namespace per
-// host, each with a TUN port ("fbx0") as its only interface, all wired to a
-// device daemon that runs the engine between them.
+// host, each with a TUN port ("fbx0") as its only interface, all wired
+// through one device (package device) that runs the engine between them.
 //
 // A lab named L with hosts client and server is:
 //
-//	namespaces     fbx-L-client, fbx-L-server (lo up, fbx0 opened by the daemon)
+//	namespaces     fbx-L-client, fbx-L-server (lo up, fbx0 opened by the device)
 //	addresses      client 198.18.0.1 2001:db8::1, server .2 ::2, lb .3 ::3,
 //	               any other host .10 ::a, .11 ::b ...
 //	name service   /etc/netns/fbx-L-HOST/hosts (ip netns exec mounts it)
-//	runtime dir    /run/faultbox/L/ (0700): state.json, control.sock, daemon.log
+//	runtime dir    /run/faultbox/L/ (the device's, kind "lab")
 //
-// `lab up` creates the namespaces and re-executes the faultbox binary as the
-// daemon (`faultbox lab daemon --name L`) in a session of its own; `lab down`
-// removes everything, also after the daemon was killed with SIGKILL.
+// `lab up` creates the namespaces and starts the device process, whose
+// Placement (place.go) opens and addresses the ports; `lab down` removes
+// everything, also after the device was killed with SIGKILL.
 package lab
 
 import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net/netip"
 	"path/filepath"
@@ -28,6 +27,7 @@ import (
 	"strings"
 
 	"github.com/faultbox/faultbox/behaviors"
+	"github.com/faultbox/faultbox/internal/device"
 	"github.com/faultbox/faultbox/profiles"
 )
 
@@ -37,8 +37,9 @@ const DefaultName = "default"
 // DefaultHosts are the hosts of a lab without --hosts.
 var DefaultHosts = []string{"client", "server"}
 
-// Device is the name of every host's TUN port inside its namespace.
-const Device = "fbx0"
+// HostInterface is the name of every host's TUN interface inside its
+// namespace: the host's port on the device.
+const HostInterface = "fbx0"
 
 // Limits of a lab.
 const (
@@ -53,10 +54,6 @@ var (
 	Net6 = netip.MustParsePrefix("2001:db8::/32")
 )
 
-// RunDir holds one runtime directory per lab. A variable so that unit tests
-// can point it elsewhere; the CLI never changes it.
-var RunDir = "/run/faultbox"
-
 // NetnsEtc is where ip netns exec finds per-namespace /etc files.
 var NetnsEtc = "/etc/netns"
 
@@ -64,38 +61,7 @@ var NetnsEtc = "/etc/netns"
 // creates; `lab down --all` removes every namespace so named.
 const NSPrefix = "fbx-"
 
-var (
-	nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,15}$`)
-	hostRE = regexp.MustCompile(`^[a-z][a-z0-9]{0,9}$`)
-)
-
-// InputError marks an error in what the user asked for (a bad name, host
-// list or profile), as opposed to a failure of the system: the CLI exits
-// with status 2 and prints usage hints.
-type InputError struct{ Err error }
-
-func (e *InputError) Error() string { return e.Err.Error() }
-func (e *InputError) Unwrap() error { return e.Err }
-
-func inputErrorf(format string, args ...any) error {
-	return &InputError{Err: fmt.Errorf(format, args...)}
-}
-
-// IsInputError reports whether err is (or wraps) bad input.
-func IsInputError(err error) bool {
-	var ie *InputError
-	var pe *profiles.Error
-	return errors.As(err, &ie) || errors.As(err, &pe)
-}
-
-// CheckName returns an error unless name is a valid lab name: 1-16 of
-// lowercase letters, digits and '-', not starting with '-'.
-func CheckName(name string) error {
-	if !nameRE.MatchString(name) {
-		return inputErrorf("lab name %q: want 1-16 lowercase letters, digits or '-', starting with a letter or digit (e.g. default, web-1)", name)
-	}
-	return nil
-}
+var hostRE = regexp.MustCompile(`^[a-z][a-z0-9]{0,9}$`)
 
 // UniqueName is prefix and 6 random hex digits: a lab name that another
 // run picks only by a 1 in 16.7 M chance, for tools and tests that start
@@ -123,14 +89,6 @@ func namespaceOf(lab, ns string) bool {
 	rest, ok := strings.CutPrefix(ns, NSPrefix+lab+"-")
 	return ok && hostRE.MatchString(rest)
 }
-
-// Dir is lab's runtime directory.
-func Dir(lab string) string { return filepath.Join(RunDir, lab) }
-
-// Paths inside a lab's runtime directory.
-func statePath(lab string) string  { return filepath.Join(Dir(lab), "state.json") }
-func socketPath(lab string) string { return filepath.Join(Dir(lab), "control.sock") }
-func logPath(lab string) string    { return filepath.Join(Dir(lab), "daemon.log") }
 
 // Host is one lab host and its addresses.
 type Host struct {
@@ -184,20 +142,20 @@ func ParseHosts(s string) []string {
 // addresses: client, server and lb their fixed ones, any other host the
 // next of .10/::a, .11/::b ... in the order given.
 func Plan(lab string, names []string) ([]Host, error) {
-	if err := CheckName(lab); err != nil {
+	if err := device.CheckName(lab); err != nil {
 		return nil, err
 	}
 	if len(names) < 2 || len(names) > MaxHosts {
-		return nil, inputErrorf("hosts %q: a lab has 2 to %d hosts (e.g. client,server or client,lb,server)", strings.Join(names, ","), MaxHosts)
+		return nil, device.InputErrorf("hosts %q: a lab has 2 to %d hosts (e.g. client,server or client,lb,server)", strings.Join(names, ","), MaxHosts)
 	}
 	hosts := make([]Host, 0, len(names))
 	next := byte(firstOther)
 	for i, name := range names {
 		if !hostRE.MatchString(name) {
-			return nil, inputErrorf("host name %q: want 1-10 lowercase letters or digits, starting with a letter", name)
+			return nil, device.InputErrorf("host name %q: want 1-10 lowercase letters or digits, starting with a letter", name)
 		}
 		if slices.Contains(names[:i], name) {
-			return nil, inputErrorf("host %q is listed twice", name)
+			return nil, device.InputErrorf("host %q is listed twice", name)
 		}
 		n, ok := wellKnown[name]
 		if !ok {

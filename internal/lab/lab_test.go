@@ -3,36 +3,17 @@ package lab
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/faultbox/faultbox/behaviors"
-	"github.com/faultbox/faultbox/internal/engine"
-	"github.com/faultbox/faultbox/internal/flow"
+	"github.com/faultbox/faultbox/internal/device"
 	"github.com/faultbox/faultbox/profiles"
-	"github.com/faultbox/faultbox/tun"
 )
-
-func TestCheckName(t *testing.T) {
-	for _, ok := range []string{"default", "a", "0", "web-1", "t1a2b3c", "abcdefghijklmnop"} {
-		if err := CheckName(ok); err != nil {
-			t.Errorf("CheckName(%q) = %v, want ok", ok, err)
-		}
-	}
-	for _, bad := range []string{"", "-a", "A", "web_1", "a.b", "abcdefghijklmnopq", "a/b", "a b", "ä"} {
-		err := CheckName(bad)
-		if err == nil || !IsInputError(err) || !strings.Contains(err.Error(), "lab name") {
-			t.Errorf("CheckName(%q) = %v, want an input error about the lab name", bad, err)
-		}
-	}
-}
 
 func addrsOf(t *testing.T, hosts []Host) map[string]string {
 	t.Helper()
@@ -95,10 +76,10 @@ func TestPlan_Refuses(t *testing.T) {
 		{"x", []string{"client", "1server"}, `host name "1server"`},
 		{"x", []string{"client", "web-1"}, `host name "web-1"`},
 		{"x", []string{"client", "abcdefghijk"}, `host name "abcdefghijk"`},
-		{"X", []string{"client", "server"}, "lab name"},
+		{"X", []string{"client", "server"}, `name "X"`},
 	} {
 		_, err := Plan(c.lab, c.hosts)
-		if err == nil || !strings.Contains(err.Error(), c.want) || !IsInputError(err) {
+		if err == nil || !strings.Contains(err.Error(), c.want) || !device.IsInputError(err) {
 			t.Errorf("Plan(%q, %v) = %v, want an input error containing %q", c.lab, c.hosts, err, c.want)
 		}
 	}
@@ -211,105 +192,6 @@ func TestHostsFile_EveryHostResolvesToBothAddresses(t *testing.T) {
 	}
 }
 
-// withRunDir points the runtime directory at a temporary one.
-func withRunDir(t *testing.T) {
-	t.Helper()
-	old := RunDir
-	RunDir = t.TempDir()
-	t.Cleanup(func() { RunDir = old })
-}
-
-func TestState_RoundTripIsAtomicAndPrivate(t *testing.T) {
-	withRunDir(t)
-	hosts, _ := Plan("x", DefaultHosts)
-	self, err := ProcOf(os.Getpid())
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := &State{Name: "x", Hosts: hosts, Profile: "/tmp/p.yaml", Seed: 1<<63 + 5, Capture: "/tmp/c.pcapng", MTU: 9000,
-		Daemon: self, Created: time.Now().UTC().Truncate(time.Second)}
-	if err := os.Mkdir(Dir("x"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := WriteState(st); err != nil {
-		t.Fatal(err)
-	}
-	st.Seed = 7 // a rewrite replaces the file
-	if err := WriteState(st); err != nil {
-		t.Fatal(err)
-	}
-	got, err := ReadState("x")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.Seed != 7 || got.MTU != 9000 || got.Profile != st.Profile || got.Capture != st.Capture ||
-		got.Daemon != self || !got.Created.Equal(st.Created) || len(got.Hosts) != 2 || got.Hosts[1] != hosts[1] {
-		t.Errorf("read back %+v, want %+v", got, st)
-	}
-	if !got.Daemon.Alive() {
-		t.Error("the recorded process (this test) is not alive")
-	}
-	ents, _ := os.ReadDir(Dir("x"))
-	if len(ents) != 1 || ents[0].Name() != "state.json" {
-		t.Errorf("runtime dir holds %v, want only state.json", ents)
-	}
-	fi, err := os.Stat(statePath("x"))
-	if err != nil || fi.Mode().Perm() != 0o600 {
-		t.Errorf("state.json mode %v %v, want 0600", fi.Mode(), err)
-	}
-	if _, err := ReadState("other"); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("ReadState of a lab without state: %v, want not exist", err)
-	}
-	os.WriteFile(statePath("x"), []byte("{"), 0o600)
-	if _, err := ReadState("x"); err == nil || !strings.Contains(err.Error(), "state.json") {
-		t.Errorf("damaged state.json: %v", err)
-	}
-	names, err := labs()
-	if err != nil || !slices.Equal(names, []string{"x"}) {
-		t.Errorf("labs() = %v %v", names, err)
-	}
-}
-
-func TestProc_ReusedOrDeadPidIsNotAlive(t *testing.T) {
-	self, err := ProcOf(os.Getpid())
-	if err != nil || self.Start == 0 {
-		t.Fatalf("ProcOf(self) = %+v, %v", self, err)
-	}
-	if !self.Alive() {
-		t.Error("this process is not alive")
-	}
-	reused := Proc{PID: self.PID, Start: self.Start + 1}
-	if reused.Alive() {
-		t.Error("a pid with another start time counts as alive")
-	}
-	if err := reused.Signal(0); err == nil {
-		t.Error("Signal reached a process with another start time")
-	}
-	if (Proc{}).Alive() {
-		t.Error("the zero Proc is alive")
-	}
-
-	cmd := exec.Command("sleep", "10")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	child, err := ProcOf(cmd.Process.Pid)
-	if err != nil || !child.Alive() {
-		t.Fatalf("child %+v alive=%v err=%v", child, child.Alive(), err)
-	}
-	if err := child.Signal(9); err != nil {
-		t.Fatal(err)
-	}
-	// Not yet reaped, the child is a zombie: dead all the same.
-	if !child.WaitGone(2 * time.Second) {
-		t.Error("a killed child (a zombie) still counts as alive")
-	}
-	cmd.Wait()
-	if child.Alive() {
-		t.Error("a reaped child counts as alive")
-	}
-}
-
 func TestParseNetnsList(t *testing.T) {
 	out := "fbx-a-server (id: 3)\nfbx-a-client\n\nother (id: 0)\n"
 	if got := parseNetnsList([]byte(out)); !slices.Equal(got, []string{"fbx-a-server", "fbx-a-client", "other"}) {
@@ -325,111 +207,23 @@ func TestLeftoverNamespaces_AllFbxAndNothingElse(t *testing.T) {
 	}
 }
 
-func TestWriteStatus_ShowsHostsCountersAndBehaviors(t *testing.T) {
-	hosts, _ := Plan("x", DefaultHosts)
-	st := &Status{Lab: "x", PID: 4242, UptimeSeconds: 83, Hosts: hosts, Source: "/tmp/p.yaml", MTU: 1500,
-		Capture: "/tmp/c.pcapng", CapturePackets: 99,
-		Status: engine.Status{
-			Profile: "gprs", Seed: 42, Queued: 3,
-			Counters:  engine.Counters{In: 1001, Out: 990, Dropped: 11, Delayed: 500, NoRoute: 7},
-			Flows:     flow.Counters{Created: 12, Active: 2, Capacity: 1024},
-			FlowState: map[string]int{"established": 2, "closed": 10},
-			Ports: []engine.PortStatus{
-				{Name: "client", Device: "fbx0", Offloads: true, Stats: tun.PortStats{ReadPackets: 500, WritePackets: 490, GSOPackets: 17}},
-				{Name: "server", Device: "fbx0", Offloads: false, Stats: tun.PortStats{ReadPackets: 501, WriteDrops: 5, QueueDrops: 8}},
-			},
-			Behaviors: []behaviors.EntryStatus{
-				{Type: "loss", Match: "downstream", Counters: behaviors.EntryCounters{Matched: 300, Dropped: 11}, Extra: map[string]uint64{"bursts": 4, "a": 1}},
-			},
-		},
-	}
-	var b strings.Builder
-	if err := WriteStatus(&b, st); err != nil {
-		t.Fatal(err)
-	}
-	out := b.String()
-	for _, want := range []string{
-		"x (device pid 4242, up 1m23s, mtu 1500)", "gprs (seed 42, from /tmp/p.yaml)", "/tmp/c.pcapng (99 packets)",
-		"198.18.0.1", "2001:db8::2", "fbx-x-server", "in 1001", "out 990", "dropped 11", "queued 3", "no-route 7",
-		"active 2/1024", "created 12", "closed 10, established 2", "loss", "downstream", "a=1 bursts=4",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("status lacks %q:\n%s", want, out)
+// lab down --all must not remove devices of other kinds: labs() skips
+// them, and takes a state from before kinds (no "kind") for a lab's.
+func TestLabs_OnlyLabs(t *testing.T) {
+	old := device.RunDir
+	device.RunDir = t.TempDir()
+	t.Cleanup(func() { device.RunDir = old })
+	for name, kind := range map[string]device.Kind{"a": device.KindLab, "b": device.KindAttach, "c": device.KindRun, "d": ""} {
+		if err := os.Mkdir(device.Dir(name), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := device.WriteState(&device.State{Name: name, Kind: kind}); err != nil {
+			t.Fatal(err)
 		}
 	}
-	lines := strings.Split(out, "\n")
-	for _, l := range lines {
-		f := strings.Fields(l)
-		if len(f) > 5 && f[0] == "client" && (f[5] != "on" || f[6] != "500" || f[10] != "17") {
-			t.Errorf("client row %q: want offload on, 500 read, 17 gso", l)
-		}
-		if len(f) > 5 && f[0] == "server" && (f[5] != "off" || f[11] != "8" || f[12] != "5") {
-			t.Errorf("server row %q: want offload off, 8 queue drops, 5 drops", l)
-		}
-	}
-	if !strings.Contains(out, "warning: the device lost 8 packets that no behavior dropped") {
-		t.Errorf("status does not warn of the queue drops:\n%s", out)
-	}
-	st.Ports[1].Stats.QueueDrops = 0
-	b.Reset()
-	if err := WriteStatus(&b, st); err != nil {
-		t.Fatal(err)
-	}
-	if strings.Contains(b.String(), "warning") {
-		t.Errorf("a warning without queue drops:\n%s", b.String())
-	}
-}
-
-func TestIsInputError(t *testing.T) {
-	if !IsInputError(inputErrorf("x")) || !IsInputError(&profiles.Error{File: "f", Err: errors.New("bad")}) {
-		t.Error("input errors not recognised")
-	}
-	if IsInputError(errors.New("ip netns add: permission denied")) {
-		t.Error("a system error counts as input error")
-	}
-	if !errors.Is(&InputError{&inUseError{"x"}}, ErrInUse) {
-		t.Error("in-use error does not match ErrInUse")
-	}
-}
-
-func TestParseCPUs(t *testing.T) {
-	for in, want := range map[string]string{"": "", "1": "1", " 3,1 ": "1,3", "2-4,3": "2,3,4", "0-0": "0"} {
-		got, err := ParseCPUs(in)
-		if err != nil || FormatCPUs(got) != want {
-			t.Errorf("ParseCPUs(%q) = %v, %v; want %s", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"x", "-1", "3-1", "1,", "1-", "5000"} {
-		if _, err := ParseCPUs(in); !IsInputError(err) {
-			t.Errorf("ParseCPUs(%q): %v, want an input error", in, err)
-		}
-	}
-}
-
-// Without CPUs of its own the device may poll up to SharedBusyPoll; with
-// them, up to 1s.
-func TestCheckBusyPoll_SharedCPUsPollBriefly(t *testing.T) {
-	for _, c := range []struct {
-		d    time.Duration
-		cpus []int
-		want string // "": accepted; else in the input error
-	}{
-		{0, nil, ""},
-		{20 * time.Microsecond, nil, ""},
-		{SharedBusyPoll, nil, ""},
-		{SharedBusyPoll + time.Nanosecond, nil, "--cpus, or poll at most 100µs"},
-		{time.Millisecond, nil, "--cpus"},
-		{time.Millisecond, []int{0}, ""},
-		{time.Second, []int{0}, ""},
-		{time.Second + time.Nanosecond, []int{0}, "want 0 (off) to 1s"},
-		{-time.Nanosecond, nil, "want 0 (off) to 1s"},
-	} {
-		err := checkBusyPoll(c.d, c.cpus)
-		switch {
-		case c.want == "" && err != nil:
-			t.Errorf("busy-poll %v cpus %v: %v, want accepted", c.d, c.cpus, err)
-		case c.want != "" && (!IsInputError(err) || !strings.Contains(err.Error(), c.want)):
-			t.Errorf("busy-poll %v cpus %v: %v, want an input error with %q", c.d, c.cpus, err, c.want)
-		}
+	names, err := labs()
+	slices.Sort(names)
+	if err != nil || !slices.Equal(names, []string{"a", "d"}) {
+		t.Errorf("labs() = %v %v, want a and d", names, err)
 	}
 }

@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -13,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/faultbox/faultbox/internal/device"
 	"github.com/faultbox/faultbox/internal/netns"
 )
 
@@ -51,7 +51,7 @@ func netnsExists(ns string) bool {
 }
 
 // createHost makes host's namespace with lo up and its /etc/hosts.
-func createHost(lab string, h Host, hostsFile []byte) error {
+func createHost(h Host, hostsFile []byte) error {
 	if err := ip("netns", "add", h.Namespace); err != nil {
 		return err
 	}
@@ -71,10 +71,10 @@ func createHost(lab string, h Host, hostsFile []byte) error {
 func addressHost(h Host) error {
 	n := h.Namespace
 	for _, args := range [][]string{
-		{"-n", n, "addr", "add", h.IPv4.String() + "/32", "dev", Device},
-		{"-n", n, "-6", "addr", "add", h.IPv6.String() + "/128", "dev", Device, "nodad"},
-		{"-n", n, "route", "add", Net4.String(), "dev", Device, "src", h.IPv4.String()},
-		{"-n", n, "-6", "route", "add", Net6.String(), "dev", Device, "src", h.IPv6.String()},
+		{"-n", n, "addr", "add", h.IPv4.String() + "/32", "dev", HostInterface},
+		{"-n", n, "-6", "addr", "add", h.IPv6.String() + "/128", "dev", HostInterface, "nodad"},
+		{"-n", n, "route", "add", Net4.String(), "dev", HostInterface, "src", h.IPv4.String()},
+		{"-n", n, "-6", "route", "add", Net6.String(), "dev", HostInterface, "src", h.IPv6.String()},
 	} {
 		if err := ip(args...); err != nil {
 			return err
@@ -125,12 +125,12 @@ func killNetnsProcs(ns string) (int, error) {
 			}
 			return len(killed), err
 		}
-		var left []Proc
+		var left []device.Proc
 		for _, pid := range pids {
 			if pid == self {
 				continue
 			}
-			if p, err := ProcOf(pid); err == nil && p.Alive() {
+			if p, err := device.ProcOf(pid); err == nil && p.Alive() {
 				left = append(left, p)
 			}
 		}
@@ -201,17 +201,4 @@ func quietIPv6(ns string) error {
 	return netns.Do(ns, func() error {
 		return os.WriteFile("/proc/sys/net/ipv6/conf/default/router_solicitations", []byte("0\n"), 0)
 	})
-}
-
-// tail returns the last n lines of the file at path, or a note why not.
-func tail(path string, n int) string {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Sprintf("(no %s: %v)", path, err)
-	}
-	lines := bytes.Split(bytes.TrimRight(data, "\n"), []byte("\n"))
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return string(bytes.Join(lines, []byte("\n")))
 }

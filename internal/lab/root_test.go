@@ -1,7 +1,7 @@
 package lab
 
 // These tests drive the real CLI as root: real namespaces, TUN ports and
-// device daemons, with unique lab names, each removed with `lab down` in
+// devices, with unique lab names, each removed with `lab down` in
 // t.Cleanup. Traffic stays inside the lab's namespaces (198.18.0.0/15 and
 // 2001:db8::/32).
 
@@ -23,6 +23,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/faultbox/faultbox/internal/device"
 	"github.com/faultbox/faultbox/internal/testenv"
 )
 
@@ -117,19 +118,19 @@ func serveHTTP(t *testing.T, ns string, addrs ...string) {
 	}
 }
 
-func readState(t *testing.T, name string) *State {
+func readState(t *testing.T, name string) *device.State {
 	t.Helper()
-	st, err := ReadState(name)
+	st, err := device.ReadState(name)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return st
 }
 
-func labStatus(t *testing.T, name string) *Status {
+func labStatus(t *testing.T, name string) *device.Status {
 	t.Helper()
 	r := mustRun(t, "lab", "status", "--name", name, "--json")
-	var st Status
+	var st device.Status
 	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
 		t.Fatalf("status --json: %v\n%s", err, r.stdout)
 	}
@@ -137,8 +138,8 @@ func labStatus(t *testing.T, name string) *Status {
 }
 
 // assertGone checks that nothing of the lab is left: namespaces, their /etc
-// files, the runtime directory, the daemon.
-func assertGone(t *testing.T, name string, daemon Proc) {
+// files, the runtime directory, the device.
+func assertGone(t *testing.T, name string, dev device.Proc) {
 	t.Helper()
 	out, err := exec.Command("ip", "netns", "list").Output()
 	if err != nil {
@@ -155,11 +156,11 @@ func assertGone(t *testing.T, name string, daemon Proc) {
 			t.Errorf("%s/%s is left", NetnsEtc, e.Name())
 		}
 	}
-	if _, err := os.Stat(Dir(name)); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("%s is left (%v)", Dir(name), err)
+	if _, err := os.Stat(device.Dir(name)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s is left (%v)", device.Dir(name), err)
 	}
-	if daemon.Alive() {
-		t.Errorf("device pid %d still runs", daemon.PID)
+	if dev.Alive() {
+		t.Errorf("device pid %d still runs", dev.PID)
 	}
 }
 
@@ -182,14 +183,14 @@ func TestLab_UpExecStatusApplyDown(t *testing.T) {
 		}
 	}
 	st := readState(t, name)
-	if !st.Daemon.Alive() {
-		t.Fatalf("device %+v is not running", st.Daemon)
+	if !st.Device.Alive() {
+		t.Fatalf("device %+v is not running", st.Device)
 	}
-	fi, err := os.Stat(socketPath(name))
+	fi, err := os.Stat(filepath.Join(device.Dir(name), "control.sock"))
 	if err != nil || fi.Mode().Perm() != 0o600 || fi.Mode().Type() != os.ModeSocket {
 		t.Errorf("control socket: %v %v, want a socket with mode 0600", fi.Mode(), err)
 	}
-	if fi, err := os.Stat(Dir(name)); err != nil || fi.Mode().Perm() != 0o700 {
+	if fi, err := os.Stat(device.Dir(name)); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("runtime dir: %v %v, want 0700", fi.Mode(), err)
 	}
 
@@ -218,8 +219,9 @@ func TestLab_UpExecStatusApplyDown(t *testing.T) {
 	}
 
 	s := labStatus(t, name)
-	if s.Lab != name || s.Seed != 42 || s.Profile != "passthrough" || s.PID != st.Daemon.PID || len(s.Hosts) != 2 {
-		t.Errorf("status: lab %q seed %d profile %q pid %d hosts %v", s.Lab, s.Seed, s.Profile, s.PID, s.Hosts)
+	if s.Name != name || s.Kind != device.KindLab || s.Seed != 42 || s.Profile != "passthrough" || s.PID != st.Device.PID || len(s.Ports) != 2 ||
+		s.Namespaces["client"] != Namespace(name, "client") {
+		t.Errorf("status: %s %q seed %d profile %q pid %d ports %v in %v", s.Kind, s.Name, s.Seed, s.Profile, s.PID, s.Ports, s.Namespaces)
 	}
 	if s.Counters.In == 0 || s.Counters.Out == 0 || s.Flows.Created < 2 || s.Counters.Dropped != 0 {
 		t.Errorf("status counters %+v flows %+v: want traffic and no drops", s.Counters, s.Flows)
@@ -278,12 +280,12 @@ func TestLab_UpExecStatusApplyDown(t *testing.T) {
 
 	conn.Close()
 	r = mustRun(t, "lab", "down", "--name", name)
-	for _, want := range []string{"device pid", Namespace(name, "client"), Namespace(name, "server"), Dir(name)} {
+	for _, want := range []string{"device pid", Namespace(name, "client"), Namespace(name, "server"), device.Dir(name)} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("lab down output lacks %q:\n%s", want, r.stdout)
 		}
 	}
-	assertGone(t, name, st.Daemon)
+	assertGone(t, name, st.Device)
 	r = mustRun(t, "lab", "down", "--name", name)
 	if !strings.Contains(r.stdout, "nothing to remove") {
 		t.Errorf("second lab down: %q, want nothing to remove", r.stdout)
@@ -307,7 +309,7 @@ func TestLab_TwoLabsAtOnce(t *testing.T) {
 	mustRun(t, "lab", "up", "--name", b, "--hosts", "client,lb,server", "--profile", "block-port-81", "--cpus", "0", "--busy-poll", "1ms")
 	// The device of b runs on CPU 0 only, its Go runtime sized to it, and
 	// polls (the curls below go through it).
-	if allowed := procStatusField(t, readState(t, b).Daemon.PID, "Cpus_allowed_list"); allowed != "0" {
+	if allowed := procStatusField(t, readState(t, b).Device.PID, "Cpus_allowed_list"); allowed != "0" {
 		t.Errorf("lab %s --cpus 0: device allowed on CPUs %q", b, allowed)
 	}
 	if s := labStatus(t, b); len(s.CPUs) != 1 || s.CPUs[0] != 0 || s.BusyPoll != "1ms" {
@@ -329,11 +331,11 @@ func TestLab_TwoLabsAtOnce(t *testing.T) {
 		t.Errorf("lab %s: curl lb from server: exit %d %q %s", b, r.code, r.stdout, r.stderr)
 	}
 	sa, sb := labStatus(t, a), labStatus(t, b)
-	if sa.Lab != a || sa.Profile != "passthrough" || sb.Lab != b || sb.Profile != "block-port-81" || len(sb.Hosts) != 3 {
-		t.Errorf("status: %s %s %d hosts / %s %s %d hosts", sa.Lab, sa.Profile, len(sa.Hosts), sb.Lab, sb.Profile, len(sb.Hosts))
+	if sa.Name != a || sa.Profile != "passthrough" || sb.Name != b || sb.Profile != "block-port-81" || len(sb.Ports) != 3 {
+		t.Errorf("status: %s %s %d ports / %s %s %d ports", sa.Name, sa.Profile, len(sa.Ports), sb.Name, sb.Profile, len(sb.Ports))
 	}
 	// Removing one leaves the other working.
-	da := readState(t, a).Daemon
+	da := readState(t, a).Device
 	mustRun(t, "lab", "down", "--name", a)
 	assertGone(t, a, da)
 	if r := curl(t, b, "client", "http://server/"); r.code != 0 {
@@ -358,7 +360,7 @@ func procStatusField(t *testing.T, pid int, field string) string {
 
 // startInLab starts a long-running command inside a lab host through the
 // CLI and returns the command's own process (found in the namespace).
-func startInLab(t *testing.T, lab, host string) (*exec.Cmd, Proc) {
+func startInLab(t *testing.T, lab, host string) (*exec.Cmd, device.Proc) {
 	t.Helper()
 	cmd := exec.Command(faultbox(t), "lab", "exec", "--name", lab, host, "--", "sleep", "60")
 	if err := cmd.Start(); err != nil {
@@ -375,7 +377,7 @@ func startInLab(t *testing.T, lab, host string) (*exec.Cmd, Proc) {
 		pids, _ := netnsPids(ns)
 		for _, pid := range pids {
 			if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(comm)) == "sleep" {
-				p, err := ProcOf(pid)
+				p, err := device.ProcOf(pid)
 				if err == nil {
 					return cmd, p
 				}
@@ -384,7 +386,7 @@ func startInLab(t *testing.T, lab, host string) (*exec.Cmd, Proc) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("no sleep process appeared in %s", ns)
-	return nil, Proc{}
+	return nil, device.Proc{}
 }
 
 func TestLab_DownAfterSIGKILLOfTheDevice(t *testing.T) {
@@ -392,10 +394,10 @@ func TestLab_DownAfterSIGKILLOfTheDevice(t *testing.T) {
 	mustRun(t, "lab", "up", "--name", name, "--hosts", "client,server,lb")
 	st := readState(t, name)
 	_, sleeper := startInLab(t, name, "server")
-	if err := st.Daemon.Signal(unix.SIGKILL); err != nil {
+	if err := st.Device.Signal(unix.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	if !st.Daemon.WaitGone(2 * time.Second) {
+	if !st.Device.WaitGone(2 * time.Second) {
 		t.Fatal("device survives SIGKILL")
 	}
 	r := run(t, "lab", "status", "--name", name)
@@ -406,7 +408,7 @@ func TestLab_DownAfterSIGKILLOfTheDevice(t *testing.T) {
 	if !strings.Contains(r.stdout, "killed 1 process") {
 		t.Errorf("lab down output does not report the process it killed:\n%s", r.stdout)
 	}
-	assertGone(t, name, st.Daemon)
+	assertGone(t, name, st.Device)
 	if !sleeper.WaitGone(time.Second) {
 		t.Errorf("process %d inside the lab survives lab down", sleeper.PID)
 	}
@@ -421,15 +423,15 @@ func TestLab_SIGTERMToTheDeviceRemovesTheLabWithin2s(t *testing.T) {
 	st := readState(t, name)
 	_, sleeper := startInLab(t, name, "client")
 	start := time.Now()
-	if err := st.Daemon.Signal(unix.SIGTERM); err != nil {
+	if err := st.Device.Signal(unix.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if !st.Daemon.WaitGone(2 * time.Second) {
+	if !st.Device.WaitGone(2 * time.Second) {
 		t.Fatal("device still runs 2 s after SIGTERM")
 	}
 	took := time.Since(start)
 	t.Logf("device removed the lab and exited %s after SIGTERM", took.Round(time.Millisecond))
-	assertGone(t, name, st.Daemon)
+	assertGone(t, name, st.Device)
 	if sleeper.Alive() {
 		t.Errorf("process %d inside the lab survives", sleeper.PID)
 	}
@@ -438,7 +440,7 @@ func TestLab_SIGTERMToTheDeviceRemovesTheLabWithin2s(t *testing.T) {
 func TestLab_UpReplacesWhatADeadDeviceLeft(t *testing.T) {
 	name := newLab(t)
 	mustRun(t, "lab", "up", "--name", name)
-	old := readState(t, name).Daemon
+	old := readState(t, name).Device
 	old.Signal(unix.SIGKILL)
 	old.WaitGone(2 * time.Second)
 	r := mustRun(t, "lab", "up", "--name", name, "--seed", "5")
@@ -456,7 +458,7 @@ func TestLab_Errors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"lab", "up", "--name", "Bad_Name"}, "lab name"},
+		{[]string{"lab", "up", "--name", "Bad_Name"}, `name "Bad_Name"`},
 		{[]string{"lab", "up", "--name", "-x"}, ""}, // a flag-looking name: cobra's usage error
 		{[]string{"lab", "up", "--name", name, "--hosts", "client"}, "2 to 16 hosts"},
 		{[]string{"lab", "up", "--name", name, "--hosts", "client,Server"}, "host name"},
@@ -471,15 +473,15 @@ func TestLab_Errors(t *testing.T) {
 		{[]string{"lab", "exec", "--name", name, "client", "--", "true"}, "is not up"},
 		{[]string{"lab", "apply", "--name", name, "passthrough"}, "is not up"},
 		{[]string{"lab", "down", "--name", name, "--all"}, "not both"},
-		{[]string{"lab", "status", "--name", "UPPER"}, "lab name"},
+		{[]string{"lab", "status", "--name", "UPPER"}, `name "UPPER"`},
 	} {
 		r := run(t, c.args...)
 		if r.code != 2 || !strings.Contains(r.stderr, c.want) {
 			t.Errorf("faultbox %s: exit %d %q, want 2 and %q", strings.Join(c.args, " "), r.code, r.stderr, c.want)
 		}
 	}
-	if _, err := os.Stat(Dir(name)); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("a refused lab up left %s", Dir(name))
+	if _, err := os.Stat(device.Dir(name)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a refused lab up left %s", device.Dir(name))
 	}
 
 	mustRun(t, "lab", "up", "--name", name, "--profile", "block-port-81", "--seed", "9")
@@ -488,7 +490,7 @@ func TestLab_Errors(t *testing.T) {
 	if r.code != 2 || !strings.Contains(r.stderr, "already up") {
 		t.Errorf("second lab up of %s: exit %d %q, want 2 and 'already up'", name, r.code, r.stderr)
 	}
-	if !st.Daemon.Alive() {
+	if !st.Device.Alive() {
 		t.Fatal("the refused lab up harmed the running lab")
 	}
 
@@ -517,16 +519,16 @@ func TestLab_Errors(t *testing.T) {
 
 func TestLab_FailedUpRemovesWhatItMadeAndShowsTheLog(t *testing.T) {
 	name := newLab(t)
-	// The capture path is a directory: only the daemon finds out.
+	// The capture path is a directory: only the device finds out.
 	dir := t.TempDir()
 	r := run(t, "lab", "up", "--name", name, "--capture", dir)
 	if r.code == 0 {
 		t.Fatalf("lab up with a directory as capture file succeeded:\n%s", r.stdout)
 	}
-	if !strings.Contains(r.stderr, "daemon.log") || !strings.Contains(r.stderr, "capture") {
-		t.Errorf("error lacks the daemon's log:\n%s", r.stderr)
+	if !strings.Contains(r.stderr, "device.log") || !strings.Contains(r.stderr, "capture") {
+		t.Errorf("error lacks the device's log:\n%s", r.stderr)
 	}
-	assertGone(t, name, Proc{})
+	assertGone(t, name, device.Proc{})
 }
 
 // The SIGKILL test above proves processes die; this one that lab exec passes
@@ -545,7 +547,7 @@ func TestLab_ExecPassesStdio(t *testing.T) {
 	}
 }
 
-func TestLab_EventsAndApplyOverTheControlSocket(t *testing.T) {
+func TestLab_EventsAndApply(t *testing.T) {
 	name := newLab(t)
 	mustRun(t, "lab", "up", "--name", name)
 	serveHTTP(t, Namespace(name, "server"), "198.18.0.2:80")
@@ -555,26 +557,15 @@ func TestLab_EventsAndApplyOverTheControlSocket(t *testing.T) {
 	if r := curl(t, name, "client", "-4", "http://server/"); r.code != 0 {
 		t.Fatalf("curl: exit %d %s", r.code, r.stderr)
 	}
-	evs, next, err := Events(name, 0)
+	evs, next, err := device.Events(name, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(evs) != 1 || next != 1 || evs[0].DstPort != 80 || evs[0].Dst.String() != "198.18.0.2" || !strings.Contains(evs[0].Text, "log") {
 		t.Errorf("events %+v next %d: want the one SYN to port 80", evs, next)
 	}
-	if evs, next2, err := Events(name, next); err != nil || len(evs) != 0 || next2 != next {
+	if evs, next2, err := device.Events(name, next); err != nil || len(evs) != 0 || next2 != next {
 		t.Errorf("events from %d: %v %d %v, want none", next, evs, next2, err)
-	}
-	// A built-in by name needs no text; a file name without text is refused
-	// (the daemon opens no file a client names).
-	if resp, err := call(name, Request{Op: "apply", Profile: "block-port-81"}, 5*time.Second); err != nil || resp.Profile != "block-port-81" {
-		t.Errorf("apply built-in by name: %+v %v", resp, err)
-	}
-	if _, err := call(name, Request{Op: "apply", Profile: logged}, 5*time.Second); err == nil {
-		t.Error("the daemon applied a file it was only named")
-	}
-	if _, err := call(name, Request{Op: "nonsense"}, 5*time.Second); err == nil || !strings.Contains(err.Error(), "unknown request") {
-		t.Errorf("unknown request: %v", err)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/faultbox/faultbox/internal/device"
 	"github.com/faultbox/faultbox/internal/lab"
 	"github.com/faultbox/faultbox/internal/report"
 	"github.com/faultbox/faultbox/internal/sockdiag"
@@ -128,11 +129,11 @@ func (c *Context) Sysctl(host, key, value, why string) error {
 // capture then holds one record per wire segment, so a ladder of a bulk
 // transfer stays readable and exact. Call it before the connections open.
 func (c *Context) SegmentsOnly(host string) error {
-	out, err := exec.CommandContext(c.ctx, "ip", "-n", c.Namespace(host), "link", "set", "dev", lab.Device, "gso_max_segs", "1").CombinedOutput()
+	out, err := exec.CommandContext(c.ctx, "ip", "-n", c.Namespace(host), "link", "set", "dev", lab.HostInterface, "gso_max_segs", "1").CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("gso_max_segs 1 on %s: %v: %s", host, err, strings.TrimSpace(string(out)))
 	}
-	c.Step("scenario", "%s sends MTU-sized segments only (gso_max_segs 1 on %s), so the capture shows every segment", host, lab.Device)
+	c.Step("scenario", "%s sends MTU-sized segments only (gso_max_segs 1 on %s), so the capture shows every segment", host, lab.HostInterface)
 	return nil
 }
 
@@ -159,7 +160,7 @@ func (c *Context) Apply(profile string) error {
 	if !c.fault {
 		profile = "passthrough"
 	}
-	name, _, err := lab.Apply(c.Lab, profile, &c.Seed)
+	name, _, err := device.Apply(c.Lab, profile, &c.Seed)
 	if err != nil {
 		return err
 	}

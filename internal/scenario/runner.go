@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/faultbox/faultbox/internal/device"
 	"github.com/faultbox/faultbox/internal/lab"
 	"github.com/faultbox/faultbox/internal/report"
 	"github.com/faultbox/faultbox/internal/sockdiag"
@@ -330,11 +331,11 @@ func (r *runner) sysctls() error {
 }
 
 // events fetches the device's event log, a bounded number of pages.
-func (r *runner) events() []lab.EventRecord {
-	var all []lab.EventRecord
+func (r *runner) events() []device.EventRecord {
+	var all []device.EventRecord
 	var from uint64
 	for range 100 {
-		evs, next, err := lab.Events(r.lab, from)
+		evs, next, err := device.Events(r.lab, from)
 		if err != nil {
 			r.c.Note("device events: %v", err)
 			break
@@ -351,13 +352,13 @@ func (r *runner) events() []lab.EventRecord {
 // checkDeviceLosses notes packets the device lost on its own (its input
 // queues overflowed): a reproduction should owe nothing to them.
 func (r *runner) checkDeviceLosses() {
-	st, err := lab.GetStatus(r.lab)
+	st, err := device.GetStatus(r.lab)
 	if err != nil {
 		r.c.Note("device status: %v", err)
 		return
 	}
 	if n := st.QueueDrops(); n > 0 {
-		r.c.Note("Warning: %s", lab.QueueDropsWarning(n))
+		r.c.Note("Warning: %s", device.QueueDropsWarning(n))
 	}
 }
 

@@ -1,11 +1,10 @@
-package lab
+package device
 
 import (
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -15,59 +14,31 @@ import (
 	"github.com/faultbox/faultbox/internal/engine"
 )
 
-// Status is `lab status`: the lab's own facts and the engine's snapshot
-// (whose fields appear at the top level of the JSON).
+// Status is what `faultbox status` shows of a device: its own facts and the
+// engine's snapshot (whose fields appear at the top level of the JSON).
 type Status struct {
-	Lab            string    `json:"lab"`
-	PID            int       `json:"pid"`
-	Started        time.Time `json:"started"`
-	UptimeSeconds  float64   `json:"uptime_seconds"`
-	Hosts          []Host    `json:"hosts"`
-	Source         string    `json:"profile_source"` // built-in name or file
-	MTU            int       `json:"mtu"`
-	CPUs           []int     `json:"cpus,omitempty"`
-	BusyPoll       string    `json:"busy_poll,omitempty"`
-	Capture        string    `json:"capture,omitempty"`
-	CapturePackets uint64    `json:"capture_packets,omitempty"`
-	Failure        string    `json:"failure,omitempty"` // a port failed for good
+	Name           string            `json:"name"`
+	Kind           Kind              `json:"kind"`
+	Placement      string            `json:"placement"` // what it sits in front of
+	PID            int               `json:"pid"`
+	Started        time.Time         `json:"started"`
+	UptimeSeconds  float64           `json:"uptime_seconds"`
+	Namespaces     map[string]string `json:"port_namespaces"` // port name -> namespace
+	Source         string            `json:"profile_source"`  // built-in name or file
+	MTU            int               `json:"mtu"`
+	CPUs           []int             `json:"cpus,omitempty"`
+	BusyPoll       string            `json:"busy_poll,omitempty"`
+	Capture        string            `json:"capture,omitempty"`
+	CapturePackets uint64            `json:"capture_packets,omitempty"`
+	Failure        string            `json:"failure,omitempty"` // a port failed for good
 	engine.Status
 }
 
-// running returns lab's state if its daemon is alive, or an error that
-// says whether the lab is not up at all or its daemon died.
-func running(lab string) (*State, error) {
-	if err := CheckName(lab); err != nil {
-		return nil, err
-	}
-	st, err := ReadState(lab)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, inputErrorf("lab %q is not up (start it with `faultbox lab up --name %s`)", lab, lab)
-	}
-	if err != nil {
-		return nil, err
-	}
-	if !st.Daemon.Alive() {
-		return nil, inputErrorf("lab %q is not running: its device (pid %d) has died; `faultbox lab down --name %s` removes what is left", lab, st.Daemon.PID, lab)
-	}
-	return st, nil
-}
-
-// GetStatus asks lab's daemon for its status.
-func GetStatus(lab string) (*Status, error) {
-	if err := CheckPrivileges(); err != nil {
-		return nil, err
-	}
-	if _, err := running(lab); err != nil {
-		return nil, err
-	}
-	resp, err := call(lab, Request{Op: "status"}, 5*time.Second)
-	if err != nil {
-		return nil, fmt.Errorf("lab %q: %w", lab, err)
-	}
-	if resp.Status == nil {
-		return nil, fmt.Errorf("lab %q: the daemon sent no status", lab)
-	}
-	return resp.Status, nil
+// EventRecord is an engine event with its one-line rendering (the engine's
+// clock is the device's, so it is rendered there).
+type EventRecord struct {
+	engine.Event
+	Text string `json:"text"`
 }
 
 // QueueDropsWarning says what n packets lost in the device's input queues
@@ -98,7 +69,8 @@ func WriteStatus(w io.Writer, st *Status) error {
 	if st.BusyPoll != "" && st.BusyPoll != "0s" {
 		cpus += ", busy-poll " + st.BusyPoll
 	}
-	fmt.Fprintf(tw, "lab\t%s (device pid %d, up %s, mtu %d%s)\n", st.Lab, st.PID, up, st.MTU, cpus)
+	fmt.Fprintf(tw, "%s\t%s (device pid %d, up %s, mtu %d%s)\n", st.Kind, st.Name, st.PID, up, st.MTU, cpus)
+	fmt.Fprintf(tw, "in front of\t%s\n", st.Placement)
 	fmt.Fprintf(tw, "profile\t%s (seed %d, from %s)\n", st.Profile, st.Seed, st.Source)
 	if st.Capture != "" {
 		fmt.Fprintf(tw, "capture\t%s (%d packets)\n", st.Capture, st.CapturePackets)
@@ -108,17 +80,11 @@ func WriteStatus(w io.Writer, st *Status) error {
 	}
 	fmt.Fprintln(tw)
 
-	fmt.Fprintln(tw, "HOST\tNAMESPACE\tIPV4\tIPV6\tPORT\tOFFLOAD\tREAD PKTS\tREAD BYTES\tWRITTEN PKTS\tWRITTEN BYTES\tGSO\tQUEUE DROPS\tDROPS")
-	for _, h := range st.Hosts {
-		i := slices.IndexFunc(st.Ports, func(p engine.PortStatus) bool { return p.Name == h.Name })
-		if i < 0 {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t-\n", h.Name, h.Namespace, h.IPv4, h.IPv6)
-			continue
-		}
-		p := st.Ports[i]
+	fmt.Fprintln(tw, "PORT\tNAMESPACE\tINTERFACE\tROUTES TO\tOFFLOAD\tREAD PKTS\tREAD BYTES\tWRITTEN PKTS\tWRITTEN BYTES\tGSO\tQUEUE DROPS\tDROPS")
+	for _, p := range st.Ports {
 		s := p.Stats
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", h.Name, h.Namespace, h.IPv4, h.IPv6,
-			p.Device, onOff(p.Offloads), s.ReadPackets, s.ReadBytes, s.WritePackets, s.WriteBytes, s.GSOPackets, s.QueueDrops, s.ReadDrops+s.WriteDrops)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", p.Name, st.Namespaces[p.Name], p.Device, routesTo(p.Addrs),
+			onOff(p.Offloads), s.ReadPackets, s.ReadBytes, s.WritePackets, s.WriteBytes, s.GSOPackets, s.QueueDrops, s.ReadDrops+s.WriteDrops)
 	}
 	if n := st.QueueDrops(); n > 0 {
 		fmt.Fprintf(tw, "\nwarning: %s\n", QueueDropsWarning(n))
@@ -158,9 +124,14 @@ func WriteStatus(w io.Writer, st *Status) error {
 	return tw.Flush()
 }
 
-func onOff(b bool) string {
-	if b {
-		return "on"
+// routesTo writes a port's prefixes, single addresses without their length.
+func routesTo(prefixes []string) string {
+	out := make([]string, len(prefixes))
+	for i, s := range prefixes {
+		if p, err := netip.ParsePrefix(s); err == nil && p.IsSingleIP() {
+			s = p.Addr().String()
+		}
+		out[i] = s
 	}
-	return "off"
+	return strings.Join(out, " ")
 }

@@ -1,10 +1,11 @@
-package lab
+package device
 
 import (
 	"fmt"
 	"runtime"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -28,7 +29,7 @@ func ParseCPUs(s string) ([]int, error) {
 			b, err = strconv.Atoi(hi)
 		}
 		if err != nil || a < 0 || b < a || b >= maxCPU {
-			return nil, inputErrorf("cpus %q: want a list such as 1, 0,2 or 2-3", s)
+			return nil, InputErrorf("cpus %q: want a list such as 1, 0,2 or 2-3", s)
 		}
 		for c := a; c <= b; c++ {
 			seen[c] = true
@@ -52,8 +53,26 @@ func FormatCPUs(cpus []int) string {
 	return strings.Join(s, ",")
 }
 
-// checkCPUs reports CPUs this process may not run on.
-func checkCPUs(cpus []int) error {
+// SharedBusyPoll is the longest busy-poll allowed without CPUs of its own:
+// long enough to catch a request's answer through a local server (a round
+// trip is 20-40 µs), short enough that light traffic does not keep a CPU
+// busy.
+const SharedBusyPoll = 100 * time.Microsecond
+
+// CheckBusyPoll refuses a busy-poll outside 0 to 1s, and one longer than
+// SharedBusyPoll unless the device has CPUs of its own.
+func CheckBusyPoll(d time.Duration, cpus []int) error {
+	if d < 0 || d > time.Second {
+		return InputErrorf("busy-poll %v: want 0 (off) to 1s", d)
+	}
+	if d > SharedBusyPoll && len(cpus) == 0 {
+		return InputErrorf("busy-poll %v keeps a CPU busy: give the device CPUs of its own with --cpus, or poll at most %v", d, SharedBusyPoll)
+	}
+	return nil
+}
+
+// CheckCPUs reports CPUs this process may not run on.
+func CheckCPUs(cpus []int) error {
 	if len(cpus) == 0 {
 		return nil
 	}
@@ -63,14 +82,14 @@ func checkCPUs(cpus []int) error {
 	}
 	for _, c := range cpus {
 		if !have.IsSet(c) {
-			return inputErrorf("cpus %s: CPU %d is not one this process may use (%d available)", FormatCPUs(cpus), c, have.Count())
+			return InputErrorf("cpus %s: CPU %d is not one this process may use (%d available)", FormatCPUs(cpus), c, have.Count())
 		}
 	}
 	return nil
 }
 
-// withCPUs runs start (which forks the daemon) on a thread limited to cpus,
-// so the daemon starts there, and Go sizes its GOMAXPROCS to them. The
+// withCPUs runs start (which forks the device process) on a thread limited to cpus,
+// so the device process starts there, and Go sizes its GOMAXPROCS to them. The
 // thread gets its CPUs back afterwards.
 func withCPUs(cpus []int, start func() error) error {
 	if len(cpus) == 0 {

@@ -1,4 +1,4 @@
-package lab
+package device
 
 import (
 	"bytes"
@@ -7,17 +7,31 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// State is a lab's state.json: what `lab down` needs to remove it even when
-// the daemon is gone, and what the daemon starts from.
+// RunDir holds one runtime directory per device. A variable so that unit
+// tests can point it elsewhere; the CLI never changes it.
+var RunDir = "/run/faultbox"
+
+// Kind says how a device's ports are placed, and so what undoes it.
+type Kind string
+
+const (
+	KindLab    Kind = "lab"    // namespaces of its own, one per host (lab up)
+	KindAttach Kind = "attach" // two ports inside an existing namespace (attach)
+	KindRun    Kind = "run"    // one fresh namespace for one command (run)
+)
+
+// State is a device's state.json: what the device starts from, and what
+// removing it needs even when the device process is gone.
 type State struct {
 	Name    string `json:"name"`
-	Hosts   []Host `json:"hosts"`
+	Kind    Kind   `json:"kind"`
 	Profile string `json:"profile"` // built-in name or absolute file
 	Seed    uint64 `json:"seed"`
 	Capture string `json:"capture,omitempty"` // absolute path
@@ -26,16 +40,71 @@ type State struct {
 	// BusyPoll: how long the device polls after its last packet before it
 	// sleeps; 0: it sleeps at once (engine.Config.BusyPoll).
 	BusyPoll time.Duration `json:"busy_poll_ns,omitempty"`
+	// Placement is the kind's own record: where the ports go and what
+	// undoing that needs (a lab's hosts; what attach changed).
+	Placement json.RawMessage `json:"placement,omitempty"`
 
-	// The daemon, identified by pid and start time so that a reused pid is
-	// never signalled; 0 until it was started.
-	Daemon Proc `json:"daemon"`
-	// The `lab up` that is creating the lab: a second `lab up` of the same
-	// name sees the lab in use while this one lives, even before there is
-	// a daemon.
+	// The device process, identified by pid and start time so that a
+	// reused pid is never signalled; 0 until it was started.
+	Device Proc `json:"device"`
+	// The command that is creating the device: a second one of the same
+	// name sees the name in use while this one lives, even before there
+	// is a device process.
 	Creator Proc      `json:"creator"`
 	Created time.Time `json:"created"`
 }
+
+// KindOf is the state's kind; a state written before kinds existed is a
+// lab's.
+func (s *State) KindOf() Kind {
+	if s.Kind == "" {
+		return KindLab
+	}
+	return s.Kind
+}
+
+// Decode reads the placement record into v.
+func (s *State) Decode(v any) error {
+	if len(s.Placement) == 0 {
+		return fmt.Errorf("%s: no placement recorded", statePath(s.Name))
+	}
+	if err := json.Unmarshal(s.Placement, v); err != nil {
+		return fmt.Errorf("%s: placement: %w", statePath(s.Name), err)
+	}
+	return nil
+}
+
+// Encode records v as the placement.
+func (s *State) Encode(v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	s.Placement = data
+	return nil
+}
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,15}$`)
+
+// CheckName returns an error unless name is a valid device name: 1-16 of
+// lowercase letters, digits and '-', not starting with '-'. Labs, attaches
+// and runs share one name space (their runtime directories).
+func CheckName(name string) error {
+	if !nameRE.MatchString(name) {
+		return InputErrorf("name %q: want 1-16 lowercase letters, digits or '-', starting with a letter or digit (e.g. default, web-1)", name)
+	}
+	return nil
+}
+
+// Dir is the runtime directory of the device called name.
+func Dir(name string) string { return filepath.Join(RunDir, name) }
+
+// Paths inside a device's runtime directory.
+func statePath(name string) string  { return filepath.Join(Dir(name), "state.json") }
+func socketPath(name string) string { return filepath.Join(Dir(name), "control.sock") }
+
+// LogPath is the device process's log (its stderr).
+func LogPath(name string) string { return filepath.Join(Dir(name), "device.log") }
 
 // Proc names a process by pid and start time (field 22 of /proc/PID/stat,
 // clock ticks since boot), which together never name two processes.
@@ -118,21 +187,21 @@ func (p Proc) WaitGone(d time.Duration) bool {
 	return true
 }
 
-// ReadState reads lab's state.json; the error wraps fs.ErrNotExist when the
-// lab has none.
-func ReadState(lab string) (*State, error) {
-	data, err := os.ReadFile(statePath(lab))
+// ReadState reads the device's state.json; the error wraps fs.ErrNotExist
+// when there is none.
+func ReadState(name string) (*State, error) {
+	data, err := os.ReadFile(statePath(name))
 	if err != nil {
 		return nil, err
 	}
 	var s State
 	if err := json.Unmarshal(data, &s); err != nil {
-		return nil, fmt.Errorf("%s: %w", statePath(lab), err)
+		return nil, fmt.Errorf("%s: %w", statePath(name), err)
 	}
 	return &s, nil
 }
 
-// WriteState replaces lab's state.json atomically (write, then rename), so a
+// WriteState replaces the device's state.json atomically (write, then rename), so a
 // reader never sees half a file.
 func WriteState(s *State) error {
 	data, err := json.MarshalIndent(s, "", "  ")
@@ -158,9 +227,9 @@ func WriteState(s *State) error {
 	return nil
 }
 
-// lockRunDir takes an exclusive lock on RunDir/.lock, serialising the
-// check-and-claim of a lab name between concurrent `lab up`s.
-func lockRunDir() (unlock func(), err error) {
+// LockRunDir takes an exclusive lock on RunDir/.lock, serialising the
+// check-and-claim of a name between concurrent commands.
+func LockRunDir() (unlock func(), err error) {
 	if err := os.MkdirAll(RunDir, 0o755); err != nil {
 		return nil, err
 	}
@@ -175,8 +244,8 @@ func lockRunDir() (unlock func(), err error) {
 	return func() { f.Close() }, nil // closing releases the lock
 }
 
-// labs lists the labs with a runtime directory.
-func labs() ([]string, error) {
+// Names lists the devices with a runtime directory, of every kind.
+func Names() ([]string, error) {
 	ents, err := os.ReadDir(RunDir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil

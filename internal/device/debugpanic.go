@@ -1,4 +1,4 @@
-package lab
+package device
 
 import (
 	"log"
@@ -7,7 +7,7 @@ import (
 )
 
 // DebugPanicEnv is for tests only. The crash-safety end-to-end test sets it
-// to a Go duration on `lab up`; the daemon inherits it and panics that long
+// to a Go duration on `lab up`; the device inherits it and panics that long
 // after it is ready, as a bug in the device would, so the test can check
 // that `lab down` removes what a crashed device left. Unset (always, in
 // real use) it does nothing.

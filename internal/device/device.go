@@ -1,0 +1,374 @@
+// Package device is faultbox's device process: its TUN ports, the engine
+// between them, the capture and the control socket, from start to
+// teardown. Where the ports go is not its business: a Placement decides
+// that (a lab's namespaces, an attached namespace, a command's namespace)
+// and undoes it, so lab, attach and run share one device, one status, one
+// apply and one way down.
+//
+// Every device has a runtime directory RunDir/NAME (0700) holding
+// state.json (State: its kind and what undoing its placement needs),
+// control.sock and device.log. A command that creates a device writes
+// state.json and re-executes the faultbox binary as the device process
+// (Start), which reads it (Run).
+package device
+
+import (
+	"fmt"
+	"log"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/faultbox/faultbox/behaviors"
+	"github.com/faultbox/faultbox/internal/capture"
+	"github.com/faultbox/faultbox/internal/engine"
+	"github.com/faultbox/faultbox/profiles"
+	"github.com/faultbox/faultbox/tun"
+)
+
+// Port is one of the device's ports as a placement opened it.
+type Port struct {
+	Name      string         // the engine's name for it: a lab host, "app", "world"
+	Namespace string         // where its interface is, as the user knows it
+	Dev       tun.Port       // the open TUN interface
+	Prefixes  []netip.Prefix // the destinations the engine sends to it
+}
+
+// Placement puts a device's ports into the network and takes them out
+// again.
+type Placement interface {
+	// Place opens the ports and wires them in: interfaces, addresses,
+	// routes, rules. What it opened is closed by the device even if it
+	// fails.
+	Place(lg *log.Logger) ([]Port, error)
+	// Check proves that traffic crosses the started device. It runs before
+	// the profile is installed and must leave nothing behind: no packet in
+	// flight, no open connection.
+	Check(lg *log.Logger) error
+	// Resolver resolves the host names a profile's matches may use.
+	Resolver() behaviors.Resolver
+	// Describe is one line for status: what the device sits in front of.
+	Describe() string
+	// Remove undoes the placement once the ports are closed; also after a
+	// failed Place.
+	Remove(lg *log.Logger)
+}
+
+// PlaceFunc makes the placement a state records. save writes the state
+// (its Placement field updated by the caller) so that what a placement
+// changes is on disk before it changes it.
+type PlaceFunc func(st *State, save func() error) (Placement, error)
+
+// Device is one running device.
+type Device struct {
+	state   *State
+	place   Placement
+	log     *log.Logger
+	started time.Time
+
+	ports   []Port // opened, whether or not the engine owns them yet
+	eng     *engine.Engine
+	capture *capture.Writer
+	ln      net.Listener
+	stop    chan struct{} // closed to stop the capture flusher
+	wg      sync.WaitGroup
+
+	mu      sync.Mutex // guards source, seed, failure and state writes
+	source  string
+	seed    uint64
+	failure string
+
+	shutdownOnce sync.Once
+	shutdown     chan struct{}
+}
+
+// Run is the device process of the device called name: it places and
+// opens its ports, proves that traffic flows, installs the profile and
+// serves the control socket until SIGINT, SIGTERM or a shutdown request;
+// then it closes the ports, undoes the placement and removes the runtime
+// directory. It logs to stderr, which Start points at device.log. If
+// setting up fails it undoes what it did and returns the error.
+func Run(name string, placeFor PlaceFunc) error {
+	// Take the signals before anything else so that a SIGTERM during setup
+	// still ends in a clean teardown.
+	sigc := make(chan os.Signal, 2)
+	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
+	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
+
+	d, err := newDevice(name, placeFor, log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds))
+	if err != nil {
+		return err
+	}
+	st := d.state
+	d.log.Printf("%s %s: device starting (pid %d)", st.KindOf(), name, os.Getpid())
+	if err := d.setup(); err != nil {
+		d.log.Printf("setup failed: %v", err)
+		d.closePorts()
+		d.place.Remove(d.log)
+		return err
+	}
+	go d.serveControl()
+	d.log.Printf("ready: profile %s, seed %d", d.source, d.seed)
+	debugPanicAfter(d.log) // test-only: FAULTBOX_DEBUG_PANIC_AFTER
+	if path := os.Getenv("FAULTBOX_CPUPROFILE"); path != "" {
+		// For performance work: profile the device until teardown.
+		if f, err := os.Create(path); err == nil {
+			if pprof.StartCPUProfile(f) == nil {
+				defer func() { pprof.StopCPUProfile(); f.Close() }()
+			}
+		}
+	}
+
+	select {
+	case sig := <-sigc:
+		d.log.Printf("%v: shutting down", sig)
+	case <-d.shutdown:
+		d.log.Printf("shutdown requested")
+	}
+	start := time.Now()
+	d.closePorts()
+	d.place.Remove(d.log)
+	if err := os.RemoveAll(Dir(name)); err != nil {
+		d.log.Printf("%v", err)
+	}
+	d.log.Printf("%s %s removed in %s", st.KindOf(), name, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// newDevice reads the state of the device called name and makes its
+// placement.
+func newDevice(name string, placeFor PlaceFunc, lg *log.Logger) (*Device, error) {
+	st, err := ReadState(name)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if st.Device, err = ProcOf(os.Getpid()); err != nil {
+		return nil, err // state.json is rewritten on apply: it must name us
+	}
+	d := &Device{
+		state:    st,
+		log:      lg,
+		started:  time.Now(),
+		source:   st.Profile,
+		seed:     st.Seed,
+		stop:     make(chan struct{}),
+		shutdown: make(chan struct{}),
+	}
+	if d.place, err = placeFor(st, d.saveState); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// saveState writes state.json under the device's lock.
+func (d *Device) saveState() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return WriteState(d.state)
+}
+
+// setup builds the engine, places and opens the ports, checks that traffic
+// flows and then installs the profile's chain, opens the capture and
+// listens on the control socket.
+func (d *Device) setup() error {
+	st := d.state
+	p, err := profiles.Load(st.Profile)
+	if err != nil {
+		return err
+	}
+	chain, err := p.Chain(st.Seed, d.place.Resolver())
+	if err != nil {
+		return err
+	}
+	if d.ports, err = d.place.Place(d.log); err != nil {
+		return err
+	}
+	cfg := engine.Config{BusyPoll: st.BusyPoll, OnFailure: func(err error) {
+		d.log.Printf("device failure: %v", err)
+		d.mu.Lock()
+		d.failure = err.Error()
+		d.mu.Unlock()
+	}}
+	if st.Capture != "" {
+		names := make([]string, len(d.ports))
+		for i, p := range d.ports {
+			names[i] = p.Name
+		}
+		w, err := capture.Create(st.Capture, names, 0)
+		if err != nil {
+			return err
+		}
+		d.capture = w
+		cfg.Capture = w // only when non-nil: a nil *Writer in the interface is not "no capture"
+	}
+	d.eng = engine.New(cfg)
+	for _, p := range d.ports {
+		if err := d.eng.AddPort(p.Name, p.Dev, p.Prefixes); err != nil {
+			return err
+		}
+		d.log.Printf("port %s: %s in %s, %v, mtu %d, offload %s", p.Name, p.Dev.Name(), p.Namespace, p.Prefixes, p.Dev.MTU(), onOff(p.Dev.Offloads()))
+	}
+	d.eng.Start()
+	// Prove the wiring with the engine's initial passthrough chain, so that
+	// a profile that drops or delays everything cannot fail the start.
+	if err := d.place.Check(d.log); err != nil {
+		return err
+	}
+	d.eng.SetChain(chain)
+	if d.capture != nil {
+		d.wg.Add(1)
+		go d.flushCapture()
+	}
+	return d.listen()
+}
+
+// flushCapture writes the capture to disk every second, so a reader sees
+// packets without waiting for the device to stop.
+func (d *Device) flushCapture() {
+	defer d.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.stop:
+			return
+		case <-t.C:
+			if err := d.capture.Flush(); err != nil {
+				d.log.Printf("capture: %v", err)
+				return
+			}
+		}
+	}
+}
+
+// closePorts stops the control socket, the engine (closing its ports, which
+// removes the interfaces) and the capture.
+func (d *Device) closePorts() {
+	if d.ln != nil {
+		d.ln.Close()
+	}
+	close(d.stop)
+	if d.eng != nil {
+		if err := d.eng.Close(); err != nil {
+			d.log.Printf("engine: %v", err)
+		}
+	}
+	for _, p := range d.ports {
+		p.Dev.Close() // no-op for ports the engine closed
+	}
+	d.wg.Wait()
+	if d.capture != nil {
+		if err := d.capture.Close(); err != nil {
+			d.log.Printf("capture: %v", err)
+		} else {
+			d.log.Printf("capture: %d packets in %s", d.capture.Packets(), d.state.Capture)
+		}
+	}
+}
+
+// Shutdown asks the device to stop; Run then tears it down.
+func (d *Device) Shutdown() {
+	d.shutdownOnce.Do(func() { close(d.shutdown) })
+}
+
+// Events returns the events the engine recorded from sequence number from
+// on, and the number to ask for next time.
+func (d *Device) Events(from uint64) ([]EventRecord, uint64) {
+	evs, next := d.eng.Events(from)
+	recs := make([]EventRecord, len(evs))
+	for i, e := range evs {
+		recs[i] = EventRecord{Event: e, Text: e.String()}
+	}
+	return recs, next
+}
+
+// ApplyRequest is a profile to switch to.
+type ApplyRequest struct {
+	Source string  // built-in name, or the file's absolute path (for the record)
+	YAML   string  // the profile text; required unless Source is built in
+	Seed   *uint64 // the run's seed, if given
+}
+
+// Apply swaps the engine's chain. The engine keeps its flow table and delay
+// lines, so open connections carry on under the new profile. It returns
+// the profile's name and the seed in force; a profile that does not
+// compile is an InputError and changes nothing.
+func (d *Device) Apply(req ApplyRequest) (string, uint64, error) {
+	var p *profiles.Profile
+	var err error
+	switch {
+	case req.YAML != "":
+		p, err = profiles.Parse(req.Source, []byte(req.YAML))
+	case slices.Contains(profiles.Builtin(), req.Source):
+		p, err = profiles.Load(req.Source)
+	default:
+		// The device opens no file a client names: files come as text.
+		err = InputErrorf("apply: %q is not a built-in profile and no profile text was sent", req.Source)
+	}
+	if err != nil {
+		return "", 0, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	seed := d.seed
+	switch {
+	case req.Seed != nil:
+		seed = *req.Seed
+	case p.Seed != nil:
+		seed = *p.Seed
+	}
+	chain, err := p.Chain(seed, d.place.Resolver())
+	if err != nil {
+		return "", 0, err
+	}
+	d.eng.SetChain(chain)
+	d.source, d.seed = req.Source, seed
+	d.state.Profile, d.state.Seed = req.Source, seed
+	if err := WriteState(d.state); err != nil {
+		d.log.Printf("apply: %v", err)
+	}
+	d.log.Printf("applied profile %s (%s), seed %d", p.Name, req.Source, seed)
+	return p.Name, seed, nil
+}
+
+// Status is a snapshot of the device: its own facts and the engine's.
+func (d *Device) Status() *Status {
+	d.mu.Lock()
+	st := &Status{
+		Name:          d.state.Name,
+		Kind:          d.state.KindOf(),
+		Placement:     d.place.Describe(),
+		PID:           os.Getpid(),
+		Started:       d.started,
+		UptimeSeconds: time.Since(d.started).Seconds(),
+		Namespaces:    map[string]string{},
+		Source:        d.source,
+		MTU:           d.state.MTU,
+		CPUs:          d.state.CPUs,
+		BusyPoll:      d.state.BusyPoll.String(),
+		Capture:       d.state.Capture,
+		Failure:       d.failure,
+	}
+	d.mu.Unlock()
+	for _, p := range d.ports {
+		st.Namespaces[p.Name] = p.Namespace
+	}
+	if d.capture != nil {
+		st.CapturePackets = d.capture.Packets()
+	}
+	st.Status = d.eng.Status()
+	return st
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
