@@ -23,8 +23,10 @@ func run(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	faultbox = filepath.Join(dir, "faultbox")
-	// The test runs in e2e/; the command is one directory up.
-	build := exec.Command("go", "build", "-o", faultbox, "../cmd/faultbox")
+	// The test runs in e2e/; the command is one directory up. The
+	// faultbox_testhooks tag adds the crash trigger the crash-safety tests
+	// use (internal/device/debugpanic.go).
+	build := exec.Command("go", "build", "-tags", "faultbox_testhooks", "-o", faultbox, "../cmd/faultbox")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: building faultbox:", err)

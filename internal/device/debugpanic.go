@@ -1,3 +1,5 @@
+//go:build faultbox_testhooks
+
 package device
 
 import (
@@ -6,11 +8,11 @@ import (
 	"time"
 )
 
-// DebugPanicEnv is for tests only. The crash-safety end-to-end test sets it
-// to a Go duration on `lab up`; the device inherits it and panics that long
+// DebugPanicEnv exists only in binaries built with the faultbox_testhooks
+// tag (the end-to-end tests build so). The crash-safety test sets it to a
+// Go duration on `lab up`; the device inherits it and panics that long
 // after it is ready, as a bug in the device would, so the test can check
-// that `lab down` removes what a crashed device left. Unset (always, in
-// real use) it does nothing.
+// that `lab down --all` removes what a crashed device left.
 const DebugPanicEnv = "FAULTBOX_DEBUG_PANIC_AFTER"
 
 // debugPanicAfter arms the test-only panic of DebugPanicEnv.

@@ -115,7 +115,7 @@ func Run(name string, placeFor PlaceFunc) error {
 	}
 	go d.serveControl()
 	d.log.Printf("ready: profile %s, seed %d", d.source, d.seed)
-	debugPanicAfter(d.log) // test-only: FAULTBOX_DEBUG_PANIC_AFTER
+	debugPanicAfter(d.log) // test builds only (debugpanic.go)
 	if path := os.Getenv("FAULTBOX_CPUPROFILE"); path != "" {
 		// For performance work: profile the device until teardown.
 		if f, err := os.Create(path); err == nil {
