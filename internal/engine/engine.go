@@ -112,6 +112,7 @@ type port struct {
 	dev   tun.Port
 	addrs []netip.Prefix
 	line  delayLine
+	base  tun.PortStats // dev's counters at the last Reset, taken out of Status
 }
 
 // New returns an engine with an empty (passthrough) chain.
@@ -170,6 +171,24 @@ func (e *Engine) SetChain(c *behaviors.Chain) {
 	e.mu.Lock()
 	e.chain = c
 	e.mu.Unlock()
+}
+
+// Reset installs c and starts every count over: flow table, counters,
+// events and the ports' statistics. A device calls it after the checks it
+// ran through the engine at start-up, so that neither the profile nor the
+// user meet them. Nothing may be in flight: the caller saw its checks'
+// last packets arrive, and nothing else uses the ports yet.
+func (e *Engine) Reset(c *behaviors.Chain) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.chain = c
+	e.flows = flow.NewTable(e.cfg.MaxFlows, e.cfg.Timeouts)
+	e.c = Counters{}
+	e.writeDrops.Store(0)
+	e.events.next = 0
+	for _, p := range e.ports {
+		p.base = p.dev.Stats()
+	}
 }
 
 // Start runs one reader and one delay-line writer per port, or in busy-poll

@@ -406,3 +406,41 @@ func TestEngine_BusyPollCloseIsPrompt(t *testing.T) {
 
 // plainPort hides a MemPort's Poller methods.
 type plainPort struct{ tun.Port }
+
+// Reset starts every count over under the new chain: what crossed before
+// (a device's start-up checks) is in no counter, flow or event after it,
+// and a mid-connection packet afterwards meets the new chain.
+func TestEngine_ResetStartsCountsOver(t *testing.T) {
+	l := newLab(t, Config{})
+	l.e.SetChain(chainOf(t, "log", mustNew(t, "log"), behaviors.MatchSpec{}))
+	syn := tcpSeg(clientAddr, serverAddr, 40000, 80, 1, 0, packet.SYN, nil)
+	l.client.Send(syn, tun.Offload{})
+	if _, _, ok := l.server.Recv(time.Second); !ok {
+		t.Fatal("the SYN did not cross")
+	}
+	if st := l.e.Status(); st.Counters.In != 1 || st.Flows.Active != 1 || st.Events != 1 || st.Ports[0].Stats.ReadPackets != 1 {
+		t.Fatalf("before Reset: %+v", st)
+	}
+	l.e.Reset(chainOf(t, "log", mustNew(t, "log"), behaviors.MatchSpec{}))
+	st := l.e.Status()
+	if st.Counters != (Counters{}) || st.Flows.Active != 0 || st.Flows.Created != 0 || st.Events != 0 || len(st.FlowState) != 0 {
+		t.Errorf("after Reset: counters %+v flows %+v %v events %d", st.Counters, st.Flows, st.FlowState, st.Events)
+	}
+	for _, p := range st.Ports {
+		if p.Stats != (tun.PortStats{}) {
+			t.Errorf("after Reset: port %s %+v", p.Name, p.Stats)
+		}
+	}
+	if evs, _ := l.e.Events(0); len(evs) != 0 {
+		t.Errorf("after Reset: events %v", evs)
+	}
+	ack := tcpSeg(clientAddr, serverAddr, 40000, 80, 2, 101, packet.ACK, []byte("x"))
+	l.client.Send(ack, tun.Offload{})
+	if _, _, ok := l.server.Recv(time.Second); !ok {
+		t.Fatal("the ACK did not cross")
+	}
+	st = l.e.Status()
+	if st.Counters.In != 1 || st.Counters.Out != 1 || st.Events != 1 || st.Behaviors[0].Counters.Matched != 1 || st.Ports[0].Stats.ReadPackets != 1 {
+		t.Errorf("one packet after Reset: counters %+v events %d behaviors %+v ports %+v", st.Counters, st.Events, st.Behaviors, st.Ports)
+	}
+}

@@ -30,11 +30,11 @@ type PortStatus struct {
 
 // Status returns a snapshot of counters, flows, ports and behaviors.
 func (e *Engine) Status() Status {
-	st, ports := e.counters()
+	st, ports, bases := e.counters()
 	// Outside the engine lock: a device reads some counters from the
 	// kernel, and packets must not wait for that.
-	for _, p := range ports {
-		ps := PortStatus{Name: p.name, Device: p.dev.Name(), Offloads: p.dev.Offloads(), Stats: p.dev.Stats()}
+	for i, p := range ports {
+		ps := PortStatus{Name: p.name, Device: p.dev.Name(), Offloads: p.dev.Offloads(), Stats: since(p.dev.Stats(), bases[i])}
 		for _, a := range p.addrs {
 			ps.Addrs = append(ps.Addrs, a.String())
 		}
@@ -43,8 +43,9 @@ func (e *Engine) Status() Status {
 	return st
 }
 
-// counters is Status without the ports, and the ports.
-func (e *Engine) counters() (Status, []*port) {
+// counters is Status without the ports, and the ports with their counters
+// at the last Reset.
+func (e *Engine) counters() (Status, []*port, []tun.PortStats) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	st := Status{
@@ -56,7 +57,9 @@ func (e *Engine) counters() (Status, []*port) {
 		Behaviors: e.chain.Status(),
 		Events:    e.events.next,
 	}
-	for _, p := range e.ports {
+	bases := make([]tun.PortStats, len(e.ports))
+	for j, p := range e.ports {
+		bases[j] = p.base
 		for i := range p.line.h {
 			st.Queued += int(segmentCount(&p.line.h[i].pkt))
 		}
@@ -67,7 +70,7 @@ func (e *Engine) counters() (Status, []*port) {
 		st.FlowState[f.State.String()]++
 		return true
 	})
-	return st, e.ports
+	return st, e.ports, bases
 }
 
 // Events returns the events recorded since sequence number from, oldest
@@ -84,4 +87,20 @@ func (e *Engine) Flows(fn func(*flow.Flow) bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.flows.Each(fn)
+}
+
+// since is what the counters in now gained after base.
+func since(now, base tun.PortStats) tun.PortStats {
+	return tun.PortStats{
+		ReadPackets:   now.ReadPackets - base.ReadPackets,
+		ReadBytes:     now.ReadBytes - base.ReadBytes,
+		QueueDrops:    now.QueueDrops - base.QueueDrops,
+		ReadDrops:     now.ReadDrops - base.ReadDrops,
+		WritePackets:  now.WritePackets - base.WritePackets,
+		WriteBytes:    now.WriteBytes - base.WriteBytes,
+		WriteDrops:    now.WriteDrops - base.WriteDrops,
+		GSOPackets:    now.GSOPackets - base.GSOPackets,
+		JoinedWrites:  now.JoinedWrites - base.JoinedWrites,
+		JoinedPackets: now.JoinedPackets - base.JoinedPackets,
+	}
 }
