@@ -216,11 +216,13 @@ func (d *Device) setup() error {
 	}
 	d.eng.Start()
 	// Prove the wiring with the engine's initial passthrough chain, so that
-	// a profile that drops or delays everything cannot fail the start.
+	// a profile that drops or delays everything cannot fail the start; then
+	// count from zero, so that the user's traffic is all the profile and
+	// the counters ever see.
 	if err := d.place.Check(d.log); err != nil {
 		return err
 	}
-	d.eng.SetChain(chain)
+	d.eng.Reset(chain)
 	if d.capture != nil {
 		d.wg.Add(1)
 		go d.flushCapture()

@@ -6,6 +6,7 @@ import (
 	"log"
 	"net"
 	"net/netip"
+	"syscall"
 	"time"
 
 	"github.com/faultbox/faultbox/internal/netns"
@@ -20,7 +21,8 @@ const (
 // probeAll proves that traffic flows from the first host to every other
 // host over IPv4 and IPv6: a TCP handshake crosses the device both ways, so
 // every port is exercised in both directions. It needs no tool inside the
-// hosts: the sockets are made in the namespaces by this process.
+// hosts: the sockets are made in the namespaces by this process. When it
+// returns, every packet it caused has crossed (see probe).
 func probeAll(hosts []Host, lg *log.Logger) error {
 	from := hosts[0]
 	for _, to := range hosts[1:] {
@@ -43,6 +45,10 @@ func probeAll(hosts []Host, lg *log.Logger) error {
 }
 
 // probe listens on dst in namespace toNS and connects to it from fromNS.
+// The connection ends with the client's RST (SO_LINGER 0), and probe
+// returns only once the server's socket saw it: the last packet of the
+// probe has crossed the device, and no FIN, retransmission or TIME_WAIT
+// is left to cross it later, after the profile is installed.
 func probe(fromNS, toNS string, dst netip.Addr) (time.Duration, error) {
 	var ln *net.TCPListener
 	err := netns.Do(toNS, func() error {
@@ -59,6 +65,13 @@ func probe(fromNS, toNS string, dst netip.Addr) (time.Duration, error) {
 	go func() {
 		c, err := ln.Accept()
 		if err == nil {
+			c.SetReadDeadline(time.Now().Add(probeTimeout))
+			_, err = c.Read(make([]byte, 1))
+			if errors.Is(err, syscall.ECONNRESET) {
+				err = nil // the RST arrived: the socket is gone, closing sends nothing
+			} else if err == nil {
+				err = errors.New("data instead of a reset")
+			}
 			c.Close()
 		}
 		accepted <- err
@@ -71,6 +84,7 @@ func probe(fromNS, toNS string, dst netip.Addr) (time.Duration, error) {
 		if err != nil {
 			return err
 		}
+		c.(*net.TCPConn).SetLinger(0)
 		return c.Close()
 	})
 	rtt := time.Since(start)
@@ -80,7 +94,7 @@ func probe(fromNS, toNS string, dst netip.Addr) (time.Duration, error) {
 		return 0, err
 	}
 	if err := <-accepted; err != nil {
-		return 0, errors.Join(errors.New("connected but not accepted"), err)
+		return 0, fmt.Errorf("connected, but the server did not see the connection reset: %w", err)
 	}
 	return rtt, nil
 }

@@ -23,6 +23,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/faultbox/faultbox/behaviors"
 	"github.com/faultbox/faultbox/internal/device"
 	"github.com/faultbox/faultbox/internal/testenv"
 )
@@ -618,5 +619,34 @@ echo "=== again"
 	}
 	if !strings.Contains(again, "all labs: nothing to remove") {
 		t.Errorf("second lab down --all: %q", again)
+	}
+}
+
+// TestLab_UpStartsClean: lab up checks that traffic flows before it
+// installs the profile, and none of that check reaches the user's run: with
+// a profile that acts on FINs, a second after lab up every counter is zero —
+// packets, ports, flows, events and the behavior's matches.
+func TestLab_UpStartsClean(t *testing.T) {
+	name := newLab(t)
+	mustRun(t, "lab", "up", "--name", name, "--profile", "cisco-asa-lost-fin")
+	time.Sleep(time.Second) // a probe packet still on its way would arrive by now
+	s := labStatus(t, name)
+	c := s.Counters
+	if c.In != 0 || c.Out != 0 || s.Flows.Created != 0 || s.Flows.Active != 0 || s.Events != 0 || len(s.FlowState) != 0 {
+		t.Errorf("after lab up: packets in %d out %d, flows created %d active %d %v, events %d; want all 0",
+			c.In, c.Out, s.Flows.Created, s.Flows.Active, s.FlowState, s.Events)
+	}
+	for _, p := range s.Ports {
+		if st := p.Stats; st.ReadPackets != 0 || st.WritePackets != 0 || st.ReadBytes != 0 || st.WriteBytes != 0 {
+			t.Errorf("after lab up: port %s read %d written %d packets, want 0", p.Name, st.ReadPackets, st.WritePackets)
+		}
+	}
+	if len(s.Behaviors) == 0 {
+		t.Fatal("the profile's behaviors are not in the status")
+	}
+	for _, b := range s.Behaviors {
+		if b.Counters != (behaviors.EntryCounters{}) {
+			t.Errorf("after lab up: behavior %s counted %+v, want nothing", b.Type, b.Counters)
+		}
 	}
 }
