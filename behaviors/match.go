@@ -43,6 +43,7 @@ type Match struct {
 // FlagSet selects TCP segments by flags: (flags & Mask) == Want, and, for
 // bare ACKs, no payload.
 type FlagSet struct {
+	Name       string // as the profile says it, e.g. "fin"
 	Mask, Want packet.TCPFlags
 	NoPayload  bool
 	Payload    bool
@@ -91,6 +92,7 @@ func (s MatchSpec) Compile(resolve Resolver) (Match, error) {
 		if !ok {
 			return m, Errorf("match.tcp_flags", "%q is not one of syn, syn-ack, ack, bare-ack, fin, rst, data", name)
 		}
+		fs.Name = strings.ToLower(name)
 		m.Flags = append(m.Flags, fs)
 	}
 	if len(m.Flags) > 0 && m.Protocol == 0 {
@@ -195,28 +197,53 @@ func inAny(ps []netip.Prefix, a netip.Addr) bool {
 	return false
 }
 
-// String renders a match for status output.
+// String renders the whole match for status output, in the profile's own
+// words ("direction: downstream, protocol: tcp, tcp_flags: [fin]"), with
+// host names as the addresses they resolved to; "all" if it selects every
+// packet.
 func (m Match) String() string {
-	var b strings.Builder
+	var parts []string
 	if m.Direction == Upstream {
-		b.WriteString("upstream ")
+		parts = append(parts, "direction: upstream")
 	} else if m.Direction == Downstream {
-		b.WriteString("downstream ")
+		parts = append(parts, "direction: downstream")
 	}
-	if m.Protocol != 0 {
-		fmt.Fprintf(&b, "proto=%d ", m.Protocol)
+	switch m.Protocol {
+	case 0:
+	case packet.ProtoTCP:
+		parts = append(parts, "protocol: tcp")
+	case packet.ProtoUDP:
+		parts = append(parts, "protocol: udp")
+	case packet.ProtoICMP:
+		parts = append(parts, "protocol: icmp")
+	default:
+		parts = append(parts, fmt.Sprintf("protocol: %d", m.Protocol))
 	}
 	if m.Port != 0 {
-		fmt.Fprintf(&b, "port=%d ", m.Port)
+		parts = append(parts, fmt.Sprintf("port: %d", m.Port))
 	}
-	if len(m.From) > 0 {
-		fmt.Fprintf(&b, "from=%v ", m.From)
+	list := func(key string, items []string) {
+		if len(items) > 0 {
+			parts = append(parts, key+": ["+strings.Join(items, ", ")+"]")
+		}
 	}
-	if len(m.To) > 0 {
-		fmt.Fprintf(&b, "to=%v ", m.To)
+	list("from", prefixStrings(m.From))
+	list("to", prefixStrings(m.To))
+	flags := make([]string, len(m.Flags))
+	for i, fs := range m.Flags {
+		flags[i] = fs.Name
 	}
-	if b.Len() == 0 {
+	list("tcp_flags", flags)
+	if len(parts) == 0 {
 		return "all"
 	}
-	return strings.TrimSpace(b.String())
+	return strings.Join(parts, ", ")
+}
+
+func prefixStrings(ps []netip.Prefix) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String()
+	}
+	return out
 }

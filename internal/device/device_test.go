@@ -155,7 +155,8 @@ func TestWriteStatus_ShowsPortsCountersAndBehaviors(t *testing.T) {
 					Stats: tun.PortStats{ReadPackets: 501, WriteDrops: 5, QueueDrops: 8}},
 			},
 			Behaviors: []behaviors.EntryStatus{
-				{Type: "loss", Match: "downstream", Counters: behaviors.EntryCounters{Matched: 300, Dropped: 11}, Extra: map[string]uint64{"bursts": 4, "a": 1}},
+				{Type: "loss", Match: "direction: downstream", Counters: behaviors.EntryCounters{Matched: 300, Dropped: 11}, Extra: map[string]uint64{"bursts": 4, "a": 1}},
+				{Type: "asa-teardown", Match: "protocol: tcp, tcp_flags: [fin]"},
 			},
 		},
 	}
@@ -167,7 +168,8 @@ func TestWriteStatus_ShowsPortsCountersAndBehaviors(t *testing.T) {
 	for _, want := range []string{
 		"x (device pid 4242, up 1m23s, mtu 1500)", "lab hosts client, server", "gprs (seed 42, from /tmp/p.yaml)", "/tmp/c.pcapng (99 packets)",
 		"198.18.0.1", "2001:db8::2", "fbx-x-server", "in 1001", "out 990", "dropped 11", "queued 3", "no-route 7",
-		"active 2/1024", "created 12", "closed 10, established 2", "loss", "downstream", "a=1 bursts=4",
+		"active 2/1024", "created 12", "closed 10, established 2", "loss", "direction: downstream", "a=1 bursts=4",
+		"asa-teardown  protocol: tcp, tcp_flags: [fin]  0",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)

@@ -273,7 +273,7 @@ func TestLab_UpExecStatusApplyDown(t *testing.T) {
 			s.Profile, s.Source, s.Seed, s.Behaviors, s.Counters)
 	}
 	text := mustRun(t, "lab", "status", "--name", name).stdout
-	for _, want := range []string{name, "block-port-81", "seed 42", "drop", "port=81", "fbx0", Namespace(name, "server")} {
+	for _, want := range []string{name, "block-port-81", "seed 42", "drop", "port: 81", "fbx0", Namespace(name, "server")} {
 		if !strings.Contains(text, want) {
 			t.Errorf("status lacks %q:\n%s", want, text)
 		}
