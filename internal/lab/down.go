@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/faultbox/faultbox/internal/device"
+	"github.com/faultbox/faultbox/internal/netns"
 )
 
 // Down removes lab: it asks the device to shut down (SIGKILL after 2 s),
@@ -95,7 +96,7 @@ func Down(lab string) ([]string, error) {
 // come twice. The error is listing's; the names found are returned all the
 // same.
 func knownNamespaces() ([]string, error) {
-	names, err := listNamespaces()
+	names, err := netns.List()
 	if ents, rerr := os.ReadDir(NetnsEtc); rerr == nil {
 		for _, e := range ents {
 			names = append(names, e.Name())

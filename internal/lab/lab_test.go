@@ -192,13 +192,6 @@ func TestHostsFile_EveryHostResolvesToBothAddresses(t *testing.T) {
 	}
 }
 
-func TestParseNetnsList(t *testing.T) {
-	out := "fbx-a-server (id: 3)\nfbx-a-client\n\nother (id: 0)\n"
-	if got := parseNetnsList([]byte(out)); !slices.Equal(got, []string{"fbx-a-server", "fbx-a-client", "other"}) {
-		t.Errorf("parseNetnsList = %v", got)
-	}
-}
-
 func TestLeftoverNamespaces_AllFbxAndNothingElse(t *testing.T) {
 	// Namespaces, then /etc/netns entries, as knownNamespaces lists them.
 	got := leftoverNamespaces([]string{"fbx-a-client", "docker", "fbx-t-tun-0a0b0c", "fbxnot", "fbx-a-client", "fbx-b-server", "cni"})

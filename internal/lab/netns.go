@@ -3,47 +3,20 @@ package lab
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
+
+	"github.com/vishvananda/netlink"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/faultbox/faultbox/internal/device"
 	"github.com/faultbox/faultbox/internal/netns"
 )
-
-// ip runs the ip command and returns its error with its output.
-func ip(args ...string) error {
-	out, err := exec.Command("ip", args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return nil
-}
-
-// listNamespaces returns the names ip netns list shows.
-func listNamespaces() ([]string, error) {
-	out, err := exec.Command("ip", "netns", "list").Output()
-	if err != nil {
-		return nil, fmt.Errorf("ip netns list: %w", err)
-	}
-	return parseNetnsList(out), nil
-}
-
-// parseNetnsList reads `ip netns list` output: "name" or "name (id: 3)".
-func parseNetnsList(out []byte) []string {
-	var names []string
-	for _, line := range strings.Split(string(out), "\n") {
-		if f := strings.Fields(line); len(f) > 0 {
-			names = append(names, f[0])
-		}
-	}
-	return names
-}
 
 func netnsExists(ns string) bool {
 	_, err := os.Stat(netns.Path(ns))
@@ -52,11 +25,20 @@ func netnsExists(ns string) bool {
 
 // createHost makes host's namespace with lo up and its /etc/hosts.
 func createHost(h Host, hostsFile []byte) error {
-	if err := ip("netns", "add", h.Namespace); err != nil {
+	if err := netns.Create(h.Namespace); err != nil {
 		return err
 	}
-	if err := ip("-n", h.Namespace, "link", "set", "lo", "up"); err != nil {
+	nl, err := netns.Handle(h.Namespace)
+	if err != nil {
 		return err
+	}
+	defer nl.Close()
+	lo, err := nl.LinkByName("lo")
+	if err == nil {
+		err = nl.LinkSetUp(lo)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: lo up: %w", h.Namespace, err)
 	}
 	dir := filepath.Dir(hostsFilePath(h.Namespace))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -65,19 +47,35 @@ func createHost(h Host, hostsFile []byte) error {
 	return os.WriteFile(hostsFilePath(h.Namespace), hostsFile, 0o644)
 }
 
-// addressHost gives the host's fbx0 its addresses and the lab's routes.
-// IPv6 skips duplicate address detection: the address is usable at once and
-// nobody else can hold it on a point-to-point link.
+// addressHost gives the host's port its addresses and the lab's routes.
+// IPv6 skips duplicate address detection: the address is usable at once
+// and nobody else can hold it on a point-to-point link.
 func addressHost(h Host) error {
-	n := h.Namespace
-	for _, args := range [][]string{
-		{"-n", n, "addr", "add", h.IPv4.String() + "/32", "dev", HostInterface},
-		{"-n", n, "-6", "addr", "add", h.IPv6.String() + "/128", "dev", HostInterface, "nodad"},
-		{"-n", n, "route", "add", Net4.String(), "dev", HostInterface, "src", h.IPv4.String()},
-		{"-n", n, "-6", "route", "add", Net6.String(), "dev", HostInterface, "src", h.IPv6.String()},
-	} {
-		if err := ip(args...); err != nil {
-			return err
+	nl, err := netns.Handle(h.Namespace)
+	if err != nil {
+		return err
+	}
+	defer nl.Close()
+	link, err := nl.LinkByName(HostInterface)
+	if err != nil {
+		return fmt.Errorf("%s: %w", h.Namespace, err)
+	}
+	for _, a := range []struct {
+		addr  netip.Addr
+		flags int
+	}{{h.IPv4, 0}, {h.IPv6, unix.IFA_F_NODAD}} {
+		ipnet := &net.IPNet{IP: a.addr.AsSlice(), Mask: net.CIDRMask(a.addr.BitLen(), a.addr.BitLen())}
+		if err := nl.AddrAdd(link, &netlink.Addr{IPNet: ipnet, Flags: a.flags}); err != nil {
+			return fmt.Errorf("%s: address %s on %s: %w", h.Namespace, a.addr, HostInterface, err)
+		}
+	}
+	for _, r := range []struct {
+		dst netip.Prefix
+		src netip.Addr
+	}{{Net4, h.IPv4}, {Net6, h.IPv6}} {
+		dst := &net.IPNet{IP: r.dst.Addr().AsSlice(), Mask: net.CIDRMask(r.dst.Bits(), r.dst.Addr().BitLen())}
+		if err := nl.RouteAdd(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: dst, Src: r.src.AsSlice()}); err != nil {
+			return fmt.Errorf("%s: route %s on %s: %w", h.Namespace, r.dst, HostInterface, err)
 		}
 	}
 	return nil
@@ -151,20 +149,6 @@ func killNetnsProcs(ns string) (int, error) {
 	}
 }
 
-// deleteNetns removes the name of namespace ns as `ip netns del` does:
-// detach its bind mount and remove the file. The namespace itself ends with
-// its last process and interface.
-func deleteNetns(ns string) error {
-	path := netns.Path(ns)
-	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && err != unix.EINVAL && err != unix.ENOENT {
-		return fmt.Errorf("delete namespace %s: unmount: %w", ns, err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("delete namespace %s: %w", ns, err)
-	}
-	return nil
-}
-
 // removeNetns kills the namespace's processes and deletes it and its /etc
 // files. It returns what it removed, for `lab down` to print.
 func removeNetns(ns string) ([]string, error) {
@@ -175,7 +159,7 @@ func removeNetns(ns string) ([]string, error) {
 		if err != nil {
 			errs = append(errs, err)
 		}
-		if err := deleteNetns(ns); err != nil {
+		if err := netns.Delete(ns); err != nil {
 			errs = append(errs, err)
 		} else if n > 0 {
 			removed = append(removed, fmt.Sprintf("namespace %s (killed %d processes)", ns, n))

@@ -146,9 +146,9 @@ func assertGone(t *testing.T, name string, dev device.Proc) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, ns := range parseNetnsList(out) {
-		if namespaceOf(name, ns) {
-			t.Errorf("namespace %s is left (ip netns list)", ns)
+	for _, line := range strings.Split(string(out), "\n") { // "name" or "name (id: 3)"
+		if f := strings.Fields(line); len(f) > 0 && namespaceOf(name, f[0]) {
+			t.Errorf("namespace %s is left (ip netns list)", f[0])
 		}
 	}
 	ents, _ := os.ReadDir(NetnsEtc)
