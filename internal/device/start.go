@@ -2,14 +2,19 @@ package device
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/faultbox/faultbox/profiles"
 )
 
 // Claim takes st.Name for a new device of st's kind: refused while a
@@ -48,6 +53,54 @@ func Claim(st *State, removeDead func() ([]string, error), notes io.Writer) erro
 		return err
 	}
 	return WriteState(st)
+}
+
+// Configure records what every kind of device takes from its command's
+// flags alike: the profile (a built-in's name, or a file's absolute path),
+// the seed (seed if given, else the profile's, else random) and the
+// capture file's absolute path, whose directory must exist.
+func (st *State) Configure(profileArg string, p *profiles.Profile, seed *uint64, capture string) error {
+	var err error
+	if st.Profile, err = ProfileSource(profileArg, p); err != nil {
+		return err
+	}
+	switch {
+	case seed != nil:
+		st.Seed = *seed
+	case p.Seed != nil:
+		st.Seed = *p.Seed
+	default:
+		st.Seed = RandomSeed()
+	}
+	if capture != "" {
+		if st.Capture, err = filepath.Abs(capture); err != nil {
+			return err
+		}
+		if fi, err := os.Stat(filepath.Dir(st.Capture)); err != nil || !fi.IsDir() {
+			return InputErrorf("capture %s: directory %s does not exist", capture, filepath.Dir(st.Capture))
+		}
+	}
+	return nil
+}
+
+// RandomSeed is a random seed that fits any signed 64-bit reader.
+func RandomSeed() uint64 {
+	var b [8]byte
+	rand.Read(b[:])
+	return binary.LittleEndian.Uint64(b[:]) >> 1
+}
+
+// Executable is exe, or if empty this program: the faultbox binary that
+// Start runs as the device.
+func Executable(exe string) (string, error) {
+	if exe != "" {
+		return exe, nil
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("finding the faultbox binary to run the device: %w", err)
+	}
+	return exe, nil
 }
 
 // Start runs `EXE device --name N` (exe: the faultbox binary) as the device

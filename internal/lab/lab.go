@@ -17,7 +17,6 @@ package lab
 
 import (
 	"crypto/rand"
-	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"net/netip"
@@ -70,13 +69,6 @@ func UniqueName(prefix string) string {
 	var b [3]byte
 	rand.Read(b[:]) // never fails (crypto/rand since Go 1.24)
 	return prefix + hex.EncodeToString(b[:])
-}
-
-// RandomSeed is a random seed that fits any signed 64-bit reader.
-func RandomSeed() uint64 {
-	var b [8]byte
-	rand.Read(b[:])
-	return binary.LittleEndian.Uint64(b[:]) >> 1
 }
 
 // Namespace is the network namespace of host in lab.

@@ -133,30 +133,12 @@ func (o *Options) plan() (*device.State, string, error) {
 	if err := st.Encode(record{Hosts: hosts}); err != nil {
 		return nil, "", err
 	}
-	if st.Profile, err = device.ProfileSource(o.Profile, p); err != nil {
+	if err := st.Configure(o.Profile, p, o.Seed, o.Capture); err != nil {
 		return nil, "", err
 	}
-	switch {
-	case o.Seed != nil:
-		st.Seed = *o.Seed
-	case p.Seed != nil:
-		st.Seed = *p.Seed
-	default:
-		st.Seed = RandomSeed()
-	}
-	if o.Capture != "" {
-		if st.Capture, err = filepath.Abs(o.Capture); err != nil {
-			return nil, "", err
-		}
-		if fi, err := os.Stat(filepath.Dir(st.Capture)); err != nil || !fi.IsDir() {
-			return nil, "", device.InputErrorf("capture %s: directory %s does not exist", o.Capture, filepath.Dir(st.Capture))
-		}
-	}
-	exe := o.Executable
-	if exe == "" {
-		if exe, err = os.Executable(); err != nil {
-			return nil, "", fmt.Errorf("finding the faultbox binary to run the device: %w", err)
-		}
+	exe, err := device.Executable(o.Executable)
+	if err != nil {
+		return nil, "", err
 	}
 	return st, exe, nil
 }

@@ -303,7 +303,7 @@ func (r *runner) seed() (uint64, error) {
 	if r.o.Seed != nil {
 		return *r.o.Seed, nil
 	}
-	return lab.RandomSeed(), nil
+	return device.RandomSeed(), nil
 }
 
 // profile returns what the lab starts with: the scenario's profile, its
