@@ -5,6 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/faultbox/faultbox/internal/attach"
 	"github.com/faultbox/faultbox/internal/device"
 	"github.com/faultbox/faultbox/internal/lab"
 )
@@ -15,6 +16,8 @@ func placements(st *device.State, save func() error) (device.Placement, error) {
 	switch st.KindOf() {
 	case device.KindLab:
 		return lab.Placement(st, save)
+	case device.KindAttach:
+		return attach.Placement(st, save)
 	}
 	return nil, device.InputErrorf("%s: unknown kind of device %q", st.Name, st.Kind)
 }

@@ -1,0 +1,192 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/faultbox/faultbox/internal/attach"
+	"github.com/faultbox/faultbox/internal/device"
+)
+
+func newAttachCmd() *cobra.Command {
+	var o attach.Options
+	var seed uint64
+	cmd := &cobra.Command{
+		Use:   "attach --pid PID | --netns PATH|NAME|self --to PREFIX[,PREFIX...] [--port N[,N...]] --profile NAME|FILE [--name N] [--seed S] [--capture F.pcapng]",
+		Short: "Put the device in front of services that already run",
+		Long: `Put the device inline between the processes of an existing network namespace
+(a container's, a pod's, the host's) and the destination prefixes --to, both
+directions, IPv4 and IPv6, with the profile's faults. Only traffic to those
+prefixes (and, with --port, to or from those ports) enters the device;
+connections that are open keep going, now through it.
+
+The device adds two interfaces (fbx-app, fbx-world), a few routing rules and
+two routing tables to the namespace and sets a few sysctls there (see the
+README); detach puts every one back, also after the device was killed. If
+the device dies, its interfaces go with it and traffic takes its usual way
+again, without faults. Needs CAP_NET_ADMIN, and CAP_SYS_ADMIN to enter a
+namespace other than its own (--netns self needs neither that nor setns).
+
+In the profile, from/to take CIDR prefixes, or "local" for the namespace's
+own addresses.`,
+		Example: `  sudo faultbox attach --pid $(docker inspect -f '{{.State.Pid}}' web) --to 172.17.0.3 --profile gprs
+  sudo faultbox attach --netns /var/run/netns/blue --to 10.0.0.0/8,fd00::/8 --port 5432 --profile cisco-asa-lost-fin
+  faultbox attach --netns self --to 10.96.0.0/12 --profile ./flaky.yaml     # a sidecar with NET_ADMIN
+  sudo faultbox status --name pid-4242
+  sudo faultbox detach --name pid-4242`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Seed = seedFlag(cmd, seed)
+			o.Notes = cmd.ErrOrStderr()
+			st, err := attach.Attach(o)
+			if err != nil {
+				return labErr(err)
+			}
+			return attach.WriteSummary(cmd.OutOrStdout(), st)
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&o.PID, "pid", 0, "attach to the network namespace of this process (e.g. a container's)")
+	f.StringVar(&o.Netns, "netns", "", "attach to this namespace: a name in /run/netns, a path, or self")
+	f.StringSliceVar(&o.To, "to", nil, "destination prefixes or addresses to put the device in front of, comma-separated")
+	f.StringSliceVar(&o.Ports, "port", nil, "only traffic to or from these ports (TCP and UDP), comma-separated")
+	f.StringVar(&o.Profile, "profile", "passthrough", "built-in profile name or profile file")
+	f.StringVar(&o.Name, "name", "", "name of this attach: 1-16 of a-z, 0-9 and '-' (default: pid-PID, the namespace's name, or self)")
+	f.Uint64Var(&seed, "seed", 0, "seed of every random decision (default: the profile's, else random)")
+	f.StringVar(&o.Capture, "capture", "", "write every packet through the device to this pcapng file")
+	return cmd
+}
+
+func newDetachCmd() *cobra.Command {
+	var name string
+	var all bool
+	cmd := &cobra.Command{
+		Use:   "detach [--name N | --all]",
+		Short: "Take an attached device out, restoring the namespace",
+		Long: `Stop the device and put back every rule, route, table and sysctl attach
+changed in the namespace, exactly as they were. After the device was killed
+(SIGKILL, a crash) detach does the same from the state it recorded. Without
+--name, detaches the only attach there is. --all detaches every attach and
+leaves labs alone. Safe to repeat.`,
+		Example: `  sudo faultbox detach --name pid-4242
+  sudo faultbox detach --all`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if all && name != "" {
+				return usageError(errors.New("detach: give --name or --all, not both"))
+			}
+			var removed []string
+			var err error
+			what := "attach " + name
+			switch {
+			case all:
+				what = "all attaches"
+				removed, err = attach.DetachAll()
+			case name == "":
+				if name, err = onlyAttach(); err == nil {
+					what = "attach " + name
+					removed, err = attach.Detach(name)
+				}
+			default:
+				removed, err = attach.Detach(name)
+			}
+			out := cmd.OutOrStdout()
+			if len(removed) == 0 && err == nil {
+				fmt.Fprintf(out, "%s: nothing to remove\n", what)
+			}
+			for _, r := range removed {
+				fmt.Fprintf(out, "removed %s\n", r)
+			}
+			return labErr(err)
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", "", "the attach to remove (default: the only one)")
+	cmd.Flags().BoolVar(&all, "all", false, "remove every attach, also those whose device died")
+	return cmd
+}
+
+// onlyAttach names the one attach there is, or says why it cannot.
+func onlyAttach() (string, error) {
+	names, err := device.Names()
+	if err != nil {
+		return "", err
+	}
+	var attaches []string
+	for _, n := range names {
+		if st, err := device.ReadState(n); err == nil && st.KindOf() == device.KindAttach {
+			attaches = append(attaches, n)
+		}
+	}
+	switch len(attaches) {
+	case 0:
+		return "", device.InputErrorf("nothing is attached")
+	case 1:
+		return attaches[0], nil
+	}
+	return "", device.InputErrorf("%d attaches (%v): say which with --name, or --all", len(attaches), attaches)
+}
+
+func newStatusCmd() *cobra.Command {
+	var name string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status [--name N] [--json]",
+		Short: "Show a device's placement, profile, seed and counters (lab or attach)",
+		Long: `Show what the device sits in front of, its ports, profile and seed, and its
+counters: packets per port, flows by state, and what each behavior matched,
+dropped, delayed, modified and injected. Works for labs and attaches alike;
+without --name, the only device there is.`,
+		Example: `  sudo faultbox status --name pid-4242
+  sudo faultbox status --json | jq .behaviors`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if name == "" {
+				names, err := device.Names()
+				if err != nil {
+					return err
+				}
+				if len(names) != 1 {
+					return usageError(fmt.Errorf("%d devices are up (%v): say which with --name", len(names), names))
+				}
+				name = names[0]
+			}
+			return writeStatus(cmd, name, asJSON)
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", "", "the device (default: the only one)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON")
+	return cmd
+}
+
+func newApplyCmd() *cobra.Command {
+	var name string
+	var seed uint64
+	cmd := &cobra.Command{
+		Use:   "apply --name N NAME|FILE [--seed S]",
+		Short: "Switch a running device (lab or attach) to another profile",
+		Long: `Load and check the profile, then switch the device to it. Open connections and
+packets already delayed are kept. A profile with errors changes nothing (exit
+status 2). The seed is --seed, else the profile's, else the device's current one.`,
+		Example: `  sudo faultbox apply --name pid-4242 cisco-asa-lost-fin
+  sudo faultbox apply --name pid-4242 ./flaky.yaml --seed 7`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			profile, s, err := device.Apply(name, args[0], seedFlag(cmd, seed))
+			if err != nil {
+				return labErr(err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: profile %s applied (seed %d)\n", name, profile, s)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", "", "the device")
+	cmd.MarkFlagRequired("name")
+	cmd.Flags().Uint64Var(&seed, "seed", 0, "seed of every random decision (default: the profile's, else the device's)")
+	return cmd
+}
+
+func init() {
+	rootCmd.AddCommand(newAttachCmd(), newDetachCmd(), newStatusCmd(), newApplyCmd())
+}

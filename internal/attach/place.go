@@ -1,0 +1,267 @@
+package attach
+
+import (
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"net/netip"
+	"slices"
+
+	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/faultbox/faultbox/behaviors"
+	"github.com/faultbox/faultbox/internal/device"
+	"github.com/faultbox/faultbox/internal/netns"
+	"github.com/faultbox/faultbox/tun"
+)
+
+// placement puts the device in front of the record's prefixes inside the
+// attached namespace (see the package comment for how).
+type placement struct {
+	rec *Record
+	ns  vnetns.NsHandle // held for the device's life: the namespace cannot go
+	// path reaches the namespace from any thread of this process ("" if
+	// it is the process's own: no setns needed).
+	path string
+	nl   *netlink.Handle
+}
+
+// Placement is the device.PlaceFunc of attach.
+func Placement(st *device.State, _ func() error) (device.Placement, error) {
+	rec, err := RecordOf(st)
+	if err != nil {
+		return nil, err
+	}
+	return &placement{rec: rec, ns: vnetns.None()}, nil
+}
+
+// RecordOf returns the attach record a state holds.
+func RecordOf(st *device.State) (*Record, error) {
+	if st.KindOf() != device.KindAttach {
+		return nil, device.InputErrorf("%q is not an attach but a %s", st.Name, st.KindOf())
+	}
+	var r Record
+	if err := st.Decode(&r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+func (p *placement) Place(lg *log.Logger) ([]device.Port, error) {
+	r := p.rec
+	if r.Target.Path != "" {
+		h, err := vnetns.GetFromPath(r.Target.Path)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", r.Target, err)
+		}
+		p.ns = h
+		p.path = fmt.Sprintf("/proc/self/fd/%d", int(h))
+	}
+	if !r.Target.Same(pathOrSelf(p.path)) {
+		return nil, fmt.Errorf("%s: %s is no longer the namespace attach inspected", r.Target, r.Target.Path)
+	}
+	nl, err := netns.Handle(p.path)
+	if err != nil {
+		return nil, err
+	}
+	p.nl = nl
+	var ports []device.Port
+	for _, name := range []string{r.App, r.World} {
+		dev, err := tun.Open(tun.Options{Name: name, NetNS: p.path, MTU: r.MTU, Offload: true})
+		if err != nil {
+			return ports, fmt.Errorf("%s: %w", r.Target, err)
+		}
+		pfx := r.To
+		if name == r.App {
+			pfx = nil
+			for _, a := range r.Locals {
+				pfx = append(pfx, netip.PrefixFrom(a, a.BitLen()))
+			}
+		}
+		ports = append(ports, device.Port{Name: map[string]string{r.App: "app", r.World: "world"}[name], Namespace: r.Target.Said, Dev: dev, Prefixes: pfx})
+		if err := p.quiet(name); err != nil {
+			return ports, err
+		}
+	}
+	if err := p.apply(lg); err != nil {
+		return ports, err
+	}
+	return ports, nil
+}
+
+func pathOrSelf(path string) string {
+	if path == "" {
+		return "/proc/thread-self/ns/net"
+	}
+	return path
+}
+
+// quiet sets up one of the device's own interfaces: the world side takes
+// the namespace's own packets in to forward them (IPv4: forwarding,
+// accept_local, no reverse-path filter; IPv6: force_forwarding), and
+// neither side has an IPv6 link-local address or solicits routers, so the
+// kernel's own chatter never reaches the device.
+func (p *placement) quiet(name string) error {
+	settings := [][2]string{{"net/ipv6/conf/" + name + "/router_solicitations", "0"}}
+	if name == p.rec.World {
+		settings = append(settings,
+			[2]string{"net/ipv4/conf/" + name + "/forwarding", "1"},
+			[2]string{"net/ipv4/conf/" + name + "/accept_local", "1"},
+			[2]string{"net/ipv4/conf/" + name + "/rp_filter", "0"})
+		if v, _ := readSysctls(p.path, []string{"net/ipv6/conf/" + name + "/force_forwarding"}); v["net/ipv6/conf/"+name+"/force_forwarding"] != "" {
+			settings = append(settings, [2]string{"net/ipv6/conf/" + name + "/force_forwarding", "1"})
+		}
+	}
+	for _, s := range settings {
+		if err := writeSysctl(p.path, s[0], s[1]); err != nil {
+			return fmt.Errorf("%s: %w", p.rec.Target, err)
+		}
+	}
+	link, err := p.nl.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("%s: %s: %w", p.rec.Target, name, err)
+	}
+	addrs, err := p.nl.AddrList(link, netlink.FAMILY_V6)
+	if err != nil {
+		return fmt.Errorf("%s: %s: %w", p.rec.Target, name, err)
+	}
+	for _, a := range addrs {
+		if err := p.nl.AddrDel(link, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+			return fmt.Errorf("%s: %s: remove %s: %w", p.rec.Target, name, a.IPNet, err)
+		}
+	}
+	return nil
+}
+
+// apply makes the record's changes: sysctls, routes, rules, and last the
+// local rule's move, after which replies take the world table.
+func (p *placement) apply(lg *log.Logger) error {
+	r, nl := p.rec, p.nl
+	for _, s := range r.Sysctls {
+		if err := writeSysctl(p.path, s.Key, s.New); err != nil {
+			return fmt.Errorf("%s: %w", r.Target, err)
+		}
+		lg.Printf("sysctl %s (was %s)", s, s.Old)
+	}
+	for _, f := range r.Families {
+		for _, rt := range f.Routes {
+			nr := &netlink.Route{Table: rt.Table, Dst: ipNet(rt.Dst), Family: f.Family}
+			if rt.Dev == "" {
+				nr.Type = unix.RTN_THROW
+			} else {
+				link, err := nl.LinkByName(rt.Dev)
+				if err != nil {
+					return fmt.Errorf("%s: %s: %w", r.Target, rt.Dev, err)
+				}
+				nr.LinkIndex, nr.Scope = link.Attrs().Index, netlink.SCOPE_LINK
+				if rt.Src.IsValid() {
+					nr.Src = rt.Src.AsSlice()
+				}
+			}
+			if err := nl.RouteAdd(nr); err != nil {
+				return fmt.Errorf("%s: route %s dev %q table %d: %w", r.Target, rt.Dst, rt.Dev, rt.Table, err)
+			}
+		}
+		for _, ru := range f.Rules {
+			if err := nl.RuleAdd(ru.netlink(f.Family)); err != nil {
+				return fmt.Errorf("%s: %s rule %s: %w", r.Target, familyName(f.Family), ru, err)
+			}
+		}
+		if f.LocalTo != f.LocalFrom {
+			if err := nl.RuleAdd(localRule(f.Family, f.LocalTo, f.LocalProtocol)); err != nil {
+				return fmt.Errorf("%s: %s local rule at %d: %w", r.Target, familyName(f.Family), f.LocalTo, err)
+			}
+			if err := nl.RuleDel(localRule(f.Family, f.LocalFrom, 0)); err != nil {
+				return fmt.Errorf("%s: %s local rule at %d: %w", r.Target, familyName(f.Family), f.LocalFrom, err)
+			}
+		}
+		lg.Printf("%s: %d rules from pref %d, tables %d and %d, local rule at %d (was %d), uplinks %v",
+			familyName(f.Family), len(f.Rules), f.Rules[0].Pref, f.AppTable, f.WorldTable, f.LocalTo, f.LocalFrom, f.Uplinks)
+	}
+	return nil
+}
+
+// Check asks the kernel which way traffic now takes, without sending any:
+// from the namespace to each prefix through the app interface, and a reply
+// from the prefix arriving on its uplink through the world interface. With
+// --port the rules select by port, which a route query does not carry, and
+// there is nothing to ask.
+func (p *placement) Check(lg *log.Logger) error {
+	r := p.rec
+	if len(r.Ports) > 0 {
+		return nil
+	}
+	for _, f := range r.Families {
+		for _, rt := range f.Routes {
+			if rt.Table != f.AppTable || rt.Dev == "" {
+				continue
+			}
+			probe := rt.Dst.Addr()
+			if rt.Dst.Bits() < probe.BitLen() {
+				probe = probe.Next()
+			}
+			if err := p.expect(probe.AsSlice(), &netlink.RouteGetOptions{}, r.App, "to "+rt.Dst.String()); err != nil {
+				return err
+			}
+			for _, up := range f.Uplinks {
+				if err := p.expect(rt.Src.AsSlice(), &netlink.RouteGetOptions{Iif: up, SrcAddr: probe.AsSlice()}, r.World, "from "+rt.Dst.String()+" on "+up); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	lg.Printf("routes checked: to %v through %s, back through %s", r.To, r.App, r.World)
+	return nil
+}
+
+// expect checks that the kernel routes dst (with opts) out of interface
+// want.
+func (p *placement) expect(dst net.IP, opts *netlink.RouteGetOptions, want, what string) error {
+	routes, err := p.nl.RouteGetWithOptions(dst, opts)
+	if err != nil || len(routes) == 0 {
+		return fmt.Errorf("%s: traffic %s: no route (%v)", p.rec.Target, what, err)
+	}
+	link, err := p.nl.LinkByIndex(routes[0].LinkIndex)
+	if err != nil {
+		return fmt.Errorf("%s: traffic %s: interface %d: %w", p.rec.Target, what, routes[0].LinkIndex, err)
+	}
+	if got := link.Attrs().Name; got != want {
+		return fmt.Errorf("%s: traffic %s takes %s, not %s", p.rec.Target, what, got, want)
+	}
+	return nil
+}
+
+// Resolver resolves "local", the namespace's own addresses; lab host
+// names mean nothing here.
+func (p *placement) Resolver() behaviors.Resolver { return Resolver(p.rec) }
+
+// Resolver resolves the names a profile may use under attach: "local" is
+// the attached namespace's own addresses.
+func Resolver(r *Record) behaviors.Resolver {
+	return func(name string) ([]netip.Addr, bool) {
+		if name == "local" {
+			return slices.Clone(r.Locals), true
+		}
+		return nil, false
+	}
+}
+
+func (p *placement) Describe() string { return p.rec.Describe() }
+
+// Remove undoes everything the record lists; the device's interfaces are
+// gone by now, and their routes with them.
+func (p *placement) Remove(lg *log.Logger) {
+	if p.nl != nil {
+		for _, err := range restore(p.rec, p.path, p.nl) {
+			lg.Printf("detach: %v", err)
+		}
+		p.nl.Close()
+		lg.Printf("%s restored", p.rec.Target)
+	}
+	if p.ns.IsOpen() {
+		p.ns.Close()
+	}
+}
