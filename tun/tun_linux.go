@@ -39,6 +39,11 @@ type Options struct {
 	// instead of MTU segments. If the kernel refuses, the device is opened
 	// without it and Offloads reports false.
 	Offload bool
+	// BeforeUp, if set, runs inside the namespace once the interface
+	// exists and before it is brought up, e.g. to set its sysctls before
+	// the kernel acts on them (IPv6 link-local address, router
+	// solicitations).
+	BeforeUp func(ifname string) error
 }
 
 // vnetHdrLen is sizeof(struct virtio_net_hdr): flags u8, gso_type u8,
@@ -168,6 +173,12 @@ func create(o Options) (fd int, name string, index int32, offloads, uso bool, er
 		fd, name, err = createFD(o.Name, false)
 		if err != nil {
 			return -1, "", 0, false, false, err
+		}
+	}
+	if o.BeforeUp != nil {
+		if err := o.BeforeUp(name); err != nil {
+			unix.Close(fd)
+			return -1, "", 0, false, false, fmt.Errorf("tun %s: %w", name, err)
 		}
 	}
 	if index, err = configure(name, o.MTU, o.TxQueueLen); err != nil {

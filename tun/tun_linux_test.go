@@ -330,6 +330,47 @@ func TestOpen_ConfiguresLink_Linux(t *testing.T) {
 	}
 }
 
+// BeforeUp runs inside the namespace while the interface is down: a
+// setting made there is in force when it comes up (here: no IPv6
+// link-local address), and its error fails Open without leaving the
+// interface behind.
+func TestOpen_BeforeUpRunsInTheNamespaceBeforeUp_Linux(t *testing.T) {
+	testenv.RequireNetAdmin(t)
+	ns := testenv.NewNetns(t, "tunb")
+	wasUp := true
+	d, err := Open(Options{Name: "fbx0", NetNS: ns, BeforeUp: func(name string) error {
+		// A socket made here is in the namespace: its ioctls see fbx0.
+		s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(s)
+		ifr, _ := unix.NewIfreq(name)
+		if err := unix.IoctlIfreq(s, unix.SIOCGIFFLAGS, ifr); err != nil {
+			return err
+		}
+		wasUp = ifr.Uint16()&unix.IFF_UP != 0
+		return os.WriteFile("/proc/sys/net/ipv6/conf/"+name+"/addr_gen_mode", []byte("1\n"), 0)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if wasUp {
+		t.Error("BeforeUp ran with the interface up")
+	}
+	out, err := exec.Command("ip", "-n", ns, "-6", "addr", "show", "dev", "fbx0").CombinedOutput()
+	if err != nil || strings.Contains(string(out), "fe80") {
+		t.Errorf("fbx0 has an IPv6 link-local address although BeforeUp turned that off: %v %s", err, out)
+	}
+	if _, err := Open(Options{Name: "fbx1", NetNS: ns, BeforeUp: func(string) error { return os.ErrPermission }}); err == nil {
+		t.Error("Open succeeded although BeforeUp failed")
+	}
+	if out, err := exec.Command("ip", "-n", ns, "link", "show", "fbx1").CombinedOutput(); err == nil {
+		t.Errorf("fbx1 left after a failed BeforeUp:\n%s", out)
+	}
+}
+
 // The kernel's drops at a full queue show in Stats as QueueDrops, counted
 // like ip -s link counts them, and survive Close.
 func TestStats_QueueDropsAreTheKernelsTxDropped_Linux(t *testing.T) {
