@@ -12,7 +12,9 @@
 //	app table    PREFIX dev fbx-app src ADDR    (ADDR: what the route had)
 //	             throw OWN-ADDRESS              (for own addresses inside a prefix)
 //	world table  OWN-ADDRESS dev fbx-world
-//	rules        iif UPLINK from PREFIX lookup world   (replies)
+//	rules        iif UPLINK from PREFIX ipproto ipv6-icmp lookup local
+//	                                                   (IPv6: neighbor discovery stays local)
+//	             iif UPLINK from PREFIX lookup world   (replies)
 //	             iif lo lookup app                     (the namespace's own packets)
 //	             the local rule moved after these, if it was at 0
 //

@@ -1,7 +1,6 @@
 package attach
 
 import (
-	"errors"
 	"fmt"
 	"log"
 	"net"
@@ -70,7 +69,7 @@ func (p *placement) Place(lg *log.Logger) ([]device.Port, error) {
 	p.nl = nl
 	var ports []device.Port
 	for _, name := range []string{r.App, r.World} {
-		dev, err := tun.Open(tun.Options{Name: name, NetNS: p.path, MTU: r.MTU, Offload: true})
+		dev, err := tun.Open(tun.Options{Name: name, NetNS: p.path, MTU: r.MTU, Offload: true, BeforeUp: p.quiet})
 		if err != nil {
 			return ports, fmt.Errorf("%s: %w", r.Target, err)
 		}
@@ -82,9 +81,6 @@ func (p *placement) Place(lg *log.Logger) ([]device.Port, error) {
 			}
 		}
 		ports = append(ports, device.Port{Name: map[string]string{r.App: "app", r.World: "world"}[name], Namespace: r.Target.Said, Dev: dev, Prefixes: pfx})
-		if err := p.quiet(name); err != nil {
-			return ports, err
-		}
 	}
 	if err := p.apply(lg); err != nil {
 		return ports, err
@@ -99,38 +95,26 @@ func pathOrSelf(path string) string {
 	return path
 }
 
-// quiet sets up one of the device's own interfaces: the world side takes
-// the namespace's own packets in to forward them (IPv4: forwarding,
+// quiet sets up one of the device's own interfaces before it comes up
+// (tun.Options.BeforeUp, on a thread inside the namespace): the world side
+// takes the namespace's own packets in to forward them (IPv4: forwarding,
 // accept_local, no reverse-path filter; IPv6: force_forwarding), and
-// neither side has an IPv6 link-local address or solicits routers, so the
+// neither side gets an IPv6 link-local address or solicits routers, so the
 // kernel's own chatter never reaches the device.
 func (p *placement) quiet(name string) error {
-	settings := [][2]string{{"net/ipv6/conf/" + name + "/router_solicitations", "0"}}
+	settings := [][2]string{{"net/ipv6/conf/" + name + "/addr_gen_mode", "1"}, {"net/ipv6/conf/" + name + "/router_solicitations", "0"}}
 	if name == p.rec.World {
 		settings = append(settings,
 			[2]string{"net/ipv4/conf/" + name + "/forwarding", "1"},
 			[2]string{"net/ipv4/conf/" + name + "/accept_local", "1"},
 			[2]string{"net/ipv4/conf/" + name + "/rp_filter", "0"})
-		if v, _ := readSysctls(p.path, []string{"net/ipv6/conf/" + name + "/force_forwarding"}); v["net/ipv6/conf/"+name+"/force_forwarding"] != "" {
+		if v, _ := readSysctls("", []string{"net/ipv6/conf/" + name + "/force_forwarding"}); v["net/ipv6/conf/"+name+"/force_forwarding"] != "" {
 			settings = append(settings, [2]string{"net/ipv6/conf/" + name + "/force_forwarding", "1"})
 		}
 	}
 	for _, s := range settings {
-		if err := writeSysctl(p.path, s[0], s[1]); err != nil {
-			return fmt.Errorf("%s: %w", p.rec.Target, err)
-		}
-	}
-	link, err := p.nl.LinkByName(name)
-	if err != nil {
-		return fmt.Errorf("%s: %s: %w", p.rec.Target, name, err)
-	}
-	addrs, err := p.nl.AddrList(link, netlink.FAMILY_V6)
-	if err != nil {
-		return fmt.Errorf("%s: %s: %w", p.rec.Target, name, err)
-	}
-	for _, a := range addrs {
-		if err := p.nl.AddrDel(link, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
-			return fmt.Errorf("%s: %s: remove %s: %w", p.rec.Target, name, a.IPNet, err)
+		if err := writeSysctl("", s[0], s[1]); err != nil { // "": this thread is in the namespace
+			return err
 		}
 	}
 	return nil

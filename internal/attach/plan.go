@@ -220,6 +220,20 @@ func (r *Record) planRules(nl *netlink.Handle, f *Family, prefixes []netip.Prefi
 		return fmt.Errorf("%s: rules: %w", r.Target, err)
 	}
 	var rules []Rule
+	if f.Family == unix.AF_INET6 && len(r.Ports) == 0 {
+		// Neighbor discovery from the prefix (an NA answering the kernel's
+		// own NS, a peer's NUD probe) comes to the namespace's global
+		// address too; steered to the world interface it would be
+		// forwarded, its hop limit no longer 255, and dropped: the
+		// neighbor never resolves and the namespace's processes get
+		// "address unreachable". So ICMPv6 from the prefix is delivered
+		// as without attach.
+		for _, up := range f.Uplinks {
+			for _, p := range prefixes {
+				rules = append(rules, Rule{Table: unix.RT_TABLE_LOCAL, Iif: up, From: p, Proto: unix.IPPROTO_ICMPV6})
+			}
+		}
+	}
 	for _, m := range r.portMatches() {
 		for _, up := range f.Uplinks {
 			for _, p := range prefixes {

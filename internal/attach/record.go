@@ -80,6 +80,8 @@ func (r Rule) String() string {
 		s += " ipproto tcp"
 	case unix.IPPROTO_UDP:
 		s += " ipproto udp"
+	case unix.IPPROTO_ICMPV6:
+		s += " ipproto ipv6-icmp"
 	}
 	if r.Sport != 0 {
 		s += fmt.Sprintf(" sport %d", r.Sport)

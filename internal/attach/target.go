@@ -70,6 +70,9 @@ func (t *Target) identify() error {
 		if errors.Is(err, fs.ErrNotExist) {
 			return device.InputErrorf("%s: %s does not exist", t.Said, path)
 		}
+		if errors.Is(err, fs.ErrPermission) {
+			return fmt.Errorf("%s: %s: permission denied: reaching another process's namespace needs CAP_SYS_ADMIN (and CAP_SYS_PTRACE for a process with more capabilities); inside the namespace, --netns self needs only CAP_NET_ADMIN", t.Said, path)
+		}
 		return fmt.Errorf("%s: %w", t.Said, err)
 	}
 	var nsfs unix.Statfs_t
