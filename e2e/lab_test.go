@@ -40,10 +40,21 @@ func fb(timeout time.Duration, args ...string) testenv.Result {
 	return testenv.Run(timeout, faultbox, args...)
 }
 
-// lab is one running lab, owned by one test.
+// lab is one running lab, owned by one test. The same helpers drive a
+// network of namespaces a test built itself (netns: fbx-NAME-HOST, run in
+// with ip netns exec), such as the one attach is tested on.
 type lab struct {
-	t    *testing.T
-	name string
+	t     *testing.T
+	name  string
+	netns bool
+}
+
+// command is argv that runs cmd in host.
+func (l *lab) command(host string, cmd ...string) []string {
+	if l.netns {
+		return append([]string{"ip", "netns", "exec", mbNS(l, host)}, cmd...)
+	}
+	return append([]string{faultbox, "lab", "exec", "--name", l.name, host, "--"}, cmd...)
 }
 
 // startLab brings up a lab with `faultbox lab up --name N args...` and takes
@@ -67,8 +78,8 @@ func startLab(t *testing.T, args ...string) *lab {
 // exec runs a command in host and returns its result; it does not fail the
 // test, so tests can check commands that must fail.
 func (l *lab) exec(timeout time.Duration, host string, cmd ...string) testenv.Result {
-	args := append([]string{"lab", "exec", "--name", l.name, host, "--"}, cmd...)
-	return fb(timeout, args...)
+	argv := l.command(host, cmd...)
+	return testenv.Run(timeout, argv[0], argv[1:]...)
 }
 
 // mustExec runs a command in host and fails the test unless it exits 0.
@@ -190,8 +201,8 @@ func (l *lab) start(host, line string) *proc {
 		l.t.Fatal(err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(faultbox, "lab", "exec", "--name", l.name, host, "--",
-		"sh", "-c", fmt.Sprintf("echo $$ > %s; exec %s", pidFile, line))
+	argv := l.command(host, "sh", "-c", fmt.Sprintf("echo $$ > %s; exec %s", pidFile, line))
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		l.t.Fatalf("start %s in %s: %v", line, host, err)
