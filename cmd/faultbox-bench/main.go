@@ -139,6 +139,7 @@ func runMain() int {
 	nRounds := flag.Int("rounds", 3, "measure every configuration this many times, in turn; the table shows medians")
 	only := flag.String("only", strings.Join(configNames, ","), "configurations to run, in order")
 	sections := flag.String("accuracy", "delay,rate,loss", "accuracy sections to run after the table (delay, rate, loss; empty: none)")
+	attachRows := flag.Bool("attach", true, "measure what faultbox attach costs selected and unselected traffic (attach.go)")
 	toxiproxy := flag.String("toxiproxy", "", "toxiproxy-server binary (go install github.com/Shopify/toxiproxy/v2/cmd/server); without it that row is skipped")
 	flag.Parse()
 	if *nRounds < 1 || *nRounds > 20 {
@@ -223,6 +224,12 @@ func runMain() int {
 	code := 0
 	for _, r := range rows {
 		if r.err != nil {
+			code = 1
+		}
+	}
+	if *attachRows && ctx.Err() == nil {
+		if err := attachBench(ctx, fbPath, m, *nRounds); err != nil {
+			fmt.Fprintln(os.Stderr, "faultbox-bench:", err)
 			code = 1
 		}
 	}
