@@ -424,8 +424,9 @@ func dkTraffic(l *lab, port int) error {
 // they were. Then attach again, SIGKILL the device (traffic goes on
 // without it at once) and detach --all (in a private view of
 // /run/faultbox, so it sees only this test's attach) restores them from
-// the state file. Twice over, so the namespace has been reconfigured
-// several times before the last attach.
+// the state file. Twice over (by PID, then by the namespace's name), so
+// the namespace has been reconfigured several times before the last
+// attach.
 func TestAttach_DetachRestoresExactly(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -442,8 +443,9 @@ func TestAttach_DetachRestoresExactly(t *testing.T) {
 			}
 			before := dkSnapshot(l, "client")
 			pid := pidIn(l, "client")
-			for round := 1; round <= 2; round++ {
-				dkAttach(l, "--pid", pid, "--to", "198.18.1.0/24,2001:db8:1::/64", "--profile", "passthrough")
+			for round, target := range [][]string{{"--pid", pid}, {"--netns", mbNS(l, "client")}} {
+				round++
+				dkAttach(l, append(target, "--to", "198.18.1.0/24,2001:db8:1::/64", "--profile", "passthrough")...)
 				if err := dkTraffic(l, 8000); err != nil {
 					t.Fatalf("round %d, attached: %v", round, err)
 				}
