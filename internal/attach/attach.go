@@ -189,10 +189,10 @@ func ParsePrefixes(items []string) ([]netip.Prefix, error) {
 				if aerr != nil {
 					return nil, device.InputErrorf("--to %q is not a prefix: want CIDR such as 198.18.1.0/24 or 2001:db8:1::/64, or an address", s)
 				}
+				if a.Zone() != "" {
+					return nil, device.InputErrorf("--to %q: a link-local address with a zone is not a destination attach can route", s)
+				}
 				p = netip.PrefixFrom(a, a.BitLen())
-			}
-			if p.Addr().Zone() != "" {
-				return nil, device.InputErrorf("--to %q: a prefix has no zone", s)
 			}
 			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()).Masked()
 			if !slices.Contains(out, p) {

@@ -194,6 +194,41 @@ func (r *Record) planFamily(nl *netlink.Handle, f *Family, prefixes []netip.Pref
 	return r.planRules(nl, f, prefixes)
 }
 
+// placeRules finds room for k rules among the existing ones, just before
+// the (first) rule that looks up the local table and after every rule that
+// came before it, and returns the first preference. If the local rule is
+// at 0 (the default) it is moved to after the k rules (f.LocalTo), which
+// needs the preferences up to it free.
+func (f *Family) placeRules(existing []netlink.Rule, k int) (int, error) {
+	local, before, after := -1, -1, -1
+	for _, ru := range existing {
+		if ru.Table == unix.RT_TABLE_LOCAL && (local < 0 || ru.Priority < local) {
+			local = ru.Priority
+			f.LocalProtocol = ru.Protocol
+		}
+	}
+	if local < 0 {
+		return 0, fmt.Errorf("no %s rule looks up the local table; attach does not know where to put its rules", familyName(f.Family))
+	}
+	for _, ru := range existing {
+		switch p := ru.Priority; {
+		case p < local && p > before:
+			before = p
+		case p > local && (after < 0 || p < after):
+			after = p
+		}
+	}
+	switch {
+	case local-before-1 >= k: // room just before the local rule
+		f.LocalFrom, f.LocalTo = local, local
+		return local - k, nil
+	case before < 0 && (after < 0 || after > local+k+1): // move the local rule after ours
+		f.LocalFrom, f.LocalTo = local, local+k+1
+		return local + 1, nil
+	}
+	return 0, fmt.Errorf("no room for %d %s rules before the local rule (pref %d): the preferences around it are taken", k, familyName(f.Family), local)
+}
+
 // portMatches are the (protocol, source port, destination port) a rule
 // selects: everything, or each --port at either end over TCP and UDP.
 func (r *Record) portMatches() [][3]uint16 {
@@ -243,33 +278,9 @@ func (r *Record) planRules(nl *netlink.Handle, f *Family, prefixes []netip.Prefi
 		}
 		rules = append(rules, Rule{Table: f.AppTable, Iif: "lo", Proto: uint8(m[0]), Sport: m[1], Dport: m[2]})
 	}
-	k := len(rules)
-	local, before, after := -1, -1, -1
-	for _, ru := range existing {
-		if ru.Table == unix.RT_TABLE_LOCAL && (local < 0 || ru.Priority < local) {
-			local = ru.Priority
-			f.LocalProtocol = ru.Protocol
-		}
-	}
-	if local < 0 {
-		return device.InputErrorf("%s: no %s rule looks up the local table; attach does not know where to put its rules", r.Target, familyName(f.Family))
-	}
-	for _, ru := range existing {
-		switch p := ru.Priority; {
-		case p < local && p > before:
-			before = p
-		case p > local && (after < 0 || p < after):
-			after = p
-		}
-	}
-	var first int
-	switch {
-	case local-before-1 >= k: // room just before the local rule
-		first, f.LocalFrom, f.LocalTo = local-k, local, local
-	case before < 0 && (after < 0 || after > local+k+1): // move the local rule after ours
-		first, f.LocalFrom, f.LocalTo = local+1, local, local+k+1
-	default:
-		return device.InputErrorf("%s: no room for %d %s rules before the local rule (pref %d): the preferences around it are taken", r.Target, k, familyName(f.Family), local)
+	first, err := f.placeRules(existing, len(rules))
+	if err != nil {
+		return device.InputErrorf("%s: %w", r.Target, err)
 	}
 	for i := range rules {
 		rules[i].Pref = first + i

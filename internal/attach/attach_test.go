@@ -1,0 +1,116 @@
+package attach
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/faultbox/faultbox/internal/device"
+)
+
+func TestParsePrefixes(t *testing.T) {
+	got, err := ParsePrefixes([]string{"198.18.1.7/24, 2001:db8:1::3", "198.18.1.0/24", "10.0.0.1"})
+	want := []netip.Prefix{netip.MustParsePrefix("198.18.1.0/24"), netip.MustParsePrefix("2001:db8:1::3/128"), netip.MustParsePrefix("10.0.0.1/32")}
+	if err != nil || !slices.Equal(got, want) {
+		t.Errorf("ParsePrefixes = %v %v, want %v (masked, single addresses as /32 and /128, each once)", got, err, want)
+	}
+	for _, bad := range [][]string{{"198.18.1.300/24"}, {"server"}, {"fe80::1%eth0"}, {""}, nil} {
+		if _, err := ParsePrefixes(bad); !device.IsInputError(err) {
+			t.Errorf("ParsePrefixes(%q): %v, want an input error", bad, err)
+		}
+	}
+}
+
+func TestParsePorts(t *testing.T) {
+	if got, err := ParsePorts([]string{"80, 443", "80"}); err != nil || !slices.Equal(got, []uint16{80, 443}) {
+		t.Errorf("ParsePorts = %v %v", got, err)
+	}
+	for _, bad := range []string{"0", "65536", "http", "-1"} {
+		if _, err := ParsePorts([]string{bad}); !device.IsInputError(err) {
+			t.Errorf("ParsePorts(%q): %v, want an input error", bad, err)
+		}
+	}
+}
+
+func TestDefaultName(t *testing.T) {
+	for _, c := range []struct {
+		pid      int
+		ns, want string
+	}{{4242, "", "pid-4242"}, {0, "self", "self"}, {0, "blue", "blue"}, {0, "/var/run/netns/Blue", "blue"}, {0, "/proc/7/ns/net", "net"}, {0, "a_b", "attach"}} {
+		if got := defaultName(c.pid, c.ns); got != c.want {
+			t.Errorf("defaultName(%d, %q) = %q, want %q", c.pid, c.ns, got, c.want)
+		}
+	}
+}
+
+func rules(prefs map[int]int) []netlink.Rule { // pref -> table
+	var out []netlink.Rule
+	for p, table := range prefs {
+		out = append(out, netlink.Rule{Priority: p, Table: table, Protocol: 2})
+	}
+	return out
+}
+
+// Attach's rules go just before the local rule and after everything that
+// came before it; the local rule moves only from 0, and only where the
+// preferences after it are free.
+func TestPlaceRules(t *testing.T) {
+	const local, main = unix.RT_TABLE_LOCAL, unix.RT_TABLE_MAIN
+	for _, c := range []struct {
+		name            string
+		existing        map[int]int
+		k               int
+		first, from, to int
+		err             string
+	}{
+		{"default: local at 0 moves after ours", map[int]int{0: local, 32766: main, 32767: 253}, 3, 1, 0, 4, ""},
+		{"local moved by someone: room before it", map[int]int{10: 100, 100: local, 32766: main}, 3, 97, 100, 100, ""},
+		{"no room before it", map[int]int{98: 100, 100: local, 32766: main}, 3, 0, 0, 0, "no room"},
+		{"a rule right after local at 0", map[int]int{0: local, 2: 100, 32766: main}, 3, 0, 0, 0, "no room"},
+		{"no local rule", map[int]int{32766: main}, 1, 0, 0, 0, "local table"},
+	} {
+		f := &Family{Family: unix.AF_INET}
+		first, err := f.placeRules(rules(c.existing), c.k)
+		switch {
+		case c.err != "":
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%s: %v, want an error saying %q", c.name, err, c.err)
+			}
+		case err != nil || first != c.first || f.LocalFrom != c.from || f.LocalTo != c.to:
+			t.Errorf("%s: first %d, local %d -> %d (%v); want %d, %d -> %d", c.name, first, f.LocalFrom, f.LocalTo, err, c.first, c.from, c.to)
+		case f.LocalProtocol != 2:
+			t.Errorf("%s: the local rule's protocol %d is not kept", c.name, f.LocalProtocol)
+		}
+	}
+}
+
+// With --port, every rule selects TCP and UDP by the port at either end:
+// the namespace's packets by their own ports, replies by theirs reversed.
+func TestPortMatches(t *testing.T) {
+	r := &Record{Ports: []uint16{80}}
+	if got := r.portMatches(); len(got) != 4 || got[0] != [3]uint16{unix.IPPROTO_TCP, 80, 0} || got[3] != [3]uint16{unix.IPPROTO_UDP, 0, 80} {
+		t.Errorf("portMatches = %v", got)
+	}
+	if got := (&Record{}).portMatches(); len(got) != 1 || got[0] != [3]uint16{} {
+		t.Errorf("portMatches without ports = %v, want one match of everything", got)
+	}
+	ru := Rule{Pref: 3, Table: 64256, Iif: "eth0", From: netip.MustParsePrefix("198.18.1.0/24"), Proto: unix.IPPROTO_TCP, Sport: 80}
+	if s := ru.String(); s != "3: iif eth0 from 198.18.1.0/24 ipproto tcp sport 80 lookup 64256" {
+		t.Errorf("Rule.String = %q", s)
+	}
+}
+
+func TestResolver_LocalIsTheNamespacesAddresses(t *testing.T) {
+	a := netip.MustParseAddr("198.18.1.2")
+	res := Resolver(&Record{Locals: []netip.Addr{a}})
+	if got, ok := res("local"); !ok || !slices.Equal(got, []netip.Addr{a}) {
+		t.Errorf("local = %v %v", got, ok)
+	}
+	if _, ok := res("server"); ok {
+		t.Error("a lab host name resolves under attach")
+	}
+}
