@@ -92,19 +92,25 @@ leaves labs alone. Safe to repeat.`,
 			default:
 				removed, err = attach.Detach(name)
 			}
-			out := cmd.OutOrStdout()
-			if len(removed) == 0 && err == nil {
-				fmt.Fprintf(out, "%s: nothing to remove\n", what)
-			}
-			for _, r := range removed {
-				fmt.Fprintf(out, "removed %s\n", r)
-			}
-			return labErr(err)
+			return writeRemoved(cmd, what, removed, err)
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", "", "the attach to remove (default: the only one)")
 	cmd.Flags().BoolVar(&all, "all", false, "remove every attach, also those whose device died")
 	return cmd
+}
+
+// writeRemoved prints what lab down or detach removed (or that there was
+// nothing) and returns err for the exit status.
+func writeRemoved(cmd *cobra.Command, what string, removed []string, err error) error {
+	out := cmd.OutOrStdout()
+	if len(removed) == 0 && err == nil {
+		fmt.Fprintf(out, "%s: nothing to remove\n", what)
+	}
+	for _, r := range removed {
+		fmt.Fprintf(out, "removed %s\n", r)
+	}
+	return labErr(err)
 }
 
 // onlyAttach names the one attach there is, or says why it cannot.
@@ -160,18 +166,19 @@ without --name, the only device there is.`,
 	return cmd
 }
 
-func newApplyCmd() *cobra.Command {
+// newApplyCommand is `apply` for any device (top level) and for labs; the
+// caller adds the --name flag whose value it returns.
+func newApplyCommand(use, short, example string) (*cobra.Command, *string) {
 	var name string
 	var seed uint64
 	cmd := &cobra.Command{
-		Use:   "apply --name N NAME|FILE [--seed S]",
-		Short: "Switch a running device (lab or attach) to another profile",
+		Use:   use,
+		Short: short,
 		Long: `Load and check the profile, then switch the device to it. Open connections and
 packets already delayed are kept. A profile with errors changes nothing (exit
 status 2). The seed is --seed, else the profile's, else the device's current one.`,
-		Example: `  sudo faultbox apply --name pid-4242 cisco-asa-lost-fin
-  sudo faultbox apply --name pid-4242 ./flaky.yaml --seed 7`,
-		Args: cobra.ExactArgs(1),
+		Example: example,
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			profile, s, err := device.Apply(name, args[0], seedFlag(cmd, seed))
 			if err != nil {
@@ -181,9 +188,16 @@ status 2). The seed is --seed, else the profile's, else the device's current one
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&name, "name", "", "the device")
-	cmd.MarkFlagRequired("name")
 	cmd.Flags().Uint64Var(&seed, "seed", 0, "seed of every random decision (default: the profile's, else the device's)")
+	return cmd, &name
+}
+
+func newApplyCmd() *cobra.Command {
+	cmd, name := newApplyCommand("apply --name N NAME|FILE [--seed S]", "Switch a running device (lab or attach) to another profile",
+		`  sudo faultbox apply --name pid-4242 cisco-asa-lost-fin
+  sudo faultbox apply --name pid-4242 ./flaky.yaml --seed 7`)
+	cmd.Flags().StringVar(name, "name", "", "the device")
+	cmd.MarkFlagRequired("name")
 	return cmd
 }
 

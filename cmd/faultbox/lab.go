@@ -126,28 +126,10 @@ resolve. Its exit status is faultbox's.`,
 }
 
 func newLabApplyCmd() *cobra.Command {
-	var name string
-	var seed uint64
-	cmd := &cobra.Command{
-		Use:   "apply [--name N] NAME|FILE [--seed S]",
-		Short: "Switch a running lab to another profile, keeping connections",
-		Long: `Load and check the profile, then switch the device to it. Open connections and
-packets already delayed are kept. A profile with errors changes nothing (exit
-status 2). The seed is --seed, else the profile's, else the lab's current one.`,
-		Example: `  sudo faultbox lab apply block-port-81
-  sudo faultbox lab apply --name web ./flaky.yaml --seed 7`,
-		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			profile, s, err := device.Apply(name, args[0], seedFlag(cmd, seed))
-			if err != nil {
-				return labErr(err)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "lab %s: profile %s applied (seed %d)\n", name, profile, s)
-			return nil
-		},
-	}
-	labName(cmd, &name)
-	cmd.Flags().Uint64Var(&seed, "seed", 0, "seed of every random decision (default: the profile's, else the lab's)")
+	cmd, name := newApplyCommand("apply [--name N] NAME|FILE [--seed S]", "Switch a running lab to another profile, keeping connections",
+		`  sudo faultbox lab apply block-port-81
+  sudo faultbox lab apply --name web ./flaky.yaml --seed 7`)
+	labName(cmd, name)
 	return cmd
 }
 
@@ -198,14 +180,7 @@ namespaces, their /etc/netns files and /run/faultbox/NAME. Safe to repeat.
 			} else {
 				removed, err = lab.Down(name)
 			}
-			out := cmd.OutOrStdout()
-			if len(removed) == 0 && err == nil {
-				fmt.Fprintf(out, "%s: nothing to remove\n", what)
-			}
-			for _, r := range removed {
-				fmt.Fprintf(out, "removed %s\n", r)
-			}
-			return labErr(err)
+			return writeRemoved(cmd, what, removed, err)
 		},
 	}
 	labName(cmd, &name)
