@@ -27,7 +27,6 @@ import (
 
 	"github.com/faultbox/faultbox/internal/device"
 	fblab "github.com/faultbox/faultbox/internal/lab"
-	"github.com/faultbox/faultbox/internal/sockdiag"
 	"github.com/faultbox/faultbox/internal/testenv"
 )
 
@@ -329,24 +328,9 @@ func fileSHA256(t *testing.T, path string) string {
 func TestAttach_CiscoASALostFIN_ServerStuckAsInTheLab(t *testing.T) {
 	t.Parallel()
 	l := newDockerNet(t)
-	l.mustExec(10*time.Second, "server", "sysctl", "-qw", "net.ipv4.tcp_retries2=3")
-	log := l.serve(mbPort)
-	dkAttach(l, "--pid", pidIn(l, "client"), "--to", dkServer6, "--profile", "cisco-asa-lost-fin")
-	before := l.status()
-	shut := mbCancel(t, l, dkServer6)
-	ticks := mbWatch(t, l, "server", 15*time.Second, func(s []sockdiag.Socket) bool { return len(s) == 0 })
-	mbCheckStuck(t, ticks, shut.time(), sockdiag.Established, 2500*time.Millisecond, 10*time.Second)
-	errText, closed := mbServeEnd(t, log, shut.Port, 5*time.Second)
-	t.Logf("serve closed %v after the client's FIN: %q", closed.Sub(shut.time()).Round(time.Millisecond), errText)
-	if !strings.Contains(errText, "connection timed out") {
-		t.Errorf("serve's write ended with %q, want connection timed out (ETIMEDOUT: tcp_retries2)", errText)
-	}
-	if n := mbGrowth(l, before, "fin_swallowed"); n != 1 {
-		t.Errorf("fin_swallowed grew by %v, want 1", n)
-	}
-	if n := mbGrowth(l, before, "rst_injected"); n != 1 {
-		t.Errorf("rst_injected grew by %v, want 1", n)
-	}
+	mbLostFINStuck(t, l, dkServer6, func() {
+		dkAttach(l, "--pid", pidIn(l, "client"), "--to", dkServer6, "--profile", "cisco-asa-lost-fin")
+	})
 }
 
 // dkSnapshot is everything attach may change in a container's namespace,

@@ -372,10 +372,23 @@ func TestASATeardown_RSTNotAtRcvNxtMinus1_ServerStuckInCloseWaitUntilUserTimeout
 func TestASATeardownLostFIN_RSTIgnoredInEstablished_StuckUntilTCPRetries2(t *testing.T) {
 	t.Parallel()
 	l := startLab(t, "--profile", "cisco-asa-lost-fin")
+	mbLostFINStuck(t, l, serverV6, nil)
+}
+
+// mbLostFINStuck runs the cisco-asa-lost-fin case against addr in l's
+// server host: faultbox serve writing 64 MiB, the client's FIN swallowed,
+// the RST ignored, the server stuck ESTABLISHED with unacknowledged data
+// until tcp_retries2 (3 in its namespace) ends it. place, if not nil, puts
+// the device in place once the server listens.
+func mbLostFINStuck(t *testing.T, l *lab, addr string, place func()) {
+	t.Helper()
 	l.mustExec(10*time.Second, "server", "sysctl", "-qw", "net.ipv4.tcp_retries2=3")
 	log := l.serve(mbPort)
+	if place != nil {
+		place()
+	}
 	before := l.status()
-	shut := mbCancel(t, l, serverV6)
+	shut := mbCancel(t, l, addr)
 	ticks := mbWatch(t, l, "server", 15*time.Second, func(s []sockdiag.Socket) bool { return len(s) == 0 })
 	// tcp_retries2=3 allows (2^4-1) * 200 ms = 3 s since the unacked data
 	// was sent, checked when a retransmission timer fires: after 4
