@@ -145,10 +145,7 @@ func (o *Options) plan() (*device.State, string, error) {
 		return nil, "", err
 	}
 	st := &device.State{Name: o.Name, Kind: device.KindAttach, MTU: rec.MTU, Created: time.Now().UTC()}
-	if err := st.Encode(rec); err != nil {
-		return nil, "", err
-	}
-	if err := st.Configure(o.Profile, p, o.Seed, o.Capture); err != nil {
+	if err := st.Configure(rec, o.Profile, p, o.Seed, o.Capture); err != nil {
 		return nil, "", err
 	}
 	exe, err := device.Executable(o.Executable)

@@ -55,12 +55,16 @@ func Claim(st *State, removeDead func() ([]string, error), notes io.Writer) erro
 	return WriteState(st)
 }
 
-// Configure records what every kind of device takes from its command's
-// flags alike: the profile (a built-in's name, or a file's absolute path),
-// the seed (seed if given, else the profile's, else random) and the
-// capture file's absolute path, whose directory must exist.
-func (st *State) Configure(profileArg string, p *profiles.Profile, seed *uint64, capture string) error {
-	var err error
+// Configure records the kind's placement and what every kind of device
+// takes from its command's flags alike: the profile (a built-in's name, or
+// a file's absolute path), the seed (seed if given, else the profile's,
+// else random) and the capture file's absolute path, whose directory must
+// exist.
+func (st *State) Configure(placement any, profileArg string, p *profiles.Profile, seed *uint64, capture string) error {
+	err := st.Encode(placement)
+	if err != nil {
+		return err
+	}
 	if st.Profile, err = ProfileSource(profileArg, p); err != nil {
 		return err
 	}

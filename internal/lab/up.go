@@ -130,10 +130,7 @@ func (o *Options) plan() (*device.State, string, error) {
 		return nil, "", err
 	}
 	st := &device.State{Name: o.Name, Kind: device.KindLab, MTU: o.MTU, CPUs: o.CPUs, BusyPoll: o.BusyPoll, Created: time.Now().UTC()}
-	if err := st.Encode(record{Hosts: hosts}); err != nil {
-		return nil, "", err
-	}
-	if err := st.Configure(o.Profile, p, o.Seed, o.Capture); err != nil {
+	if err := st.Configure(record{Hosts: hosts}, o.Profile, p, o.Seed, o.Capture); err != nil {
 		return nil, "", err
 	}
 	exe, err := device.Executable(o.Executable)
