@@ -20,7 +20,7 @@ const DefaultTxQueueLen = 4096
 // Options say which TUN device to open and how.
 type Options struct {
 	// Name is the interface name inside the namespace, e.g. "fbx0"; empty
-	// lets the kernel choose (tunN), see Device.Name.
+	// lets the kernel choose (tunN), see Interface.Name.
 	Name string
 	// NetNS is the namespace as named in /run/netns/NAME (or a path to a
 	// namespace file); empty means the caller's current namespace.
@@ -59,10 +59,10 @@ const (
 	tunOffloads    = tunOffloadsTCP | unix.TUN_F_USO4 | unix.TUN_F_USO6
 )
 
-// Device is a TUN device opened by Open. It implements Port. Read must not be
-// called concurrently with Read, nor Write with Write; Read and Write may run
-// concurrently with each other and with Stats and Close.
-type Device struct {
+// Interface is a TUN interface opened by Open. It implements Port. Read
+// must not be called concurrently with Read, nor Write with Write; Read and
+// Write may run concurrently with each other and with Stats and Close.
+type Interface struct {
 	name     string
 	mtu      int
 	offloads bool
@@ -95,12 +95,12 @@ type Device struct {
 	joinedWrites, joinedPackets                   atomic.Uint64
 }
 
-var _ Poller = (*Device)(nil)
+var _ Poller = (*Interface)(nil)
 
 // Open creates the TUN device described by o inside its namespace, sets its
 // MTU and transmit queue and brings it up. Addresses and routes are the
-// caller's business. Closing the Device removes the interface.
-func Open(o Options) (*Device, error) {
+// caller's business. Closing the Interface removes it.
+func Open(o Options) (*Interface, error) {
 	if len(o.Name) >= unix.IFNAMSIZ {
 		return nil, fmt.Errorf("tun: interface name %q longer than %d bytes", o.Name, unix.IFNAMSIZ-1)
 	}
@@ -148,7 +148,7 @@ func Open(o Options) (*Device, error) {
 		r.link.close()
 		return nil, fmt.Errorf("tun %s: %w", r.name, err)
 	}
-	d := &Device{name: r.name, mtu: o.MTU, offloads: r.offloads, file: f, rc: rc, fd: r.fd, link: r.link}
+	d := &Interface{name: r.name, mtu: o.MTU, offloads: r.offloads, file: f, rc: rc, fd: r.fd, link: r.link}
 	d.uso.Store(r.uso)
 	d.readFn = d.readBatch
 	d.writeFn = d.writeBatch
@@ -262,28 +262,28 @@ func configure(name string, mtu, txqlen int) (int32, error) {
 }
 
 // Name is the interface name inside its namespace.
-func (d *Device) Name() string { return d.name }
+func (d *Interface) Name() string { return d.name }
 
 // MTU is the interface MTU set at Open.
-func (d *Device) MTU() int { return d.mtu }
+func (d *Interface) MTU() int { return d.mtu }
 
 // Offloads reports whether the device carries the virtio header.
-func (d *Device) Offloads() bool { return d.offloads }
+func (d *Interface) Offloads() bool { return d.offloads }
 
 // Read blocks until at least one packet is readable, then reads without
 // blocking until pkts is full or nothing is left. It returns ErrClosed once
 // the device is closed.
-func (d *Device) Read(pkts []Packet) (int, error) { return d.read(pkts, false) }
+func (d *Interface) Read(pkts []Packet) (int, error) { return d.read(pkts, false) }
 
 // TryRead is Read that returns 0 packets at once when none is waiting, for
 // a caller that polls (see Poller).
-func (d *Device) TryRead(pkts []Packet) (int, error) { return d.read(pkts, true) }
+func (d *Interface) TryRead(pkts []Packet) (int, error) { return d.read(pkts, true) }
 
 // WaitFD is the device's file descriptor, readable when packets wait. It is
 // valid until Close.
-func (d *Device) WaitFD() int { return d.fd }
+func (d *Interface) WaitFD() int { return d.fd }
 
-func (d *Device) read(pkts []Packet, try bool) (int, error) {
+func (d *Interface) read(pkts []Packet, try bool) (int, error) {
 	if len(pkts) == 0 {
 		return 0, nil
 	}
@@ -312,7 +312,7 @@ func (d *Device) read(pkts []Packet, try bool) (int, error) {
 
 // readBatch is the netpoller callback of Read: it returns false to park
 // until the fd is readable, true when it has packets or an error.
-func (d *Device) readBatch(fd uintptr) bool {
+func (d *Interface) readBatch(fd uintptr) bool {
 	var bytes, gso uint64
 	n := d.rn
 	for n < len(d.rpkts) {
@@ -405,7 +405,7 @@ func parseVnetHdr(p *Packet) bool {
 // packet. A full kernel queue (EAGAIN, ENOBUFS) drops the rest of the batch,
 // counted in WriteDrops, and is not an error. Any other error stops the
 // batch: pkts[n] failed and the caller may carry on with pkts[n+1:].
-func (d *Device) Write(pkts []Packet) (int, error) {
+func (d *Interface) Write(pkts []Packet) (int, error) {
 	if d.closed.Load() {
 		return 0, ErrClosed
 	}
@@ -426,7 +426,7 @@ func (d *Device) Write(pkts []Packet) (int, error) {
 
 // writeBatch is the netpoller callback of Write. It never parks: TUN writes
 // do not block, and a full queue is a drop, not a wait.
-func (d *Device) writeBatch(fd uintptr) bool {
+func (d *Interface) writeBatch(fd uintptr) bool {
 	var bytes uint64
 	n := 0
 	for n < len(d.wpkts) {
@@ -485,7 +485,7 @@ func (d *Device) writeBatch(fd uintptr) bool {
 // writeUDPRun writes a run of datagrams found by udpRun as one UDP
 // super-packet: one writev of the first packet (headers rewritten for the
 // run, then put back) and the other packets' payloads, nothing copied.
-func (d *Device) writeUDPRun(fd uintptr, run []Packet) error {
+func (d *Interface) writeUDPRun(fd uintptr, run []Packet) error {
 	first := &run[0]
 	o, hdrLen := joinUDPRun(run, &d.runHdrs)
 	defer restoreUDPRun(first, &d.runHdrs, hdrLen)
@@ -532,7 +532,7 @@ func putVnetHdr(h []byte, o Offload) {
 
 // Stats returns the device's counters. QueueDrops comes from the kernel;
 // if it cannot be read, the last value read stands.
-func (d *Device) Stats() PortStats {
+func (d *Interface) Stats() PortStats {
 	return PortStats{
 		QueueDrops:    d.link.txDropped(),
 		ReadPackets:   d.readPackets.Load(),
@@ -548,7 +548,7 @@ func (d *Device) Stats() PortStats {
 }
 
 // Close removes the interface and makes a blocked Read return ErrClosed.
-func (d *Device) Close() error {
+func (d *Interface) Close() error {
 	if d.closed.Swap(true) {
 		return nil
 	}

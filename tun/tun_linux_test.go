@@ -23,7 +23,7 @@ import (
 
 // openIn opens fbx0 in a fresh namespace, gives it addr (v4) and addr6 with
 // the lab routes, and closes it when the test ends.
-func openIn(t *testing.T, tag string, o Options, addr, addr6 string) (*Device, string) {
+func openIn(t *testing.T, tag string, o Options, addr, addr6 string) (*Interface, string) {
 	t.Helper()
 	ns := testenv.NewNetns(t, tag)
 	o.Name, o.NetNS = "fbx0", ns
@@ -120,7 +120,7 @@ func writeAll(t *testing.T, to Port, pkts []Packet) {
 }
 
 type lab struct {
-	a, b     *Device
+	a, b     *Interface
 	nsA, nsB string
 	ab, ba   fwdStats
 }
@@ -235,7 +235,7 @@ func retransSegs(t *testing.T, ns string) int {
 	return v
 }
 
-func TestDevice_OffloadForwardsSuperPacketsV4V6_Linux(t *testing.T) {
+func TestInterface_OffloadForwardsSuperPacketsV4V6_Linux(t *testing.T) {
 	l := newLab(t, true, true)
 	if !l.a.Offloads() || !l.b.Offloads() {
 		t.Fatalf("offloads refused by this kernel (a=%v b=%v)", l.a.Offloads(), l.b.Offloads())
@@ -258,7 +258,7 @@ func TestDevice_OffloadForwardsSuperPacketsV4V6_Linux(t *testing.T) {
 	}
 }
 
-func TestDevice_PlainForwards_Linux(t *testing.T) {
+func TestInterface_PlainForwards_Linux(t *testing.T) {
 	l := newLab(t, false, false)
 	if l.a.Offloads() || l.b.Offloads() {
 		t.Fatal("Offloads() true on a device opened without Offload")
@@ -270,10 +270,10 @@ func TestDevice_PlainForwards_Linux(t *testing.T) {
 	}
 }
 
-// TestDevice_SplitSuperPacketsForPlainPort_Linux sends from an offloading
+// TestInterface_SplitSuperPacketsForPlainPort_Linux sends from an offloading
 // server to a plain client, so every super-packet is Split (and the client's
 // kernel checks every segment's checksums).
-func TestDevice_SplitSuperPacketsForPlainPort_Linux(t *testing.T) {
+func TestInterface_SplitSuperPacketsForPlainPort_Linux(t *testing.T) {
 	l := newLab(t, false, true)
 	l.transfer(t, "tcp4", "198.18.0.2")
 	l.transfer(t, "tcp6", "2001:db8::2")
@@ -441,7 +441,7 @@ func sendUDP(t *testing.T, ns, to string, k int) {
 // readUDP Reads until it has k of the datagrams sendUDP sent, at most
 // reads times, and counts them (IPv6 router solicitations, MLD reports and
 // the like come along too). It returns the packets in the first Read.
-func readUDP(t *testing.T, d *Device, pkts []Packet, k, reads int) (first, ours int) {
+func readUDP(t *testing.T, d *Interface, pkts []Packet, k, reads int) (first, ours int) {
 	t.Helper()
 	for r := 0; r < reads && ours < k; r++ {
 		n, err := d.Read(pkts)
@@ -466,7 +466,7 @@ func readUDP(t *testing.T, d *Device, pkts []Packet, k, reads int) (first, ours 
 	return first, ours
 }
 
-func TestDevice_ReadDrainsABatch_Linux(t *testing.T) {
+func TestInterface_ReadDrainsABatch_Linux(t *testing.T) {
 	testenv.RequireNetAdmin(t)
 	for _, off := range []bool{false, true} {
 		d, ns := openIn(t, "tunr", Options{Offload: off}, "198.18.0.1", "")
@@ -482,7 +482,7 @@ func TestDevice_ReadDrainsABatch_Linux(t *testing.T) {
 	}
 }
 
-func TestDevice_CloseUnblocksRead_Linux(t *testing.T) {
+func TestInterface_CloseUnblocksRead_Linux(t *testing.T) {
 	testenv.RequireNetAdmin(t)
 	ns := testenv.NewNetns(t, "tunx")
 	d, err := Open(Options{Name: "fbx0", NetNS: ns})
@@ -515,10 +515,10 @@ func TestDevice_CloseUnblocksRead_Linux(t *testing.T) {
 	}
 }
 
-// TestDevice_TryReadNeverBlocks: TryRead returns 0 at once on an empty
+// TestInterface_TryReadNeverBlocks: TryRead returns 0 at once on an empty
 // device, the packets once they came, and ErrClosed after Close; WaitFD
 // polls readable while packets wait.
-func TestDevice_TryReadNeverBlocks_Linux(t *testing.T) {
+func TestInterface_TryReadNeverBlocks_Linux(t *testing.T) {
 	testenv.RequireNetAdmin(t)
 	d, ns := openIn(t, "tunt", Options{Offload: true}, "198.18.0.1", "")
 	// No IPv6 on the link: its router solicitations would make the device
@@ -578,9 +578,9 @@ func TestDevice_TryReadNeverBlocks_Linux(t *testing.T) {
 	}
 }
 
-// TestDevice_WritesOffloadedPackets_Linux writes a UDP GSO super-packet with
+// TestInterface_WritesOffloadedPackets_Linux writes a UDP GSO super-packet with
 // a partial checksum to the kernel and expects its segments on a socket.
-func TestDevice_WritesOffloadedPackets_Linux(t *testing.T) {
+func TestInterface_WritesOffloadedPackets_Linux(t *testing.T) {
 	testenv.RequireNetAdmin(t)
 	d, ns := openIn(t, "tunw", Options{Offload: true}, "198.18.0.2", "")
 	if !d.Offloads() {
@@ -645,9 +645,9 @@ func TestVnetHdr_RoundTripAndRealHeaderLength(t *testing.T) {
 	}
 }
 
-// TestDevice_NoAllocsPerBatch_Linux: reading and writing a batch allocates
+// TestInterface_NoAllocsPerBatch_Linux: reading and writing a batch allocates
 // nothing (the packets written go to 198.18.0.9, which the namespace drops).
-func TestDevice_NoAllocsPerBatch_Linux(t *testing.T) {
+func TestInterface_NoAllocsPerBatch_Linux(t *testing.T) {
 	testenv.RequireNetAdmin(t)
 	for _, off := range []bool{false, true} {
 		d, ns := openIn(t, "tuna", Options{Offload: off}, "198.18.0.1", "")
@@ -679,11 +679,11 @@ func TestDevice_NoAllocsPerBatch_Linux(t *testing.T) {
 	}
 }
 
-// TestDevice_JoinsUDPRuns_Linux: datagrams of one flow read from one device
+// TestInterface_JoinsUDPRuns_Linux: datagrams of one flow read from one device
 // and written to another in one batch go as UDP super-packets (fewer writes),
 // and the receiving sockets get every datagram, intact and in order, over
 // IPv4 and IPv6.
-func TestDevice_JoinsUDPRuns_Linux(t *testing.T) {
+func TestInterface_JoinsUDPRuns_Linux(t *testing.T) {
 	testenv.RequireNetAdmin(t)
 	a, nsA := openIn(t, "tunj", Options{Offload: true}, "198.18.0.1", "2001:db8::1")
 	b, nsB := openIn(t, "tunj", Options{Offload: true}, "198.18.0.2", "2001:db8::2")
