@@ -149,9 +149,9 @@ func TestWriteStatus_ShowsPortsCountersAndBehaviors(t *testing.T) {
 			Flows:     flow.Counters{Created: 12, Active: 2, Capacity: 1024},
 			FlowState: map[string]int{"established": 2, "closed": 10},
 			Ports: []engine.PortStatus{
-				{Name: "client", Device: "fbx0", Offloads: true, Addrs: []string{"198.18.0.1/32", "2001:db8::1/128"},
+				{Name: "client", Interface: "fbx0", Offloads: true, Addrs: []string{"198.18.0.1/32", "2001:db8::1/128"},
 					Stats: tun.PortStats{ReadPackets: 500, WritePackets: 490, GSOPackets: 17}},
-				{Name: "server", Device: "fbx0", Offloads: false, Addrs: []string{"198.18.0.2/32", "2001:db8::2/128"},
+				{Name: "server", Interface: "fbx0", Offloads: false, Addrs: []string{"198.18.0.2/32", "2001:db8::2/128"},
 					Stats: tun.PortStats{ReadPackets: 501, WriteDrops: 5, QueueDrops: 8}},
 			},
 			Behaviors: []behaviors.EntryStatus{

@@ -83,7 +83,7 @@ func WriteStatus(w io.Writer, st *Status) error {
 	fmt.Fprintln(tw, "PORT\tNAMESPACE\tINTERFACE\tROUTES TO\tOFFLOAD\tREAD PKTS\tREAD BYTES\tWRITTEN PKTS\tWRITTEN BYTES\tGSO\tQUEUE DROPS\tDROPS")
 	for _, p := range st.Ports {
 		s := p.Stats
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", p.Name, st.Namespaces[p.Name], p.Device, routesTo(p.Addrs),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", p.Name, st.Namespaces[p.Name], p.Interface, routesTo(p.Addrs),
 			onOff(p.Offloads), s.ReadPackets, s.ReadBytes, s.WritePackets, s.WriteBytes, s.GSOPackets, s.QueueDrops, s.ReadDrops+s.WriteDrops)
 	}
 	if n := st.QueueDrops(); n > 0 {

@@ -21,11 +21,11 @@ type Status struct {
 
 // PortStatus describes one port.
 type PortStatus struct {
-	Name     string        `json:"name"`
-	Device   string        `json:"device"`
-	Offloads bool          `json:"offloads"`
-	Addrs    []string      `json:"addrs"`
-	Stats    tun.PortStats `json:"stats"`
+	Name      string        `json:"name"`
+	Interface string        `json:"interface"` // the TUN interface's name in its namespace
+	Offloads  bool          `json:"offloads"`
+	Addrs     []string      `json:"addrs"`
+	Stats     tun.PortStats `json:"stats"`
 }
 
 // Status returns a snapshot of counters, flows, ports and behaviors.
@@ -34,7 +34,7 @@ func (e *Engine) Status() Status {
 	// Outside the engine lock: a device reads some counters from the
 	// kernel, and packets must not wait for that.
 	for i, p := range ports {
-		ps := PortStatus{Name: p.name, Device: p.dev.Name(), Offloads: p.dev.Offloads(), Stats: since(p.dev.Stats(), bases[i])}
+		ps := PortStatus{Name: p.name, Interface: p.dev.Name(), Offloads: p.dev.Offloads(), Stats: since(p.dev.Stats(), bases[i])}
 		for _, a := range p.addrs {
 			ps.Addrs = append(ps.Addrs, a.String())
 		}
