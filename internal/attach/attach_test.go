@@ -2,6 +2,7 @@ package attach
 
 import (
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/faultbox/faultbox/internal/device"
+	"github.com/faultbox/faultbox/internal/testenv"
 )
 
 func TestParsePrefixes(t *testing.T) {
@@ -112,5 +114,38 @@ func TestResolver_LocalIsTheNamespacesAddresses(t *testing.T) {
 	}
 	if _, ok := res("server"); ok {
 		t.Error("a lab host name resolves under attach")
+	}
+}
+
+// detach --all removes every attach, dead ones from their records, and
+// leaves labs alone.
+func TestDetachAll_LeavesLabsAlone(t *testing.T) {
+	testenv.RequireNetAdmin(t) // detach needs CAP_NET_ADMIN
+	old := device.RunDir
+	device.RunDir = t.TempDir()
+	t.Cleanup(func() { device.RunDir = old })
+	gone := &Record{Target: Target{Path: "/proc/0/ns/net", Dev: 1, Ino: 1, Said: "a namespace that is gone"}}
+	for name, kind := range map[string]device.Kind{"a-lab": device.KindLab, "an-attach": device.KindAttach} {
+		st := &device.State{Name: name, Kind: kind}
+		if kind == device.KindAttach {
+			st.Encode(gone)
+		}
+		os.Mkdir(device.Dir(name), 0o700)
+		if err := device.WriteState(st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	removed, err := DetachAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(device.Dir("an-attach")); err == nil {
+		t.Errorf("detach --all left the dead attach: removed %v", removed)
+	}
+	if _, err := os.Stat(device.Dir("a-lab")); err != nil {
+		t.Errorf("detach --all removed a lab: %v (removed %v)", err, removed)
+	}
+	if !strings.Contains(strings.Join(removed, "\n"), "is gone: nothing to undo") {
+		t.Errorf("removed %v: want a word on the namespace that is gone", removed)
 	}
 }

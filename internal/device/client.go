@@ -39,6 +39,9 @@ func Running(name string) (*State, error) {
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, InputErrorf("%q is not up: no lab, attach or run has that name", name)
 	}
+	if errors.Is(err, fs.ErrPermission) {
+		return nil, fmt.Errorf("%s: %w: a device's runtime directory is root's (mode 0700); run this as root", name, err)
+	}
 	if err != nil {
 		return nil, err
 	}
