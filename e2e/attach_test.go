@@ -533,6 +533,57 @@ func TestAttach_FailOpenOnSIGKILL(t *testing.T) {
 	}
 }
 
+// TestAttach_OpenConnectionsCarryOn: a download that began before attach
+// goes on through the device (its flow picked up mid-stream, the client
+// the side with the higher port) and on without it after detach, the file
+// intact. Over IPv4 and IPv6.
+func TestAttach_OpenConnectionsCarryOn(t *testing.T) {
+	t.Parallel()
+	l := newDockerNet(t)
+	dir := t.TempDir()
+	sum := randomFile(t, dir, "big", 60<<20)
+	l.httpServer(dir, 8000)
+	pid := pidIn(l, "client")
+	for _, dst := range []string{dkServer4, "[" + dkServer6 + "]"} {
+		out := filepath.Join(t.TempDir(), "big")
+		dl := l.start("client", fmt.Sprintf("curl -sS -g --limit-rate 20M -o %s -w 'done %%{http_code}\\n' http://%s:8000/big", out, dst))
+		size := func() int64 {
+			if fi, err := os.Stat(out); err == nil {
+				return fi.Size()
+			}
+			return 0
+		}
+		waitSize := func(n int64) {
+			t.Helper()
+			for deadline := time.Now().Add(20 * time.Second); size() < n; time.Sleep(20 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("%s: the download stalled at %d bytes", dst, size())
+				}
+			}
+		}
+		waitSize(5 << 20)
+		dkAttach(l, "--pid", pid, "--to", dkServer4+","+dkServer6)
+		at := size()
+		waitSize(at + 10<<20)
+		st := l.status()
+		if f, in := l.counter(st, "created"), l.counter(st, "in"); f != 1 || in < 100 {
+			t.Errorf("%s: after attach the device tracked %v flows and read %v packets, want the download's flow and its packets", dst, f, in)
+		}
+		if est := numbers(st, "established"); len(est) != 1 || est[0] != 1 {
+			t.Errorf("%s: flow states %v, want the download established", dst, numbers(st, "established"))
+		}
+		if r := fb(60*time.Second, "detach", "--name", l.name); r.Code != 0 {
+			t.Fatalf("detach: %s", r)
+		}
+		off := size()
+		dl.waitOutput(t, "done 200", 60*time.Second)
+		if got := fileSHA256(t, out); got != sum {
+			t.Errorf("%s: sha256 %s, want %s", dst, got, sum)
+		}
+		t.Logf("%s: attached at %d MB, detached at %d MB, 60 MB intact", dst, at>>20, off>>20)
+	}
+}
+
 // reaped reports whether p's process has ended for good: no /proc entry
 // for it (a pid reused meanwhile has another start time).
 func reaped(p device.Proc) bool {
