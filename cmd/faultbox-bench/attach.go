@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -120,21 +121,40 @@ func (m measurer) throughput(ctx context.Context, e env, s *attachSetting) error
 	return nil
 }
 
+// printAttach prints each setting's median throughput and its ratio to
+// the veth pair of the same round (median and range over the rounds: the
+// machine's speed drifts more between rounds than the settings differ).
 func printAttach(settings []*attachSetting, rounds int) {
-	fmt.Printf("\nattach: iperf3 over one veth pair, median of %d rounds (ratio: to veth)\n", rounds)
+	veth := settings[0]
+	ratios := func(s *attachSetting, i int) []float64 {
+		var out []float64
+		for r := range min(len(s.gbit[i]), len(veth.gbit[i])) {
+			out = append(out, s.gbit[i][r]/veth.gbit[i][r])
+		}
+		return out
+	}
+	cell := func(sp spread) string { return fmt.Sprintf("%.3f (%.2f-%.2f)", sp.med, sp.lo, sp.hi) }
+	fmt.Printf("\nattach: iperf3 over one veth pair, %d rounds (ratio: to the veth pair of the same round, median and range)\n", rounds)
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SETTING\t1 STREAM\tRATIO\t4 STREAMS\tRATIO")
-	base := [2]float64{medianOf(settings[0].gbit[0]), medianOf(settings[0].gbit[1])}
-	ratio := func(s *attachSetting, i int) float64 { return medianOf(s.gbit[i]) / base[i] }
 	for _, s := range settings {
 		var cols []string
 		for i := range 2 {
-			cols = append(cols, fmt.Sprintf("%.2f Gbit/s", medianOf(s.gbit[i])), fmt.Sprintf("%.3f", ratio(s, i)))
+			cols = append(cols, fmt.Sprintf("%.2f Gbit/s", medianOf(slices.Clone(s.gbit[i]))), cell(spreadOf(ratios(s, i))))
 		}
 		fmt.Fprintf(tw, "%s\t%s\n", s.name, strings.Join(cols, "\t"))
 	}
 	tw.Flush()
 	unsel, sel, labp := settings[1], settings[2], settings[3]
-	fmt.Printf("unselected/veth: %.3f and %.3f (want >= 0.97); selected/lab passthrough: %.3f and %.3f (want about 1)\n",
-		ratio(unsel, 0), ratio(unsel, 1), ratio(sel, 0)/ratio(labp, 0), ratio(sel, 1)/ratio(labp, 1))
+	var vsLab [2]spread
+	for i := range 2 {
+		a, b := ratios(sel, i), ratios(labp, i)
+		var v []float64
+		for r := range min(len(a), len(b)) {
+			v = append(v, a[r]/b[r])
+		}
+		vsLab[i] = spreadOf(v)
+	}
+	fmt.Printf("unselected/veth: %s and %s (want >= 0.97); selected/lab passthrough: %s and %s (want about 1)\n",
+		cell(spreadOf(ratios(unsel, 0))), cell(spreadOf(ratios(unsel, 1))), cell(vsLab[0]), cell(vsLab[1]))
 }
