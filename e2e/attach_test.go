@@ -230,6 +230,13 @@ func TestAttach_DelayOnlyTowardTheSelectedPrefix(t *testing.T) {
 	if n := l.counter(l.status(), "in"); n != in {
 		t.Errorf("traffic to the other container and the outside crossed the device: %v packets in, %v before it", n, in)
 	}
+	// apply switches the attached device's profile, as lab apply does.
+	if r := fb(30*time.Second, "apply", "--name", l.name, "passthrough"); r.Code != 0 {
+		t.Fatalf("apply passthrough: %s", r)
+	}
+	if rtt := connectRTT(l, "client", dkServer4, 8000, 3); rtt > 10*time.Millisecond {
+		t.Errorf("after apply passthrough, tcp %s: %v, want the delay gone", dkServer4, rtt)
+	}
 }
 
 // TestAttach_NginxThroughTheDevice: a real nginx in the server container,
@@ -256,7 +263,8 @@ http { access_log off; server { listen 8080; listen [::]:8080; root %[1]s; } }
 	l.start("server", fmt.Sprintf("%s -c %s -p %s", nginx, conf, dir))
 	l.waitListen("server", "t", 8080)
 	prof := mbProfile(t, "delay5", "  - type: delay\n    delay: 5ms\n")
-	dkAttach(l, "--pid", pidIn(l, "client"), "--to", "198.18.1.3/32,2001:db8:1::3/128", "--port", "8080", "--profile", prof)
+	capFile := filepath.Join(t.TempDir(), "attach.pcapng")
+	dkAttach(l, "--pid", pidIn(l, "client"), "--to", "198.18.1.3/32,2001:db8:1::3/128", "--port", "8080", "--profile", prof, "--capture", capFile)
 
 	for _, url := range []string{"http://198.18.1.3:8080/blob", "http://[2001:db8:1::3]:8080/blob"} {
 		out := filepath.Join(t.TempDir(), "blob")
@@ -288,6 +296,14 @@ http { access_log off; server { listen 8080; listen [::]:8080; root %[1]s; } }
 	}
 	if n := l.counter(l.status(), "created") - before; n < 400 {
 		t.Errorf("the device tracked %v new flows during ab, want at least 400", n)
+	}
+	if r := fb(60*time.Second, "detach", "--name", l.name); r.Code != 0 {
+		t.Fatalf("detach: %s", r)
+	}
+	// The capture is written as in a lab: pcapng, with the 8 MiB twice.
+	data, err := os.ReadFile(capFile)
+	if err != nil || len(data) < 16<<20 || string(data[:4]) != "\x0a\x0d\x0d\x0a" {
+		t.Errorf("capture %s: %d bytes (%v), want a pcapng file holding both transfers", capFile, len(data), err)
 	}
 }
 
