@@ -40,7 +40,7 @@ func Placement(st *device.State, _ func() error) (device.Placement, error) {
 // RecordOf returns the attach record a state holds.
 func RecordOf(st *device.State) (*Record, error) {
 	if st.KindOf() != device.KindAttach {
-		return nil, device.InputErrorf("%q is not an attach but a %s", st.Name, st.KindOf())
+		return nil, device.InputErrorf("%q is not an attach but %s", st.Name, st.KindOf().A())
 	}
 	var r Record
 	if err := st.Decode(&r); err != nil {

@@ -27,6 +27,14 @@ const (
 	KindRun    Kind = "run"    // one fresh namespace for one command (run)
 )
 
+// A is the kind with its article, for messages: "a lab", "an attach".
+func (k Kind) A() string {
+	if k == KindAttach {
+		return "an attach"
+	}
+	return "a " + string(k)
+}
+
 // State is a device's state.json: what the device starts from, and what
 // removing it needs even when the device process is gone.
 type State struct {
