@@ -67,7 +67,8 @@ type Packet struct {
 	Depart int64      // when it leaves; behaviors only move it later
 	Rand   *rand.Rand // the current behavior's source, seeded from the run
 
-	slot     *any // the current behavior's per-flow state
+	slot     *any   // the current behavior's per-flow state
+	owner    uint32 // the current entry's id, which tags its per-flow state
 	env      Env
 	scratch  []byte
 	counters *EntryCounters
@@ -110,21 +111,22 @@ func FlowState[T any](p *Packet) *T {
 	}
 	inc := p.Flow.Incarnation
 	if c, ok := (*p.slot).(*flowCell[T]); ok {
-		if c.incarnation != inc { // left by an evicted flow: reuse its memory
+		if c.incarnation != inc || c.owner != p.owner { // left by an evicted flow or a removed entry: reuse its memory
 			var zero T
-			c.v, c.incarnation = zero, inc
+			c.v, c.incarnation, c.owner = zero, inc, p.owner
 		}
 		return &c.v
 	}
-	c := &flowCell[T]{incarnation: inc}
+	c := &flowCell[T]{incarnation: inc, owner: p.owner}
 	*p.slot = c
 	return &c.v
 }
 
 // flowCell is a behavior's state for one flow, tagged with the flow
-// incarnation it belongs to.
+// incarnation and the chain entry it belongs to.
 type flowCell[T any] struct {
 	incarnation uint32
+	owner       uint32
 	v           T
 }
 

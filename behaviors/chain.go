@@ -4,15 +4,24 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sort"
+	"sync/atomic"
 )
 
 // Entry is one behavior of a chain with its match and counters.
 type Entry struct {
+	Name     string // unique in its chain; NewChain names unnamed entries after their type
 	Type     string
 	Match    Match
 	Behavior Behavior
 	Line     int // line in the profile, for messages
 
+	// slot indexes the entry's state in every flow. It stays the entry's
+	// while the chain is edited (With, Without), so that adding or
+	// removing another behavior leaves this one's per-flow state alone.
+	slot int
+	// id tags the per-flow state the entry makes: a slot freed by a
+	// removed entry and taken by a new one reads as empty.
+	id         uint32
 	perSegment bool
 	dropNote   string // precomputed: a drop must not allocate
 	rand       *rand.Rand
@@ -37,24 +46,44 @@ type Chain struct {
 	Entries    []*Entry
 	Generation uint32
 	anySegment bool
+	slots      int // per-flow state slots: one past the highest entry slot
 }
 
-var generation uint32
+var generation, entryIDs atomic.Uint32
 
 // NewChain builds a chain. Each entry draws from its own source seeded from
-// (seed, position), so a run's random decisions replay exactly from its seed.
+// (seed, position), so a run's random decisions replay exactly from its
+// seed. Entries without a name are named after their type (delay, delay-2,
+// ...); names must be unique.
 func NewChain(profile string, seed uint64, entries []*Entry) *Chain {
-	generation++
-	c := &Chain{Profile: profile, Seed: seed, Entries: entries, Generation: generation}
+	c := &Chain{Profile: profile, Seed: seed, Entries: entries, Generation: generation.Add(1)}
 	for i, e := range entries {
-		e.rand = rand.New(rand.NewPCG(seed, uint64(i)+1))
-		e.dropNote = "dropped by " + e.Type
-		if ps, ok := e.Behavior.(PerSegment); ok && ps.PerSegment() {
-			e.perSegment = true
-			c.anySegment = true
+		if e.Name == "" {
+			e.Name = UniqueName(e.Type, func(n string) bool { return c.Lookup(n) != nil })
 		}
+		e.init(seed, i)
 	}
+	c.index()
 	return c
+}
+
+// init gives e its slot, identity and random source.
+func (e *Entry) init(seed uint64, slot int) {
+	e.slot = slot
+	e.id = entryIDs.Add(1)
+	e.rand = rand.New(rand.NewPCG(seed, uint64(slot)+1))
+	e.dropNote = "dropped by " + e.Type
+	ps, ok := e.Behavior.(PerSegment)
+	e.perSegment = ok && ps.PerSegment()
+}
+
+// index recomputes what the chain derives from its entries.
+func (c *Chain) index() {
+	c.anySegment, c.slots = false, 0
+	for _, e := range c.Entries {
+		c.anySegment = c.anySegment || e.perSegment
+		c.slots = max(c.slots, e.slot+1)
+	}
 }
 
 // NeedsSegments reports whether a behavior that must see single segments
@@ -80,19 +109,20 @@ func (c *Chain) Run(p *Packet, env Env, scratch []byte) Verdict {
 			clear(f.Behavior[:cap(f.Behavior)])
 			f.Generation = c.Generation
 		}
-		if n := len(c.Entries); len(f.Behavior) != n { // a new flow: earlier flows' state memory is reused
+		if n := c.slots; len(f.Behavior) != n { // a new flow: earlier flows' state memory is reused
 			f.Behavior = slices.Grow(f.Behavior[:0], n)[:n]
 		}
 	}
-	for i, e := range c.Entries {
+	for _, e := range c.Entries {
 		if !e.Match.Matches(p) {
 			continue
 		}
 		var slot *any
 		if f != nil {
-			slot = &f.Behavior[i]
+			slot = &f.Behavior[e.slot]
 		}
 		p.Bind(e.rand, slot, env, scratch)
+		p.owner = e.id
 		p.counters = &e.Counters
 		e.Counters.Matched++
 		depart, modified := p.Depart, p.modified
@@ -116,6 +146,7 @@ func (c *Chain) Run(p *Packet, env Env, scratch []byte) Verdict {
 
 // EntryStatus is an entry's report for `lab status`.
 type EntryStatus struct {
+	Name     string            `json:"name"`
 	Type     string            `json:"type"`
 	Match    string            `json:"match"`
 	Counters EntryCounters     `json:"counters"`
@@ -126,13 +157,18 @@ type EntryStatus struct {
 func (c *Chain) Status() []EntryStatus {
 	out := make([]EntryStatus, 0, len(c.Entries))
 	for _, e := range c.Entries {
-		st := EntryStatus{Type: e.Type, Match: e.Match.String(), Counters: e.Counters}
-		if s, ok := e.Behavior.(Stats); ok {
-			st.Extra = s.Stats()
-		}
-		out = append(out, st)
+		out = append(out, e.Status())
 	}
 	return out
+}
+
+// Status reports the entry's counters.
+func (e *Entry) Status() EntryStatus {
+	st := EntryStatus{Name: e.Name, Type: e.Type, Match: e.Match.String(), Counters: e.Counters}
+	if s, ok := e.Behavior.(Stats); ok {
+		st.Extra = s.Stats()
+	}
+	return st
 }
 
 // SortedKeys is a helper for deterministic output of Stats maps.
