@@ -36,6 +36,7 @@ type ASATeardown struct {
 	onFIN, onRST, swallow, window bool
 
 	rstInjected, finSwallowed, droppedAfterForget, challengeACKsDropped uint64
+	clientFINs, clientRSTs                                              uint64 // closes seen (Waiting)
 }
 
 type asaFlow struct {
@@ -108,6 +109,11 @@ func (a *ASATeardown) Handle(p *Packet) Verdict {
 	}
 	if p.From != flow.Client {
 		return Pass
+	}
+	if p.Flags&packet.RST != 0 {
+		a.clientRSTs++
+	} else if p.Flags&packet.FIN != 0 {
+		a.clientFINs++
 	}
 	rst := a.onRST && p.Flags&packet.RST != 0
 	fin := a.onFIN && p.Flags&packet.FIN != 0 && p.Flags&packet.RST == 0

@@ -151,6 +151,7 @@ type EntryStatus struct {
 	Match    string            `json:"match"`
 	Counters EntryCounters     `json:"counters"`
 	Extra    map[string]uint64 `json:"extra,omitempty"`
+	Waits    *Wait             `json:"waits,omitempty"`
 }
 
 // Status reports every entry's counters.
@@ -167,6 +168,10 @@ func (e *Entry) Status() EntryStatus {
 	st := EntryStatus{Name: e.Name, Type: e.Type, Match: e.Match.String(), Counters: e.Counters}
 	if s, ok := e.Behavior.(Stats); ok {
 		st.Extra = s.Stats()
+	}
+	if w, ok := e.Behavior.(Waiter); ok {
+		wait := w.Waiting()
+		st.Waits = &wait
 	}
 	return st
 }
