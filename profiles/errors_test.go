@@ -76,8 +76,8 @@ var badProfiles = []struct{ name, yaml, want string }{
 	{"missing type", hdr + "  - match: {port: 1}\n", "t.yaml:3: behaviors[0]: type is missing (one of "},
 	{"unknown behavior", hdr + "  - type: dorp\n", `t.yaml:3: behaviors[0]: type: unknown behavior "dorp"; did you mean "drop"? (known: `},
 	{"type list", hdr + "  - type: [drop]\n", "t.yaml:3: behaviors[0]: type: expected a string, found a list"},
-	{"unknown parameter", hdr + "  - type: test-fake\n    dely: 1s\n", `t.yaml:4: behaviors[0] (test-fake): unknown parameter "dely"; did you mean "delay"? (test-fake takes: type, match, delay, count, small, big, ratio, on, mode, hosts, rate, size, loss)`},
-	{"parameter of passthrough", hdr + "  - type: passthrough\n    delay: 1s\n", `t.yaml:4: behaviors[0] (passthrough): unknown parameter "delay" (passthrough takes: type, match)`},
+	{"unknown parameter", hdr + "  - type: test-fake\n    dely: 1s\n", `t.yaml:4: behaviors[0] (test-fake): unknown parameter "dely"; did you mean "delay"? (test-fake takes: type, name, match, delay, count, small, big, ratio, on, mode, hosts, rate, size, loss)`},
+	{"parameter of passthrough", hdr + "  - type: passthrough\n    delay: 1s\n", `t.yaml:4: behaviors[0] (passthrough): unknown parameter "delay" (passthrough takes: type, name, match)`},
 	{"unexported field", hdr + "  - type: test-fake\n    private: 1\n", `t.yaml:4: behaviors[0] (test-fake): unknown parameter "private"`},
 	{"duplicate parameter", hdr + "  - type: test-fake\n    delay: 1s\n    delay: 2s\n", `t.yaml:5: behaviors[0]: duplicate key "delay" (first at line 4)`},
 

@@ -50,12 +50,15 @@ type Profile struct {
 
 // Spec is one behavior of a profile as written, decoded and validated.
 type Spec struct {
+	Name     string // as written, or named after its type (delay, delay-2, ...)
 	Type     string
 	Line     int // line of the behavior's first key
 	Match    behaviors.MatchSpec
 	Behavior behaviors.Behavior // a template: Chain builds fresh instances from it
 
+	named bool           // the name was written, not made up
 	lines map[string]int // line of each key: "delay", "match.port", ...
+	node  *yaml.Node     // the mapping as written, to patch and render it
 }
 
 // Builtin lists the names of the built-in profiles, sorted.
@@ -269,20 +272,32 @@ func (p *Profile) decodeBehaviors(n *yaml.Node) *Error {
 		return &Error{Line: n.Line, Path: "behaviors", Err: fmt.Errorf("has %d entries; a profile may have at most %d", len(n.Content), maxBehaviors)}
 	}
 	for i, item := range n.Content {
-		s, err := decodeSpec(i, item)
+		s, err := decodeSpec(fmt.Sprintf("behaviors[%d]", i), item)
 		if err != nil {
 			return err
 		}
+		if j := slices.IndexFunc(p.Behaviors, func(o Spec) bool { return s.named && o.Name == s.Name }); j >= 0 {
+			return &Error{Line: s.lines["name"], Path: fmt.Sprintf("behaviors[%d] (%s): name", i, s.Type),
+				Err: fmt.Errorf("%q is taken by behaviors[%d] (line %d)", s.Name, j, p.Behaviors[j].Line)}
+		}
 		p.Behaviors = append(p.Behaviors, *s)
+	}
+	// Written names first, so that a made-up one never takes a written one.
+	for i := range p.Behaviors {
+		if s := &p.Behaviors[i]; !s.named {
+			s.Name = behaviors.UniqueName(s.Type, func(n string) bool {
+				return slices.ContainsFunc(p.Behaviors, func(o Spec) bool { return o.Name == n })
+			})
+		}
 	}
 	return nil
 }
 
-// decodeSpec decodes behaviors[i]: its type, match and parameters, then
-// validates the parameters and the match.
-func decodeSpec(i int, n *yaml.Node) (*Spec, *Error) {
+// decodeSpec decodes one behavior (where names it in errors, e.g.
+// behaviors[2]): its name, type, match and parameters, then validates the
+// parameters and the match.
+func decodeSpec(where string, n *yaml.Node) (*Spec, *Error) {
 	n = yamlnode.Deref(n)
-	where := fmt.Sprintf("behaviors[%d]", i)
 	if n.Kind != yaml.MappingNode {
 		return nil, &Error{Line: n.Line, Path: where, Err: fmt.Errorf("expected a mapping with a type, found %s", yamlnode.Describe(n))}
 	}
@@ -290,7 +305,7 @@ func decodeSpec(i int, n *yaml.Node) (*Spec, *Error) {
 	if lerr != nil {
 		return nil, &Error{Line: lerr.Line, Path: where, Err: lerr.Err}
 	}
-	s := &Spec{Line: n.Line, lines: map[string]int{}}
+	s := &Spec{Line: n.Line, lines: map[string]int{}, node: n}
 	for _, kv := range kvs {
 		if kv.Key != "type" {
 			continue
@@ -312,6 +327,16 @@ func decodeSpec(i int, n *yaml.Node) (*Spec, *Error) {
 	for _, kv := range kvs {
 		switch kv.Key {
 		case "type":
+		case "name":
+			s.lines["name"] = kv.Line
+			err := setValue(reflect.ValueOf(&s.Name).Elem(), kv.Val)
+			if err == nil {
+				err = behaviors.CheckName(s.Name)
+			}
+			if err != nil {
+				return nil, fieldErr(kv, where+": name", err)
+			}
+			s.named = true
 		case "match":
 			s.lines["match"] = kv.Line
 			if err := decodeStruct(reflect.ValueOf(&s.Match).Elem(), kv.Val, "match.", s.lines); err != nil {
@@ -340,7 +365,7 @@ func decodeSpec(i int, n *yaml.Node) (*Spec, *Error) {
 
 // unknownParam lists what behavior typ does take, with a suggestion.
 func unknownParam(typ, key string, ps []param) error {
-	known := []string{"type", "match"}
+	known := []string{"type", "name", "match"}
 	for _, p := range ps {
 		known = append(known, p.name)
 	}
@@ -383,26 +408,38 @@ func (p *Profile) Chain(seed uint64, resolve behaviors.Resolver) (*behaviors.Cha
 	}
 	entries := make([]*behaviors.Entry, 0, len(p.Behaviors))
 	for i := range p.Behaviors {
-		s := &p.Behaviors[i]
-		where := fmt.Sprintf("behaviors[%d] (%s)", i, s.Type)
-		fail := func(err *Error) (*behaviors.Chain, error) {
-			err.File = p.File
+		e, err := p.Behaviors[i].entry(p.File, fmt.Sprintf("behaviors[%d]", i), resolve)
+		if err != nil {
 			return nil, err
 		}
-		b, err := s.instance()
-		if err != nil {
-			return fail(&Error{Line: s.Line, Path: where, Err: err})
-		}
-		if err := validate(b); err != nil {
-			return fail(s.errorAt(where, err))
-		}
-		m, err := s.Match.Compile(resolve)
-		if err != nil {
-			return fail(s.errorAt(where, err))
-		}
-		entries = append(entries, &behaviors.Entry{Type: s.Type, Match: m, Behavior: b, Line: s.Line})
+		entries = append(entries, e)
 	}
 	return behaviors.NewChain(p.Name, seed, entries), nil
+}
+
+// entry makes s executable: a fresh behavior with s's parameters, and its
+// match resolved. file and where name s in errors.
+func (s *Spec) entry(file, where string, resolve behaviors.Resolver) (*behaviors.Entry, error) {
+	if resolve == nil {
+		resolve = DefaultResolver
+	}
+	where += " (" + s.Type + ")"
+	fail := func(err *Error) (*behaviors.Entry, error) {
+		err.File = file
+		return nil, err
+	}
+	b, err := s.instance()
+	if err != nil {
+		return fail(&Error{Line: s.Line, Path: where, Err: err})
+	}
+	if err := validate(b); err != nil {
+		return fail(s.errorAt(where, err))
+	}
+	m, err := s.Match.Compile(resolve)
+	if err != nil {
+		return fail(s.errorAt(where, err))
+	}
+	return &behaviors.Entry{Name: s.Name, Type: s.Type, Match: m, Behavior: b, Line: s.Line}, nil
 }
 
 // instance returns a new behavior of s's type whose parameters are copied
@@ -418,16 +455,7 @@ func (s *Spec) instance() (behaviors.Behavior, error) {
 	if reflect.TypeOf(b) != reflect.TypeOf(s.Behavior) {
 		return nil, fmt.Errorf("behavior is a %T, but type %s makes a %T", s.Behavior, s.Type, b)
 	}
-	dst, src := params(reflect.ValueOf(b)), params(reflect.ValueOf(s.Behavior))
-	for i := range dst {
-		v := src[i].v
-		if v.Kind() == reflect.Slice && !v.IsNil() {
-			c := reflect.MakeSlice(v.Type(), v.Len(), v.Len())
-			reflect.Copy(c, v)
-			v = c
-		}
-		dst[i].v.Set(v)
-	}
+	copyParams(params(reflect.ValueOf(b)), params(reflect.ValueOf(s.Behavior)))
 	return b, nil
 }
 
