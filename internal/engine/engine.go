@@ -93,7 +93,8 @@ type Engine struct {
 	pool       *pool
 	events     eventRing
 	c          Counters
-	writeDrops atomic.Uint64 // counted outside the engine lock
+	delays     delayHistogram // added delay, for metrics (metrics.go)
+	writeDrops atomic.Uint64  // counted outside the engine lock
 	started    bool
 	closed     bool
 	wg         sync.WaitGroup
@@ -184,6 +185,7 @@ func (e *Engine) Reset(c *behaviors.Chain) {
 	e.chain = c
 	e.flows = flow.NewTable(e.cfg.MaxFlows, e.cfg.Timeouts)
 	e.c = Counters{}
+	e.delays.reset()
 	e.writeDrops.Store(0)
 	e.events.next = 0
 	for _, p := range e.ports {
@@ -503,6 +505,7 @@ func (e *Engine) dispatch(w *worker, out *port, pkt *tun.Packet, v *outcome) {
 	case v.drop:
 	case v.depart > w.now:
 		e.c.Delayed += segmentCount(pkt)
+		e.delays.observe(v.depart-w.now, segmentCount(pkt))
 		e.delay(w, out, pkt, v.depart, v.note)
 	default:
 		w.send(out, pkt, v.note)

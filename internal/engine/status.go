@@ -60,9 +60,7 @@ func (e *Engine) counters() (Status, []*port, []tun.PortStats) {
 	bases := make([]tun.PortStats, len(e.ports))
 	for j, p := range e.ports {
 		bases[j] = p.base
-		for i := range p.line.h {
-			st.Queued += int(segmentCount(&p.line.h[i].pkt))
-		}
+		st.Queued += p.queued()
 	}
 	st.Counters.WriteDrops = e.writeDrops.Load()
 	st.Counters.Out -= st.Counters.WriteDrops // counted out before the write failed
