@@ -126,6 +126,9 @@ type ApplyRequest struct {
 	// under way instead of waiting for it: a PUT of a whole profile that
 	// races another should learn that it did.
 	Wait bool
+	// Fresh starts every count over (engine.Reset): for a device's first
+	// profile, after its own start-up traffic.
+	Fresh bool
 }
 
 // Apply replaces the running chain with the profile's. Flows and packets
@@ -155,7 +158,11 @@ func (c *Controller) Apply(r ApplyRequest) (client.Profile, error) {
 	if err != nil {
 		return client.Profile{}, err
 	}
-	c.cfg.Engine.SetChain(chain)
+	if r.Fresh {
+		c.cfg.Engine.Reset(chain)
+	} else {
+		c.cfg.Engine.SetChain(chain)
+	}
 	specs := make([]*profiles.Spec, len(r.Profile.Behaviors))
 	for i := range r.Profile.Behaviors {
 		specs[i] = &r.Profile.Behaviors[i]

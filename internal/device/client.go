@@ -1,6 +1,7 @@
 package device
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -10,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/faultbox/faultbox/client"
 	"github.com/faultbox/faultbox/profiles"
 )
 
@@ -52,41 +54,73 @@ func Running(name string) (*State, error) {
 	return st, nil
 }
 
-// GetStatus asks the device called name for its status.
-func GetStatus(name string) (*Status, error) {
+// Dial returns a client of the control API of the running device called
+// name.
+func Dial(name string) (*client.Client, error) {
 	if _, err := Running(name); err != nil {
 		return nil, err
 	}
-	resp, err := call(name, request{Op: "status"}, 5*time.Second)
+	c, err := client.Dial(socketPath(name))
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+		return nil, fmt.Errorf("%w: %v", ErrNotRunning, err)
 	}
-	if resp.Status == nil {
-		return nil, fmt.Errorf("%s: the device sent no status", name)
+	return c, nil
+}
+
+// apiErr makes the device's refusal of a request (a 4xx) an input error,
+// which the CLI reports with exit status 2.
+func apiErr(err error) error {
+	var ce *client.Error
+	if errors.As(err, &ce) && ce.StatusCode >= 400 && ce.StatusCode < 500 {
+		return &InputError{err}
 	}
-	return resp.Status, nil
+	return err
+}
+
+// GetStatus asks the device called name for its status.
+func GetStatus(name string) (*client.Status, error) {
+	c, err := Dial(name)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := c.Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, apiErr(err))
+	}
+	return st, nil
 }
 
 // Events returns the events the device called name recorded from sequence
 // number from on, and the number to ask for next time.
-func Events(name string, from uint64) ([]EventRecord, uint64, error) {
-	if _, err := Running(name); err != nil {
-		return nil, 0, err
-	}
-	resp, err := call(name, request{Op: "events", From: from}, 5*time.Second)
+func Events(name string, from uint64) ([]client.Event, uint64, error) {
+	c, err := Dial(name)
 	if err != nil {
 		return nil, 0, err
 	}
-	return resp.Events, resp.Next, nil
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	evs, err := c.Events(ctx, from)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%s: %w", name, apiErr(err))
+	}
+	next := from
+	if len(evs) > 0 {
+		next = evs[len(evs)-1].Seq + 1
+	}
+	return evs, next, nil
 }
 
 // Apply switches the device called name to another profile without
 // dropping connections. The profile is read and checked here first (the
-// device opens no file a client names): a bad one changes nothing. The
-// seed is seed if given, else the profile's, else the device's current
-// one. It returns the profile's name and the seed now in force.
+// device opens no file a client names: it gets the text): a bad one
+// changes nothing. The seed is seed if given, else the profile's, else the
+// device's current one. It returns the profile's name and the seed now in
+// force.
 func Apply(name, nameOrFile string, seed *uint64) (string, uint64, error) {
-	if _, err := Running(name); err != nil {
+	c, err := Dial(name)
+	if err != nil {
 		return "", 0, err
 	}
 	p, err := profiles.Load(nameOrFile)
@@ -97,11 +131,13 @@ func Apply(name, nameOrFile string, seed *uint64) (string, uint64, error) {
 	if err != nil {
 		return "", 0, err
 	}
-	resp, err := call(name, request{Op: "apply", Profile: src, YAML: string(p.YAML), Seed: seed}, 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	got, err := c.Apply(ctx, p.YAML, client.ApplyOptions{Source: src, Seed: seed})
 	if err != nil {
-		return "", 0, fmt.Errorf("%s: apply %s: %w", name, nameOrFile, err)
+		return "", 0, fmt.Errorf("%s: apply %s: %w", name, nameOrFile, apiErr(err))
 	}
-	return resp.Profile, resp.Seed, nil
+	return got.Name, got.Seed, nil
 }
 
 // ProfileSource is how a device records its profile: a built-in's name, or
@@ -118,7 +154,7 @@ func ProfileSource(arg string, p *profiles.Profile) (string, error) {
 // (it then undoes its placement itself), falls back to SIGTERM if it does
 // not answer, and SIGKILLs it after 2 s. It says how it went.
 func Stop(name string, p Proc) (string, error) {
-	if _, err := call(name, request{Op: "shutdown"}, time.Second); err != nil {
+	if err := shutdown(name); err != nil {
 		p.Signal(unix.SIGTERM)
 	}
 	if p.WaitGone(2 * time.Second) {
@@ -131,4 +167,28 @@ func Stop(name string, p Proc) (string, error) {
 		return "killed after 2s", nil
 	}
 	return "", fmt.Errorf("device pid %d survives SIGKILL", p.PID)
+}
+
+// shutdown asks the device called name to stop, over its control socket.
+func shutdown(name string) error {
+	c, err := client.Dial(socketPath(name))
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	return c.Shutdown(ctx)
+}
+
+// answers reports whether the device called name answers on its control
+// socket within timeout.
+func answers(name string, timeout time.Duration) bool {
+	c, err := client.Dial(socketPath(name))
+	if err != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	_, err = c.Status(ctx)
+	return err == nil
 }

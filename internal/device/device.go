@@ -7,7 +7,8 @@
 //
 // Every device has a runtime directory RunDir/NAME (0700) holding
 // state.json (State: its kind and what undoing its placement needs),
-// control.sock and device.log. A command that creates a device writes
+// control.sock (the control API, internal/api), device.log and, when the
+// API also serves TCP, api.token. A command that creates a device writes
 // state.json and re-executes the faultbox binary as the device process
 // (Start), which reads it (Run).
 package device
@@ -15,18 +16,19 @@ package device
 import (
 	"fmt"
 	"log"
-	"net"
 	"net/netip"
 	"os"
 	"os/signal"
 	"runtime/pprof"
-	"slices"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/faultbox/faultbox/behaviors"
+	"github.com/faultbox/faultbox/client"
+	"github.com/faultbox/faultbox/internal/api"
 	"github.com/faultbox/faultbox/internal/capture"
+	"github.com/faultbox/faultbox/internal/control"
 	"github.com/faultbox/faultbox/internal/engine"
 	"github.com/faultbox/faultbox/profiles"
 	"github.com/faultbox/faultbox/tun"
@@ -65,23 +67,24 @@ type Placement interface {
 // changes is on disk before it changes it.
 type PlaceFunc func(st *State, save func() error) (Placement, error)
 
-// Device is one running device.
+// Device is one running device. Its controller answers the control API
+// (profile, behaviors, flows, events, capture); the device adds its own
+// facts to the status and stops on a shutdown request.
 type Device struct {
+	*control.Controller
+
 	state   *State
 	place   Placement
 	log     *log.Logger
 	started time.Time
 
-	ports   []Port // opened, whether or not the engine owns them yet
-	eng     *engine.Engine
-	capture *capture.Writer
-	ln      net.Listener
-	stop    chan struct{} // closed to stop the capture flusher
-	wg      sync.WaitGroup
+	ports     []Port // opened, whether or not the engine owns them yet
+	eng       *engine.Engine
+	api       *api.Server
+	listeners []listener
+	apiAddr   string // where the TCP API listens, if it does
 
-	mu      sync.Mutex // guards source, seed, failure and state writes
-	source  string
-	seed    uint64
+	mu      sync.Mutex // guards failure and state writes
 	failure string
 
 	shutdownOnce sync.Once
@@ -113,8 +116,8 @@ func Run(name string, placeFor PlaceFunc) error {
 		d.place.Remove(d.log)
 		return err
 	}
-	go d.serveControl()
-	d.log.Printf("ready: profile %s, seed %d", d.source, d.seed)
+	d.serve()
+	d.log.Printf("ready: profile %s, seed %d", d.state.Profile, d.state.Seed)
 	debugPanicAfter(d.log) // test builds only (debugpanic.go)
 	if path := os.Getenv("FAULTBOX_CPUPROFILE"); path != "" {
 		// For performance work: profile the device until teardown.
@@ -155,9 +158,6 @@ func newDevice(name string, placeFor PlaceFunc, lg *log.Logger) (*Device, error)
 		state:    st,
 		log:      lg,
 		started:  time.Now(),
-		source:   st.Profile,
-		seed:     st.Seed,
-		stop:     make(chan struct{}),
 		shutdown: make(chan struct{}),
 	}
 	if d.place, err = placeFor(st, d.saveState); err != nil {
@@ -174,17 +174,16 @@ func (d *Device) saveState() error {
 }
 
 // setup builds the engine, places and opens the ports, checks that traffic
-// flows and then installs the profile's chain, opens the capture and
-// listens on the control socket.
+// flows and then installs the profile's chain and listens for the control
+// API.
 func (d *Device) setup() error {
 	st := d.state
 	p, err := profiles.Load(st.Profile)
 	if err != nil {
 		return err
 	}
-	chain, err := p.Chain(st.Seed, d.place.Resolver())
-	if err != nil {
-		return err
+	if _, err := p.Chain(st.Seed, d.place.Resolver()); err != nil {
+		return err // before anything is placed
 	}
 	if d.ports, err = d.place.Place(d.log); err != nil {
 		return err
@@ -195,19 +194,22 @@ func (d *Device) setup() error {
 		d.failure = err.Error()
 		d.mu.Unlock()
 	}}
+	var w *capture.Writer
 	if st.Capture != "" {
 		names := make([]string, len(d.ports))
 		for i, p := range d.ports {
 			names[i] = p.Name
 		}
-		w, err := capture.Create(st.Capture, names, 0)
-		if err != nil {
+		if w, err = capture.Create(st.Capture, names, 0); err != nil {
 			return err
 		}
-		d.capture = w
 		cfg.Capture = w // only when non-nil: a nil *Writer in the interface is not "no capture"
 	}
 	d.eng = engine.New(cfg)
+	d.Controller = control.New(control.Config{Engine: d.eng, Resolve: d.place.Resolver(), Applied: d.applied, Log: d.log})
+	if w != nil {
+		d.AdoptCapture(w, st.Capture) // flushed every second, closed at the end
+	}
 	for _, p := range d.ports {
 		if err := d.eng.AddPort(p.Name, p.Dev, p.Prefixes); err != nil {
 			return err
@@ -222,40 +224,32 @@ func (d *Device) setup() error {
 	if err := d.place.Check(d.log); err != nil {
 		return err
 	}
-	d.eng.Reset(chain)
-	if d.capture != nil {
-		d.wg.Add(1)
-		go d.flushCapture()
+	seed := st.Seed
+	if _, err := d.Apply(control.ApplyRequest{Profile: p, Source: st.Profile, Seed: &seed, Wait: true, Fresh: true}); err != nil {
+		return err
 	}
 	return d.listen()
 }
 
-// flushCapture writes the capture to disk every second, so a reader sees
-// packets without waiting for the device to stop.
-func (d *Device) flushCapture() {
-	defer d.wg.Done()
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-d.stop:
-			return
-		case <-t.C:
-			if err := d.capture.Flush(); err != nil {
-				d.log.Printf("capture: %v", err)
-				return
-			}
-		}
+// applied records the profile now in force in state.json.
+func (d *Device) applied(source string, seed uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.state.Profile, d.state.Seed = source, seed
+	if err := WriteState(d.state); err != nil {
+		d.log.Printf("apply: %v", err)
 	}
 }
 
-// closePorts stops the control socket, the engine (closing its ports, which
+// closePorts stops the control API, the engine (closing its ports, which
 // removes the interfaces) and the capture.
 func (d *Device) closePorts() {
-	if d.ln != nil {
-		d.ln.Close()
+	if d.api != nil {
+		d.api.Close()
 	}
-	close(d.stop)
+	for _, l := range d.listeners {
+		l.ln.Close() // if serve never took it
+	}
 	if d.eng != nil {
 		if err := d.eng.Close(); err != nil {
 			d.log.Printf("engine: %v", err)
@@ -264,13 +258,8 @@ func (d *Device) closePorts() {
 	for _, p := range d.ports {
 		p.Dev.Close() // no-op for ports the engine closed
 	}
-	d.wg.Wait()
-	if d.capture != nil {
-		if err := d.capture.Close(); err != nil {
-			d.log.Printf("capture: %v", err)
-		} else {
-			d.log.Printf("capture: %d packets in %s", d.capture.Packets(), d.state.Capture)
-		}
+	if d.Controller != nil && d.Capture().Active {
+		d.StopCapture() // logs how many packets it wrote
 	}
 }
 
@@ -279,93 +268,20 @@ func (d *Device) Shutdown() {
 	d.shutdownOnce.Do(func() { close(d.shutdown) })
 }
 
-// Events returns the events the engine recorded from sequence number from
-// on, and the number to ask for next time.
-func (d *Device) Events(from uint64) ([]EventRecord, uint64) {
-	evs, next := d.eng.Events(from)
-	recs := make([]EventRecord, len(evs))
-	for i, e := range evs {
-		recs[i] = EventRecord{Event: e, Text: e.String()}
-	}
-	return recs, next
-}
-
-// ApplyRequest is a profile to switch to.
-type ApplyRequest struct {
-	Source string  // built-in name, or the file's absolute path (for the record)
-	YAML   string  // the profile text; required unless Source is built in
-	Seed   *uint64 // the run's seed, if given
-}
-
-// Apply swaps the engine's chain. The engine keeps its flow table and delay
-// lines, so open connections carry on under the new profile. It returns
-// the profile's name and the seed in force; a profile that does not
-// compile is an InputError and changes nothing.
-func (d *Device) Apply(req ApplyRequest) (string, uint64, error) {
-	var p *profiles.Profile
-	var err error
-	switch {
-	case req.YAML != "":
-		p, err = profiles.Parse(req.Source, []byte(req.YAML))
-	case slices.Contains(profiles.Builtin(), req.Source):
-		p, err = profiles.Load(req.Source)
-	default:
-		// The device opens no file a client names: files come as text.
-		err = InputErrorf("apply: %q is not a built-in profile and no profile text was sent", req.Source)
-	}
-	if err != nil {
-		return "", 0, err
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	seed := d.seed
-	switch {
-	case req.Seed != nil:
-		seed = *req.Seed
-	case p.Seed != nil:
-		seed = *p.Seed
-	}
-	chain, err := p.Chain(seed, d.place.Resolver())
-	if err != nil {
-		return "", 0, err
-	}
-	d.eng.SetChain(chain)
-	d.source, d.seed = req.Source, seed
-	d.state.Profile, d.state.Seed = req.Source, seed
-	if err := WriteState(d.state); err != nil {
-		d.log.Printf("apply: %v", err)
-	}
-	d.log.Printf("applied profile %s (%s), seed %d", p.Name, req.Source, seed)
-	return p.Name, seed, nil
-}
-
-// Status is a snapshot of the device: its own facts and the engine's.
-func (d *Device) Status() *Status {
-	d.mu.Lock()
-	st := &Status{
-		Name:          d.state.Name,
-		Kind:          d.state.KindOf(),
-		Placement:     d.place.Describe(),
-		PID:           os.Getpid(),
-		Started:       d.started,
-		UptimeSeconds: time.Since(d.started).Seconds(),
-		Namespaces:    map[string]string{},
-		Source:        d.source,
-		MTU:           d.state.MTU,
-		CPUs:          d.state.CPUs,
-		BusyPoll:      d.state.BusyPoll.String(),
-		Capture:       d.state.Capture,
-		Failure:       d.failure,
-	}
-	d.mu.Unlock()
+// Status is the device's status: its own facts and the controller's.
+func (d *Device) Status() (*client.Status, error) {
+	st := d.Controller.Status()
+	st.Name, st.Kind, st.Placement = d.state.Name, string(d.state.KindOf()), d.place.Describe()
+	st.PID, st.Started, st.UptimeSeconds = os.Getpid(), d.started, time.Since(d.started).Seconds()
+	st.MTU, st.CPUs, st.BusyPoll, st.API = d.state.MTU, d.state.CPUs, d.state.BusyPoll.String(), d.apiAddr
+	st.Namespaces = map[string]string{}
 	for _, p := range d.ports {
 		st.Namespaces[p.Name] = p.Namespace
 	}
-	if d.capture != nil {
-		st.CapturePackets = d.capture.Packets()
-	}
-	st.Status = d.eng.Status()
-	return st
+	d.mu.Lock()
+	st.Failure = d.failure
+	d.mu.Unlock()
+	return st, nil
 }
 
 func onOff(b bool) string {

@@ -9,11 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/faultbox/faultbox/behaviors"
-	"github.com/faultbox/faultbox/internal/engine"
-	"github.com/faultbox/faultbox/internal/flow"
+	"github.com/faultbox/faultbox/client"
 	"github.com/faultbox/faultbox/profiles"
-	"github.com/faultbox/faultbox/tun"
 )
 
 func TestCheckName(t *testing.T) {
@@ -140,24 +137,22 @@ func TestProc_ReusedOrDeadPidIsNotAlive(t *testing.T) {
 }
 
 func TestWriteStatus_ShowsPortsCountersAndBehaviors(t *testing.T) {
-	st := &Status{Name: "x", Kind: KindLab, Placement: "lab hosts client, server", PID: 4242, UptimeSeconds: 83, Source: "/tmp/p.yaml", MTU: 1500,
+	st := &client.Status{Name: "x", Kind: "lab", Placement: "lab hosts client, server", PID: 4242, UptimeSeconds: 83, Source: "/tmp/p.yaml", MTU: 1500,
 		Namespaces: map[string]string{"client": "fbx-x-client", "server": "fbx-x-server"},
 		Capture:    "/tmp/c.pcapng", CapturePackets: 99,
-		Status: engine.Status{
-			Profile: "gprs", Seed: 42, Queued: 3,
-			Counters:  engine.Counters{In: 1001, Out: 990, Dropped: 11, Delayed: 500, NoRoute: 7},
-			Flows:     flow.Counters{Created: 12, Active: 2, Capacity: 1024},
-			FlowState: map[string]int{"established": 2, "closed": 10},
-			Ports: []engine.PortStatus{
-				{Name: "client", Interface: "fbx0", Offloads: true, Addrs: []string{"198.18.0.1/32", "2001:db8::1/128"},
-					Stats: tun.PortStats{ReadPackets: 500, WritePackets: 490, GSOPackets: 17}},
-				{Name: "server", Interface: "fbx0", Offloads: false, Addrs: []string{"198.18.0.2/32", "2001:db8::2/128"},
-					Stats: tun.PortStats{ReadPackets: 501, WriteDrops: 5, QueueDrops: 8}},
-			},
-			Behaviors: []behaviors.EntryStatus{
-				{Type: "loss", Match: "direction: downstream", Counters: behaviors.EntryCounters{Matched: 300, Dropped: 11}, Extra: map[string]uint64{"bursts": 4, "a": 1}},
-				{Type: "asa-teardown", Match: "protocol: tcp, tcp_flags: [fin]"},
-			},
+		Profile: "gprs", Seed: 42, Queued: 3,
+		Counters:   client.Counters{In: 1001, Out: 990, Dropped: 11, Delayed: 500, NoRoute: 7},
+		Flows:      client.FlowCounters{Created: 12, Active: 2, Capacity: 1024},
+		FlowStates: map[string]int{"established": 2, "closed": 10},
+		Ports: []client.Port{
+			{Name: "client", Interface: "fbx0", Offloads: true, Addrs: []string{"198.18.0.1/32", "2001:db8::1/128"},
+				Stats: client.PortStats{ReadPackets: 500, WritePackets: 490, GSOPackets: 17}},
+			{Name: "server", Interface: "fbx0", Offloads: false, Addrs: []string{"198.18.0.2/32", "2001:db8::2/128"},
+				Stats: client.PortStats{ReadPackets: 501, WriteDrops: 5, QueueDrops: 8}},
+		},
+		Behaviors: []client.Behavior{
+			{Name: "lossy", Type: "loss", Match: "direction: downstream", Counters: client.BehaviorCounters{Matched: 300, Dropped: 11}, Extra: map[string]uint64{"bursts": 4, "a": 1}},
+			{Name: "asa-teardown", Type: "asa-teardown", Match: "protocol: tcp, tcp_flags: [fin]"},
 		},
 	}
 	var b strings.Builder

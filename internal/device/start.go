@@ -159,7 +159,7 @@ func WaitReady(name string, exited <-chan error, sigc <-chan os.Signal, timeout 
 			return fmt.Errorf("interrupted (%v) while starting", sig)
 		case <-t.C:
 		}
-		if _, err := call(name, request{Op: "status"}, time.Second); err == nil {
+		if answers(name, time.Second) {
 			return nil
 		}
 		if time.Now().After(deadline) {

@@ -48,6 +48,10 @@ type State struct {
 	// BusyPoll: how long the device polls after its last packet before it
 	// sleeps; 0: it sleeps at once (engine.Config.BusyPoll).
 	BusyPoll time.Duration `json:"busy_poll_ns,omitempty"`
+	// API, if set, is a TCP address the control API also serves, with a
+	// bearer token; a non-loopback one needs APIAllowRemote.
+	API            string `json:"api,omitempty"`
+	APIAllowRemote bool   `json:"api_allow_remote,omitempty"`
 	// Placement is the kind's own record: where the ports go and what
 	// undoing that needs (a lab's hosts; what attach changed).
 	Placement json.RawMessage `json:"placement,omitempty"`

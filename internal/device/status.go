@@ -11,35 +11,8 @@ import (
 	"time"
 
 	"github.com/faultbox/faultbox/behaviors"
-	"github.com/faultbox/faultbox/internal/engine"
+	"github.com/faultbox/faultbox/client"
 )
-
-// Status is what `faultbox status` shows of a device: its own facts and the
-// engine's snapshot (whose fields appear at the top level of the JSON).
-type Status struct {
-	Name           string            `json:"name"`
-	Kind           Kind              `json:"kind"`
-	Placement      string            `json:"placement"` // what it sits in front of
-	PID            int               `json:"pid"`
-	Started        time.Time         `json:"started"`
-	UptimeSeconds  float64           `json:"uptime_seconds"`
-	Namespaces     map[string]string `json:"port_namespaces"` // port name -> namespace
-	Source         string            `json:"profile_source"`  // built-in name or file
-	MTU            int               `json:"mtu"`
-	CPUs           []int             `json:"cpus,omitempty"`
-	BusyPoll       string            `json:"busy_poll,omitempty"`
-	Capture        string            `json:"capture,omitempty"`
-	CapturePackets uint64            `json:"capture_packets,omitempty"`
-	Failure        string            `json:"failure,omitempty"` // a port failed for good
-	engine.Status
-}
-
-// EventRecord is an engine event with its one-line rendering (the engine's
-// clock is the device's, so it is rendered there).
-type EventRecord struct {
-	engine.Event
-	Text string `json:"text"`
-}
 
 // QueueDropsWarning says what n packets lost in the device's input queues
 // mean for a run, and what helps.
@@ -49,17 +22,8 @@ func QueueDropsWarning(n uint64) string {
 		"(lab up --cpus 1 --busy-poll 1ms).", n)
 }
 
-// QueueDrops sums the ports' queue drops.
-func (st *Status) QueueDrops() uint64 {
-	var n uint64
-	for _, p := range st.Ports {
-		n += p.Stats.QueueDrops
-	}
-	return n
-}
-
 // WriteStatus prints st as tables for people.
-func WriteStatus(w io.Writer, st *Status) error {
+func WriteStatus(w io.Writer, st *client.Status) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	up := time.Duration(st.UptimeSeconds * float64(time.Second)).Round(time.Second)
 	cpus := ""
@@ -98,10 +62,10 @@ func WriteStatus(w io.Writer, st *Status) error {
 		c.NoRoute, c.Unreadable, c.Malformed, c.Split, c.WriteDrops)
 	f := st.Flows
 	fmt.Fprintf(tw, "flows\tactive %d/%d  created %d  expired %d  evicted %d\n", f.Active, f.Capacity, f.Created, f.Expired, f.Evicted)
-	if len(st.FlowState) > 0 {
+	if len(st.FlowStates) > 0 {
 		var states []string
-		for _, k := range slices.Sorted(maps.Keys(st.FlowState)) {
-			states = append(states, fmt.Sprintf("%s %d", k, st.FlowState[k]))
+		for _, k := range slices.Sorted(maps.Keys(st.FlowStates)) {
+			states = append(states, fmt.Sprintf("%s %d", k, st.FlowStates[k]))
 		}
 		fmt.Fprintf(tw, "\t%s\n", strings.Join(states, ", "))
 	}

@@ -23,7 +23,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/faultbox/faultbox/behaviors"
+	"github.com/faultbox/faultbox/client"
 	"github.com/faultbox/faultbox/internal/device"
 	"github.com/faultbox/faultbox/internal/testenv"
 )
@@ -128,10 +128,10 @@ func readState(t *testing.T, name string) *device.State {
 	return st
 }
 
-func labStatus(t *testing.T, name string) *device.Status {
+func labStatus(t *testing.T, name string) *client.Status {
 	t.Helper()
 	r := mustRun(t, "lab", "status", "--name", name, "--json")
-	var st device.Status
+	var st client.Status
 	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
 		t.Fatalf("status --json: %v\n%s", err, r.stdout)
 	}
@@ -220,7 +220,7 @@ func TestLab_UpExecStatusApplyDown(t *testing.T) {
 	}
 
 	s := labStatus(t, name)
-	if s.Name != name || s.Kind != device.KindLab || s.Seed != 42 || s.Profile != "passthrough" || s.PID != st.Device.PID || len(s.Ports) != 2 ||
+	if s.Name != name || s.Kind != string(device.KindLab) || s.Seed != 42 || s.Profile != "passthrough" || s.PID != st.Device.PID || len(s.Ports) != 2 ||
 		s.Namespaces["client"] != Namespace(name, "client") {
 		t.Errorf("status: %s %q seed %d profile %q pid %d ports %v in %v", s.Kind, s.Name, s.Seed, s.Profile, s.PID, s.Ports, s.Namespaces)
 	}
@@ -632,9 +632,9 @@ func TestLab_UpStartsClean(t *testing.T) {
 	time.Sleep(time.Second) // a probe packet still on its way would arrive by now
 	s := labStatus(t, name)
 	c := s.Counters
-	if c.In != 0 || c.Out != 0 || s.Flows.Created != 0 || s.Flows.Active != 0 || s.Events != 0 || len(s.FlowState) != 0 {
+	if c.In != 0 || c.Out != 0 || s.Flows.Created != 0 || s.Flows.Active != 0 || s.Events != 0 || len(s.FlowStates) != 0 {
 		t.Errorf("after lab up: packets in %d out %d, flows created %d active %d %v, events %d; want all 0",
-			c.In, c.Out, s.Flows.Created, s.Flows.Active, s.FlowState, s.Events)
+			c.In, c.Out, s.Flows.Created, s.Flows.Active, s.FlowStates, s.Events)
 	}
 	for _, p := range s.Ports {
 		if st := p.Stats; st.ReadPackets != 0 || st.WritePackets != 0 || st.ReadBytes != 0 || st.WriteBytes != 0 {
@@ -645,7 +645,7 @@ func TestLab_UpStartsClean(t *testing.T) {
 		t.Fatal("the profile's behaviors are not in the status")
 	}
 	for _, b := range s.Behaviors {
-		if b.Counters != (behaviors.EntryCounters{}) {
+		if b.Counters != (client.BehaviorCounters{}) {
 			t.Errorf("after lab up: behavior %s counted %+v, want nothing", b.Type, b.Counters)
 		}
 	}

@@ -9,7 +9,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/faultbox/faultbox/internal/device"
+	"github.com/faultbox/faultbox/client"
 	"github.com/faultbox/faultbox/internal/proxy"
 	"github.com/faultbox/faultbox/internal/report"
 	"github.com/faultbox/faultbox/internal/serve"
@@ -27,7 +27,7 @@ type Evidence struct {
 	Sockets    map[string]*sockdiag.Series // by lab host, from Context.Sample
 	Clients    []ClientResult
 	Logs       map[string][]LogEvent // serve/proxy JSON logs by process name
-	Events     []device.EventRecord  // the device's event log
+	Events     []client.Event        // the device's event log
 	Kernel     string
 }
 

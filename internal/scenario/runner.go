@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/faultbox/faultbox/client"
 	"github.com/faultbox/faultbox/internal/device"
 	"github.com/faultbox/faultbox/internal/lab"
 	"github.com/faultbox/faultbox/internal/report"
@@ -331,8 +332,8 @@ func (r *runner) sysctls() error {
 }
 
 // events fetches the device's event log, a bounded number of pages.
-func (r *runner) events() []device.EventRecord {
-	var all []device.EventRecord
+func (r *runner) events() []client.Event {
+	var all []client.Event
 	var from uint64
 	for range 100 {
 		evs, next, err := device.Events(r.lab, from)

@@ -1,6 +1,7 @@
 package device
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/faultbox/faultbox/behaviors"
+	"github.com/faultbox/faultbox/client"
 	"github.com/faultbox/faultbox/internal/packet"
 	"github.com/faultbox/faultbox/profiles"
 	"github.com/faultbox/faultbox/tun"
@@ -56,14 +58,15 @@ func (m *memPlacement) Describe() string             { return "two memory ports"
 func (m *memPlacement) Remove(*log.Logger)           { m.removed = true }
 
 // startMemDevice runs a device called name on memory ports, serving its
-// control socket, until the test ends.
-func startMemDevice(t *testing.T, name string) (*Device, *memPlacement) {
+// control API, until the test ends; api is the TCP address it also
+// serves, if any.
+func startMemDevice(t *testing.T, name, api string) (*Device, *memPlacement) {
 	t.Helper()
 	withRunDir(t)
 	if err := os.Mkdir(Dir(name), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteState(&State{Name: name, Kind: KindLab, Profile: "passthrough", Seed: 3, MTU: 1500}); err != nil {
+	if err := WriteState(&State{Name: name, Kind: KindLab, Profile: "passthrough", Seed: 3, MTU: 1500, API: api}); err != nil {
 		t.Fatal(err)
 	}
 	m := &memPlacement{}
@@ -77,23 +80,27 @@ func startMemDevice(t *testing.T, name string) (*Device, *memPlacement) {
 	if err := d.saveState(); err != nil { // names this process as the device
 		t.Fatal(err)
 	}
-	go d.serveControl()
+	d.serve()
 	t.Cleanup(d.closePorts)
 	return d, m
 }
 
-func TestDevice_StatusApplyEventsShutdownOverTheControlSocket(t *testing.T) {
-	d, m := startMemDevice(t, "mem")
+func TestDevice_StatusApplyEventsShutdownOverTheAPI(t *testing.T) {
+	d, m := startMemDevice(t, "mem", "")
 	st, err := GetStatus("mem")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Name != "mem" || st.Kind != KindLab || st.Placement != "two memory ports" || st.PID != os.Getpid() ||
-		len(st.Ports) != 2 || st.Namespaces["b"] != "ns-b" || st.Profile != "passthrough" || st.Seed != 3 {
+	if st.Name != "mem" || st.Kind != "lab" || st.Placement != "two memory ports" || st.PID != os.Getpid() ||
+		len(st.Ports) != 2 || st.Namespaces["b"] != "ns-b" || st.Profile != "passthrough" || st.Seed != 3 || st.API != "" {
 		t.Errorf("status %+v", st)
 	}
 	if fi, err := os.Stat(socketPath("mem")); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("control socket: %v %v, want mode 0600", fi, err)
+	}
+	// The start-up check's SYN is not counted: the profile starts at zero.
+	if st.Counters.In != 0 || st.Flows.Created != 0 {
+		t.Errorf("counters after start-up %+v %+v", st.Counters, st.Flows)
 	}
 
 	// A file travels as text: the device opens no file a client names.
@@ -105,6 +112,9 @@ func TestDevice_StatusApplyEventsShutdownOverTheControlSocket(t *testing.T) {
 	if st, _ := GetStatus("mem"); st.Source != logged || st.Seed != 77 {
 		t.Errorf("after apply: source %s seed %d", st.Source, st.Seed)
 	}
+	if rec, err := ReadState("mem"); err != nil || rec.Profile != logged || rec.Seed != 77 {
+		t.Errorf("state.json after apply: %+v %v", rec, err)
+	}
 	if !m.send(packet.SYN) {
 		t.Fatal("a SYN did not cross")
 	}
@@ -113,9 +123,6 @@ func TestDevice_StatusApplyEventsShutdownOverTheControlSocket(t *testing.T) {
 		t.Errorf("events %+v next %d %v: want the one SYN", evs, next, err)
 	}
 
-	if _, err := call("mem", request{Op: "apply", Profile: logged}, 5*time.Second); !IsInputError(err) {
-		t.Errorf("apply of a file named without its text: %v, want an input error", err)
-	}
 	if _, _, err := Apply("mem", "no-such-profile", nil); !IsInputError(err) {
 		t.Errorf("apply of an unknown profile: %v, want an input error", err)
 	}
@@ -127,17 +134,50 @@ func TestDevice_StatusApplyEventsShutdownOverTheControlSocket(t *testing.T) {
 	if st, _ := GetStatus("mem"); st.Profile != "log80" {
 		t.Errorf("a refused apply changed the profile to %s", st.Profile)
 	}
-	if _, err := call("mem", request{Op: "nonsense"}, 5*time.Second); err == nil || !strings.Contains(err.Error(), "unknown request") {
-		t.Errorf("unknown request: %v", err)
-	}
 
-	if _, err := call("mem", request{Op: "shutdown"}, 5*time.Second); err != nil {
+	if err := shutdown("mem"); err != nil {
 		t.Fatal(err)
 	}
 	select {
 	case <-d.shutdown:
 	case <-time.After(5 * time.Second):
 		t.Error("a shutdown request did not stop the device")
+	}
+}
+
+// On TCP the API needs the token the device keeps in api.token (0600); a
+// remote address needs to be asked for.
+func TestDevice_APIOnTCPWithToken(t *testing.T) {
+	startMemDevice(t, "tcp", "127.0.0.1:0")
+	st, err := GetStatus("tcp")
+	if err != nil || !strings.HasPrefix(st.API, "127.0.0.1:") {
+		t.Fatalf("status: api %q, %v", st.API, err)
+	}
+	fi, err := os.Stat(TokenPath("tcp"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("api.token: %v %v, want mode 0600", fi, err)
+	}
+	token, _ := os.ReadFile(TokenPath("tcp"))
+	ctx := context.Background()
+	if _, err := client.DialTCP(st.API, strings.TrimSpace(string(token))).Status(ctx); err != nil {
+		t.Fatalf("with the token: %v", err)
+	}
+	var ce *client.Error
+	if _, err := client.DialTCP(st.API, "guess").Status(ctx); !errors.As(err, &ce) || ce.StatusCode != 401 {
+		t.Fatalf("with a wrong token: %v, want 401", err)
+	}
+	for _, c := range []struct {
+		addr   string
+		remote bool
+		ok     bool
+	}{
+		{"127.0.0.1:7070", false, true}, {"[::1]:7070", false, true}, {"localhost:7070", false, true},
+		{"0.0.0.0:7070", false, false}, {":7070", false, false}, {"198.18.0.9:7070", false, false},
+		{"0.0.0.0:7070", true, true}, {"127.0.0.1", false, false},
+	} {
+		if err := CheckAPIAddr(c.addr, c.remote); (err == nil) != c.ok || (err != nil && !IsInputError(err)) {
+			t.Errorf("CheckAPIAddr(%q, %v) = %v", c.addr, c.remote, err)
+		}
 	}
 }
 

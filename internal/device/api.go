@@ -1,0 +1,100 @@
+package device
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+
+	"github.com/faultbox/faultbox/internal/api"
+)
+
+// The control API (internal/api) is served on the unix socket
+// control.sock, 0600 in the 0700 runtime directory, and, when the device
+// was started with an API address, on TCP with a bearer token kept in
+// api.token (0600) beside the state.
+
+// TokenPath is where the TCP API's bearer token is kept.
+func TokenPath(name string) string { return filepath.Join(Dir(name), "api.token") }
+
+// CheckAPIAddr checks a TCP address for the API: host:port with a loopback
+// host (127.0.0.1, ::1, localhost) unless allowRemote.
+func CheckAPIAddr(addr string, allowRemote bool) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "" {
+		return InputErrorf("api address %q: want HOST:PORT, e.g. 127.0.0.1:7070", addr)
+	}
+	if allowRemote || host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return InputErrorf("api address %q is not a loopback address: anyone who reaches it and has the token controls the device; "+
+			"add --api-allow-remote to serve it there anyway", addr)
+	}
+	return nil
+}
+
+// listen opens the control socket and, if asked, the TCP listener.
+func (d *Device) listen() error {
+	d.api = api.New(d, d.log)
+	path := socketPath(d.state.Name)
+	os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return fmt.Errorf("control socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return fmt.Errorf("control socket: %w", err)
+	}
+	d.listeners = append(d.listeners, listener{ln: ln})
+	if d.state.API == "" {
+		return nil
+	}
+	if err := CheckAPIAddr(d.state.API, d.state.APIAllowRemote); err != nil {
+		return err
+	}
+	token, err := newToken()
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(TokenPath(d.state.Name), []byte(token+"\n"), 0o600); err != nil {
+		return fmt.Errorf("api token: %w", err)
+	}
+	tcp, err := net.Listen("tcp", d.state.API)
+	if err != nil {
+		return fmt.Errorf("api: %w", err)
+	}
+	d.listeners = append(d.listeners, listener{ln: tcp, token: token})
+	d.apiAddr = tcp.Addr().String()
+	d.log.Printf("api: serving on %s (bearer token in %s)", tcp.Addr(), TokenPath(d.state.Name))
+	return nil
+}
+
+// listener is one of the API's listeners; TCP ones need the token.
+type listener struct {
+	ln    net.Listener
+	token string
+}
+
+// serve answers the API on every listener until the device stops.
+func (d *Device) serve() {
+	for _, l := range d.listeners {
+		go func() {
+			if err := d.api.Serve(l.ln, l.token); err != nil {
+				d.log.Printf("api %s: %v", l.ln.Addr(), err)
+			}
+		}()
+	}
+}
+
+// newToken is 32 random bytes in hex.
+func newToken() (string, error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b[:]), nil
+}
