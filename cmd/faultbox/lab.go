@@ -61,7 +61,8 @@ profile's, else random; it is printed and shown by lab status.`,
   sudo faultbox lab up --name web --hosts client,lb,server --profile cisco-asa --seed 42
   sudo faultbox lab up --profile ./my-profile.yaml --capture /tmp/lab.pcapng
   sudo faultbox lab up --busy-poll 20us           # answers within 20us cost no wake-up
-  sudo faultbox lab up --cpus 1 --busy-poll 1ms   # the device polls on CPU 1`,
+  sudo faultbox lab up --cpus 1 --busy-poll 1ms   # the device polls on CPU 1
+  sudo faultbox lab up --api 127.0.0.1:7070       # the control API on TCP too (docs/api.md)`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Hosts = lab.ParseHosts(hosts)
@@ -87,6 +88,8 @@ profile's, else random; it is printed and shown by lab status.`,
 	cmd.Flags().IntVar(&o.MTU, "mtu", 1500, "MTU of every host's interface")
 	cmd.Flags().StringVar(&cpus, "cpus", "", "run the device on these CPUs only, e.g. 1 or 2-3 (default: any); a CPU of its own spares it migrations")
 	cmd.Flags().DurationVar(&o.BusyPoll, "busy-poll", 0, fmt.Sprintf("keep polling this long after the last packet before sleeping, for lower latency: up to %v on shared CPUs (e.g. 20us), up to 1s with --cpus (e.g. 1ms; keeps that CPU busy)", device.SharedBusyPoll))
+	cmd.Flags().StringVar(&o.API, "api", "", "also serve the control API on this TCP address, e.g. 127.0.0.1:7070, with a bearer token printed here once (default: the unix socket only)")
+	cmd.Flags().BoolVar(&o.APIAllowRemote, "api-allow-remote", false, "let --api listen on an address other than loopback")
 	return cmd
 }
 

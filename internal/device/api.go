@@ -4,9 +4,11 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/faultbox/faultbox/internal/api"
 )
@@ -34,6 +36,21 @@ func CheckAPIAddr(addr string, allowRemote bool) error {
 			"add --api-allow-remote to serve it there anyway", addr)
 	}
 	return nil
+}
+
+// WriteAPISummary tells the user who started the device where its TCP API
+// is and its token: the one time the token is printed.
+func WriteAPISummary(w io.Writer, st *State) error {
+	token, err := os.ReadFile(TokenPath(st.Name))
+	if err != nil {
+		return fmt.Errorf("api token: %w", err)
+	}
+	addr := st.API
+	if s, err := GetStatus(st.Name); err == nil && s.API != "" {
+		addr = s.API // the port it was given, if that was 0
+	}
+	_, err = fmt.Fprintf(w, "api http://%s/v1/ (bearer token %s, kept in %s)\n", addr, strings.TrimSpace(string(token)), TokenPath(st.Name))
+	return err
 }
 
 // listen opens the control socket and, if asked, the TCP listener.

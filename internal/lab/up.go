@@ -36,6 +36,11 @@ type Options struct {
 	// wake-up. Longer keeps a CPU busy under any traffic and needs CPUs.
 	// 0: off.
 	BusyPoll time.Duration
+	// API, if set, is a TCP address (host:port) where the device also
+	// serves its control API, with a bearer token; a non-loopback one
+	// needs APIAllowRemote.
+	API            string
+	APIAllowRemote bool
 
 	// Timeout bounds the wait for the device to be ready and traffic to
 	// flow (10 s).
@@ -116,6 +121,11 @@ func (o *Options) plan() (*device.State, string, error) {
 	if err := device.CheckBusyPoll(o.BusyPoll, o.CPUs); err != nil {
 		return nil, "", err
 	}
+	if o.API != "" {
+		if err := device.CheckAPIAddr(o.API, o.APIAllowRemote); err != nil {
+			return nil, "", err
+		}
+	}
 	if err := CheckPrivileges(); err != nil {
 		return nil, "", err
 	}
@@ -129,7 +139,8 @@ func (o *Options) plan() (*device.State, string, error) {
 	if _, err := p.Chain(0, Resolver(hosts)); err != nil {
 		return nil, "", err
 	}
-	st := &device.State{Name: o.Name, Kind: device.KindLab, MTU: o.MTU, CPUs: o.CPUs, BusyPoll: o.BusyPoll, Created: time.Now().UTC()}
+	st := &device.State{Name: o.Name, Kind: device.KindLab, MTU: o.MTU, CPUs: o.CPUs, BusyPoll: o.BusyPoll,
+		API: o.API, APIAllowRemote: o.APIAllowRemote, Created: time.Now().UTC()}
 	if err := st.Configure(record{Hosts: hosts}, o.Profile, p, o.Seed, o.Capture); err != nil {
 		return nil, "", err
 	}
@@ -252,6 +263,11 @@ func WriteSummary(w io.Writer, st *device.State) error {
 	fmt.Fprintf(w, "profile %s, seed %d\n", st.Profile, st.Seed)
 	if st.Capture != "" {
 		fmt.Fprintf(w, "capture %s\n", st.Capture)
+	}
+	if st.API != "" {
+		if err := device.WriteAPISummary(w, st); err != nil {
+			return err
+		}
 	}
 	fmt.Fprintf(w, "run a command in a host:  faultbox lab exec --name %s %s -- CMD ...\n", st.Name, hosts[0].Name)
 	return nil
