@@ -163,7 +163,7 @@ func TestWriteStatus_ShowsPortsCountersAndBehaviors(t *testing.T) {
 	for _, want := range []string{
 		"x (device pid 4242, up 1m23s, mtu 1500)", "lab hosts client, server", "gprs (seed 42, from /tmp/p.yaml)", "/tmp/c.pcapng (99 packets)",
 		"198.18.0.1", "2001:db8::2", "fbx-x-server", "in 1001", "out 990", "dropped 11", "queued 3", "no-route 7",
-		"active 2/1024", "created 12", "closed 10, established 2", "loss", "direction: downstream", "a=1 bursts=4",
+		"active 2/1024", "created 12", "closed 10, established 2", "lossy (loss)", "direction: downstream", "a=1 bursts=4",
 		"asa-teardown  protocol: tcp, tcp_flags: [fin]  0",
 	} {
 		if !strings.Contains(out, want) {
@@ -190,6 +190,29 @@ func TestWriteStatus_ShowsPortsCountersAndBehaviors(t *testing.T) {
 	}
 	if strings.Contains(b.String(), "warning") {
 		t.Errorf("a warning without queue drops:\n%s", b.String())
+	}
+	if strings.Contains(b.String(), "waiting") {
+		t.Errorf("a behavior that saw no packet is said to wait:\n%s", b.String())
+	}
+}
+
+// A behavior that saw traffic but never what it waits for says so (issue
+// 17: a cancelled curl closes with a RST, and the ASA profiles never fire).
+func TestWriteStatus_SaysWhatABehaviorStillWaitsFor(t *testing.T) {
+	st := &client.Status{Name: "x", Kind: "lab", Behaviors: []client.Behavior{
+		{Name: "asa-teardown", Type: "asa-teardown", Counters: client.BehaviorCounters{Matched: 52},
+			Waits: &client.Wait{For: "client FINs", Note: "5 client RSTs came instead"}},
+		{Name: "slow", Type: "delay", Counters: client.BehaviorCounters{Matched: 52}},
+		{Name: "vanish", Type: "vanish", Counters: client.BehaviorCounters{Matched: 9},
+			Waits: &client.Wait{For: "flows where the client acknowledged the server's FIN", Seen: 2}},
+	}}
+	var b strings.Builder
+	if err := WriteStatus(&b, st); err != nil {
+		t.Fatal(err)
+	}
+	want := "waiting: #1 asa-teardown: 0 client FINs seen in 52 matched packets: 5 client RSTs came instead\n"
+	if out := b.String(); !strings.Contains(out, want) || strings.Count(out, "waiting:") != 1 {
+		t.Errorf("status:\n%s\nwant the one line %q", out, want)
 	}
 }
 

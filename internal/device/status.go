@@ -79,13 +79,48 @@ func WriteStatus(w io.Writer, st *client.Status) error {
 		for _, k := range behaviors.SortedKeys(b.Extra) {
 			extra = append(extra, fmt.Sprintf("%s=%d", k, b.Extra[k]))
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", i+1, b.Type, b.Match,
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", i+1, behaviorName(b), b.Match,
 			bc.Matched, bc.Dropped, bc.Delayed, bc.Modified, bc.Injected, strings.Join(extra, " "))
 	}
 	if len(st.Behaviors) == 0 {
 		fmt.Fprintln(tw, "-\t(none: every packet passes)")
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return writeWaits(w, st.Behaviors)
+}
+
+// behaviorName is the behavior's type, and its name when that says more.
+func behaviorName(b client.Behavior) string {
+	if b.Name == b.Type || b.Name == "" {
+		return b.Type
+	}
+	return b.Name + " (" + b.Type + ")"
+}
+
+// writeWaits says, for each behavior that saw traffic but never what it
+// waits for, what that is and what came instead: a profile that never
+// fires must not pass for a fault that did not matter.
+func writeWaits(w io.Writer, bs []client.Behavior) error {
+	first := true
+	for i, b := range bs {
+		if b.Waits == nil || b.Waits.Seen > 0 || b.Counters.Matched == 0 {
+			continue
+		}
+		if first {
+			fmt.Fprintln(w)
+			first = false
+		}
+		line := fmt.Sprintf("%d %s seen in %d matched packets", b.Waits.Seen, b.Waits.For, b.Counters.Matched)
+		if b.Waits.Note != "" {
+			line += ": " + b.Waits.Note
+		}
+		if _, err := fmt.Fprintf(w, "waiting: #%d %s: %s\n", i+1, behaviorName(b), line); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // routesTo writes a port's prefixes, single addresses without their length.
