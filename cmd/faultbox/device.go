@@ -1,10 +1,14 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 
 	"github.com/spf13/cobra"
 
+	"github.com/faultbox/faultbox/client"
 	"github.com/faultbox/faultbox/internal/attach"
 	"github.com/faultbox/faultbox/internal/device"
 	"github.com/faultbox/faultbox/internal/lab"
@@ -55,4 +59,37 @@ func writeStatus(cmd *cobra.Command, name string, asJSON bool) error {
 
 func init() {
 	rootCmd.AddCommand(newDeviceCmd())
+}
+
+// writeEvents prints the event log of the device called name, as text or
+// JSON lines; following, until ctx is done.
+func writeEvents(ctx context.Context, w io.Writer, name string, follow, asJSON bool) error {
+	c, err := device.Dial(name)
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(w)
+	print := func(e client.Event) error {
+		if asJSON {
+			return enc.Encode(e)
+		}
+		_, err := fmt.Fprintln(w, e.Text)
+		return err
+	}
+	if !follow {
+		evs, err := c.Events(ctx, 0)
+		if err != nil {
+			return err
+		}
+		for _, e := range evs {
+			if err := print(e); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := c.FollowEvents(ctx, 0, print); err != nil && ctx.Err() == nil {
+		return err
+	}
+	return nil // interrupted: the way a follow ends
 }
