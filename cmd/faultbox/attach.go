@@ -56,6 +56,8 @@ own addresses.`,
 	f.StringVar(&o.Name, "name", "", "name of this attach: 1-16 of a-z, 0-9 and '-' (default: pid-PID, the namespace's name, or self)")
 	f.Uint64Var(&seed, "seed", 0, "seed of every random decision (default: the profile's, else random)")
 	f.StringVar(&o.Capture, "capture", "", "write every packet through the device to this pcapng file")
+	f.StringVar(&o.API, "api", "", "also serve the control API on this TCP address, e.g. 127.0.0.1:7070, with a bearer token printed here once (default: the unix socket only)")
+	f.BoolVar(&o.APIAllowRemote, "api-allow-remote", false, "let --api listen on an address other than loopback (a sidecar scraped by Prometheus)")
 	return cmd
 }
 

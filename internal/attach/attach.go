@@ -59,6 +59,11 @@ type Options struct {
 	Profile string  // built-in name or file; "passthrough"
 	Seed    *uint64 // the run's seed; else the profile's; else random
 	Capture string  // pcapng file to write, if any
+	// API, if set, is a TCP address (host:port) where the device also
+	// serves its control API, with a bearer token; a non-loopback one
+	// needs APIAllowRemote.
+	API            string
+	APIAllowRemote bool
 
 	Timeout    time.Duration // for the device to be ready (10 s)
 	Executable string        // the faultbox binary run as the device (this one)
@@ -110,6 +115,11 @@ func (o *Options) plan() (*device.State, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
+	if o.API != "" {
+		if err := device.CheckAPIAddr(o.API, o.APIAllowRemote); err != nil {
+			return nil, "", err
+		}
+	}
 	ports, err := ParsePorts(o.Ports)
 	if err != nil {
 		return nil, "", err
@@ -144,7 +154,7 @@ func (o *Options) plan() (*device.State, string, error) {
 	if _, err := p.Chain(0, Resolver(rec)); err != nil {
 		return nil, "", err
 	}
-	st := &device.State{Name: o.Name, Kind: device.KindAttach, MTU: rec.MTU, Created: time.Now().UTC()}
+	st := &device.State{Name: o.Name, Kind: device.KindAttach, MTU: rec.MTU, API: o.API, APIAllowRemote: o.APIAllowRemote, Created: time.Now().UTC()}
 	if err := st.Configure(rec, o.Profile, p, o.Seed, o.Capture); err != nil {
 		return nil, "", err
 	}
@@ -349,6 +359,11 @@ func WriteSummary(w io.Writer, st *device.State) error {
 	}
 	for _, s := range r.Sysctls {
 		fmt.Fprintf(w, "changed %s (was %s) until detach\n", s, s.Old)
+	}
+	if st.API != "" {
+		if err := device.WriteAPISummary(w, st); err != nil {
+			return err
+		}
 	}
 	fmt.Fprintf(w, "status:  faultbox status --name %s\ndetach:  faultbox detach --name %s\n", st.Name, st.Name)
 	return nil
