@@ -136,6 +136,21 @@ func onlyAttach() (string, error) {
 	return "", device.InputErrorf("%d attaches (%v): say which with --name, or --all", len(attaches), attaches)
 }
 
+// onlyDevice is name, or without one the only device there is.
+func onlyDevice(name string) (string, error) {
+	if name != "" {
+		return name, nil
+	}
+	names, err := device.Names()
+	if err != nil {
+		return "", err
+	}
+	if len(names) != 1 {
+		return "", usageError(fmt.Errorf("%d devices are up (%v): say which with --name", len(names), names))
+	}
+	return names[0], nil
+}
+
 func newStatusCmd() *cobra.Command {
 	var name string
 	var asJSON bool
@@ -150,15 +165,9 @@ without --name, the only device there is.`,
   sudo faultbox status --json | jq .behaviors`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if name == "" {
-				names, err := device.Names()
-				if err != nil {
-					return err
-				}
-				if len(names) != 1 {
-					return usageError(fmt.Errorf("%d devices are up (%v): say which with --name", len(names), names))
-				}
-				name = names[0]
+			name, err := onlyDevice(name)
+			if err != nil {
+				return err
 			}
 			return writeStatus(cmd, name, asJSON)
 		},

@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -58,7 +61,45 @@ func writeStatus(cmd *cobra.Command, name string, asJSON bool) error {
 }
 
 func init() {
-	rootCmd.AddCommand(newDeviceCmd())
+	rootCmd.AddCommand(newDeviceCmd(), newEventsCmd())
+}
+
+// newEventsCommand is `events` for any device (top level) and for labs;
+// the caller adds the --name flag whose value it returns.
+func newEventsCommand(use, example string) (*cobra.Command, *string) {
+	var name string
+	var follow, asJSON bool
+	cmd := &cobra.Command{
+		Use:   use,
+		Short: "Show what the behaviors did: the device's event log",
+		Long: `Print the events the device recorded (the latest 65536), one a line: when,
+what (asa-teardown: flow forgotten, vanish: client gone, log ...) and the packet
+it was about. With --follow, keep printing events as they happen until
+interrupted. With --json, print each as a JSON object (the control API's
+GET /v1/events; docs/api.md).`,
+		Example: example,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			n, err := onlyDevice(name)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return labErr(writeEvents(ctx, cmd.OutOrStdout(), n, follow, asJSON))
+		},
+	}
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing events as they happen")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print each event as a JSON object, one a line")
+	return cmd, &name
+}
+
+func newEventsCmd() *cobra.Command {
+	cmd, name := newEventsCommand("events [--name N] [--follow] [--json]",
+		`  sudo faultbox events --name pid-4242 --follow
+  sudo faultbox events --json | jq .note`)
+	cmd.Flags().StringVar(name, "name", "", "the device (default: the only one)")
+	return cmd
 }
 
 // writeEvents prints the event log of the device called name, as text or

@@ -4,9 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -194,29 +192,11 @@ namespaces, their /etc/netns files and /run/faultbox/NAME. Safe to repeat.
 }
 
 func newLabEventsCmd() *cobra.Command {
-	var name string
-	var follow, asJSON bool
-	cmd := &cobra.Command{
-		Use:   "events [--name N] [--follow] [--json]",
-		Short: "Show what the behaviors did: the device's event log",
-		Long: `Print the events the device recorded (the latest 65536), one a line: when,
-what (asa-teardown: flow forgotten, vanish: client gone, log ...) and the packet
-it was about. With --follow, keep printing events as they happen until
-interrupted. With --json, print each as a JSON object (the control API's
-GET /v1/events; docs/api.md).`,
-		Example: `  sudo faultbox lab events
+	cmd, name := newEventsCommand("events [--name N] [--follow] [--json]",
+		`  sudo faultbox lab events
   sudo faultbox lab events --name web --follow
-  sudo faultbox lab events --json | jq -r 'select(.note == "log") | .src_port'`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			return labErr(writeEvents(ctx, cmd.OutOrStdout(), name, follow, asJSON))
-		},
-	}
-	labName(cmd, &name)
-	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing events as they happen")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print each event as a JSON object, one a line")
+  sudo faultbox lab events --json | jq -r 'select(.note == "log") | .src_port'`)
+	labName(cmd, name)
 	return cmd
 }
 
