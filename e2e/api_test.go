@@ -521,3 +521,52 @@ func tail(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// TestAPI_AttachServesTheSameAPI: an attach (a container's namespace here)
+// serves the same API as a lab: from Go, a delay added toward the server
+// shows in a TCP connect and goes with its removal; over TCP with the
+// token printed once; and its event log reads the same way.
+func TestAPI_AttachServesTheSameAPI(t *testing.T) {
+	t.Parallel()
+	l := newDockerNet(t)
+	l.start("server", "python3 -m http.server --bind :: --directory "+t.TempDir()+" 8000")
+	l.waitListen("server", "t", 8000)
+	dkAttach(l, "--pid", pidIn(l, "client"), "--to", dkServer4, "--api", "127.0.0.1:0")
+	c, err := client.Dial(l.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	st, err := c.Status(ctx)
+	if err != nil || st.Kind != "attach" || st.API == "" {
+		t.Fatalf("status: kind %q api %q %v", st.Kind, st.API, err)
+	}
+	before := connectRTT(l, "client", dkServer4, 8000, 3)
+	if _, err := c.AddBehavior(ctx, client.Spec{Type: "delay", Name: "slow", Params: client.Params{"delay": "20ms"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.AddBehavior(ctx, client.Spec{Type: "log", Match: &client.Match{TCPFlags: []string{"syn"}}}); err != nil {
+		t.Fatal(err)
+	}
+	with := connectRTT(l, "client", dkServer4, 8000, 3)
+	if err := c.RemoveBehavior(ctx, "slow"); err != nil {
+		t.Fatal(err)
+	}
+	after := connectRTT(l, "client", dkServer4, 8000, 3)
+	t.Logf("connect: %v before, %v with 20ms each way, %v after the removal", before, with, after)
+	if with < 40*time.Millisecond || with > 100*time.Millisecond || after > 20*time.Millisecond {
+		t.Errorf("connect %v with the delay (want 40-100ms), %v after it (want under 20ms)", with, after)
+	}
+	token, err := os.ReadFile(device.TokenPath(l.name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs, err := client.DialTCP(st.API, strings.TrimSpace(string(token))).Behaviors(ctx)
+	if err != nil || len(bs) != 2 || bs[1].Name != "log" {
+		t.Fatalf("behaviors over TCP: %+v %v", bs, err)
+	}
+	r := fb(30*time.Second, "events", "--name", l.name)
+	if r.Code != 0 || strings.Count(r.Stdout, " log ") < 3 {
+		t.Fatalf("faultbox events: %s\nwant the logged SYNs", r)
+	}
+}
