@@ -7,14 +7,12 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/vishvananda/netlink"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/faultbox/faultbox/internal/device"
 	"github.com/faultbox/faultbox/internal/netns"
 )
 
@@ -81,72 +79,17 @@ func addressHost(h Host) error {
 	return nil
 }
 
-// netnsPids lists the processes whose network namespace is ns, as
-// `ip netns pids` does (same device and inode as /run/netns/NS), without
-// running a program: teardown must be quick even on a busy machine.
-func netnsPids(ns string) ([]int, error) {
-	var target unix.Stat_t
-	if err := unix.Stat(netns.Path(ns), &target); err != nil {
-		return nil, fmt.Errorf("namespace %s: %w", ns, err)
-	}
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil, err
-	}
-	var pids []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		var st unix.Stat_t
-		if unix.Stat("/proc/"+e.Name()+"/ns/net", &st) == nil && st.Dev == target.Dev && st.Ino == target.Ino {
-			pids = append(pids, pid)
-		}
-	}
-	return pids, nil
-}
-
-// killNetnsProcs SIGKILLs every process in namespace ns except this one
-// (whose threads may visit a namespace to open a socket there), repeating
-// for processes forked meanwhile, for at most about a second. It returns how
-// many it killed.
+// killNetnsProcs SIGKILLs every process in namespace ns except this one,
+// for at most about a second (netns.Kill). It returns how many it killed.
 func killNetnsProcs(ns string) (int, error) {
-	self := os.Getpid()
-	killed := map[int]bool{}
-	deadline := time.Now().Add(time.Second)
-	for {
-		pids, err := netnsPids(ns)
-		if err != nil {
-			if !netnsExists(ns) {
-				return len(killed), nil
-			}
-			return len(killed), err
+	id, err := netns.IDOf(ns)
+	if err != nil {
+		if !netnsExists(ns) {
+			return 0, nil
 		}
-		var left []device.Proc
-		for _, pid := range pids {
-			if pid == self {
-				continue
-			}
-			if p, err := device.ProcOf(pid); err == nil && p.Alive() {
-				left = append(left, p)
-			}
-		}
-		if len(left) == 0 {
-			return len(killed), nil
-		}
-		if time.Now().After(deadline) {
-			return len(killed), fmt.Errorf("namespace %s: %d processes survive SIGKILL", ns, len(left))
-		}
-		for _, p := range left {
-			if p.Signal(unix.SIGKILL) == nil {
-				killed[p.PID] = true
-			}
-		}
-		for _, p := range left {
-			p.WaitGone(200 * time.Millisecond)
-		}
+		return 0, err
 	}
+	return netns.Kill(id, time.Second)
 }
 
 // removeNetns kills the namespace's processes and deletes it and its /etc

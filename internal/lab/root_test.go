@@ -25,6 +25,7 @@ import (
 
 	"github.com/faultbox/faultbox/client"
 	"github.com/faultbox/faultbox/internal/device"
+	"github.com/faultbox/faultbox/internal/netns"
 	"github.com/faultbox/faultbox/internal/testenv"
 )
 
@@ -374,8 +375,12 @@ func startInLab(t *testing.T, lab, host string) (*exec.Cmd, device.Proc) {
 		<-done
 	})
 	ns := Namespace(lab, host)
+	id, err := netns.IDOf(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i := 0; i < 100; i++ {
-		pids, _ := netnsPids(ns)
+		pids, _ := netns.Pids(id)
 		for _, pid := range pids {
 			if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(comm)) == "sleep" {
 				p, err := device.ProcOf(pid)
