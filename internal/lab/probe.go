@@ -1,100 +1,25 @@
 package lab
 
 import (
-	"errors"
 	"fmt"
 	"log"
-	"net"
 	"net/netip"
-	"syscall"
-	"time"
 
-	"github.com/faultbox/faultbox/internal/netns"
-)
-
-// Probe limits: a TCP connect per attempt, a few attempts per path.
-const (
-	probeTimeout  = time.Second
-	probeAttempts = 4
+	"github.com/faultbox/faultbox/internal/device"
 )
 
 // probeAll proves that traffic flows from the first host to every other
 // host over IPv4 and IPv6: a TCP handshake crosses the device both ways, so
-// every port is exercised in both directions. It needs no tool inside the
-// hosts: the sockets are made in the namespaces by this process. When it
-// returns, every packet it caused has crossed (see probe).
+// every port is exercised in both directions (device.Probe).
 func probeAll(hosts []Host, lg *log.Logger) error {
 	from := hosts[0]
 	for _, to := range hosts[1:] {
 		for _, dst := range []netip.Addr{to.IPv4, to.IPv6} {
-			var err error
-			for attempt := 1; attempt <= probeAttempts; attempt++ {
-				var rtt time.Duration
-				if rtt, err = probe(from.Namespace, to.Namespace, dst); err == nil {
-					lg.Printf("traffic flows: %s -> %s %s (tcp connect %s)", from.Name, to.Name, dst, rtt.Round(time.Microsecond))
-					break
-				}
-				lg.Printf("probe %s -> %s %s, attempt %d: %v", from.Name, to.Name, dst, attempt, err)
-			}
-			if err != nil {
-				return fmt.Errorf("no traffic from %s to %s (%s) through the device: %w", from.Name, to.Name, dst, err)
+			path := fmt.Sprintf("from %s to %s (%s)", from.Name, to.Name, dst)
+			if err := device.Probe(lg, path, from.Namespace, to.Namespace, dst); err != nil {
+				return err
 			}
 		}
 	}
 	return nil
-}
-
-// probe listens on dst in namespace toNS and connects to it from fromNS.
-// The connection ends with the client's RST (SO_LINGER 0), and probe
-// returns only once the server's socket saw it: the last packet of the
-// probe has crossed the device, and no FIN, retransmission or TIME_WAIT
-// is left to cross it later, after the profile is installed.
-func probe(fromNS, toNS string, dst netip.Addr) (time.Duration, error) {
-	var ln *net.TCPListener
-	err := netns.Do(toNS, func() error {
-		var err error
-		ln, err = net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(dst, 0)))
-		return err
-	})
-	if err != nil {
-		return 0, fmt.Errorf("listen in %s: %w", toNS, err)
-	}
-	defer ln.Close()
-	ln.SetDeadline(time.Now().Add(probeTimeout))
-	accepted := make(chan error, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			c.SetReadDeadline(time.Now().Add(probeTimeout))
-			_, err = c.Read(make([]byte, 1))
-			if errors.Is(err, syscall.ECONNRESET) {
-				err = nil // the RST arrived: the socket is gone, closing sends nothing
-			} else if err == nil {
-				err = errors.New("data instead of a reset")
-			}
-			c.Close()
-		}
-		accepted <- err
-	}()
-	target := ln.Addr().String()
-	start := time.Now()
-	err = netns.Do(fromNS, func() error {
-		// The socket is created here, on the thread inside fromNS.
-		c, err := net.DialTimeout("tcp", target, probeTimeout)
-		if err != nil {
-			return err
-		}
-		c.(*net.TCPConn).SetLinger(0)
-		return c.Close()
-	})
-	rtt := time.Since(start)
-	if err != nil {
-		ln.Close()
-		<-accepted
-		return 0, err
-	}
-	if err := <-accepted; err != nil {
-		return 0, fmt.Errorf("connected, but the server did not see the connection reset: %w", err)
-	}
-	return rtt, nil
 }
