@@ -241,11 +241,16 @@ func WriteState(s *State) error {
 
 // LockRunDir takes an exclusive lock on RunDir/.lock, serialising the
 // check-and-claim of a name between concurrent commands.
-func LockRunDir() (unlock func(), err error) {
+func LockRunDir() (unlock func(), err error) { return LockFile(".lock") }
+
+// LockFile takes an exclusive lock on RunDir/name, for a kind's own
+// choices that must not race (runs: their addresses). It must not be
+// ".lock", which Claim takes.
+func LockFile(name string) (unlock func(), err error) {
 	if err := os.MkdirAll(RunDir, 0o755); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(filepath.Join(RunDir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	f, err := os.OpenFile(filepath.Join(RunDir, name), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, err
 	}
