@@ -62,3 +62,24 @@ func TestFreeSlot_SkipsTakenSlotsAndTheHostsPrefixes(t *testing.T) {
 		t.Error("the whole range routed elsewhere: a slot was found")
 	}
 }
+
+func TestBeyond_EveryDestinationButLinkScopedOnes(t *testing.T) {
+	in := func(a string) bool {
+		for _, p := range beyond {
+			if p.Contains(netip.MustParseAddr(a)) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, a := range []string{"0.0.0.0", "198.18.77.2", "255.255.255.255", "::", "::1", "64:ff9b::c000:201", "2001:db8:77::2", "2a00::1", "fd00::1", "fe7f::1", "fec0::1", "feff::1", "fbff:ffff::1"} {
+		if !in(a) {
+			t.Errorf("%s is not beyond the host side's port", a)
+		}
+	}
+	for _, a := range []string{"fe80::1", "febf:ffff::1", "ff02::16", "ff0e::1", "ffff::1"} {
+		if in(a) {
+			t.Errorf("link-scoped %s is routed to the host side", a)
+		}
+	}
+}
