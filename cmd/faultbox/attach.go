@@ -156,11 +156,11 @@ func newStatusCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "status [--name N] [--json]",
-		Short: "Show a device's placement, profile, seed and counters (lab or attach)",
+		Short: "Show a device's placement, profile, seed and counters (lab, attach or run)",
 		Long: `Show what the device sits in front of, its ports, profile and seed, and its
 counters: packets per port, flows by state, and what each behavior matched,
-dropped, delayed, modified and injected. Works for labs and attaches alike;
-without --name, the only device there is.`,
+dropped, delayed, modified and injected. Works for labs, attaches and runs
+alike; without --name, the only device there is.`,
 		Example: `  sudo faultbox status --name pid-4242
   sudo faultbox status --json | jq .behaviors`,
 		Args: cobra.NoArgs,
@@ -204,7 +204,7 @@ status 2). The seed is --seed, else the profile's, else the device's current one
 }
 
 func newApplyCmd() *cobra.Command {
-	cmd, name := newApplyCommand("apply --name N NAME|FILE [--seed S]", "Switch a running device (lab or attach) to another profile",
+	cmd, name := newApplyCommand("apply --name N NAME|FILE [--seed S]", "Switch a running device (lab, attach or run) to another profile",
 		`  sudo faultbox apply --name pid-4242 cisco-asa-lost-fin
   sudo faultbox apply --name pid-4242 ./flaky.yaml --seed 7`)
 	cmd.Flags().StringVar(name, "name", "", "the device")

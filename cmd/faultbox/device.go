@@ -15,6 +15,7 @@ import (
 	"github.com/faultbox/faultbox/internal/attach"
 	"github.com/faultbox/faultbox/internal/device"
 	"github.com/faultbox/faultbox/internal/lab"
+	"github.com/faultbox/faultbox/internal/shell"
 )
 
 // placements wires each kind of device to the package that places its
@@ -25,6 +26,8 @@ func placements(st *device.State, save func() error) (device.Placement, error) {
 		return lab.Placement(st, save)
 	case device.KindAttach:
 		return attach.Placement(st, save)
+	case device.KindRun:
+		return shell.Placement(st, save)
 	}
 	return nil, device.InputErrorf("%s: unknown kind of device %q", st.Name, st.Kind)
 }
