@@ -33,7 +33,11 @@ func Claim(st *State, removeDead func() ([]string, error), notes io.Writer) erro
 	old, err := ReadState(name)
 	switch {
 	case err == nil && old.Device.Alive():
-		return InUsef("%s %q is already up (device pid %d); use another --name, or `%s` first", old.KindOf(), name, old.Device.PID, RemoveCommand(old.KindOf(), name))
+		free := "`" + RemoveCommand(old.KindOf(), name) + "` first"
+		if old.KindOf() == KindRun {
+			free = "let its command end" // detach --all removes only runs whose faultbox died
+		}
+		return InUsef("%s %q is already up (device pid %d); use another --name, or %s", old.KindOf(), name, old.Device.PID, free)
 	case err == nil && old.Device.PID == 0 && old.Creator.Alive():
 		return InUsef("%s %q is being started by pid %d", old.KindOf(), name, old.Creator.PID)
 	case err == nil && old.KindOf() != kind:
