@@ -58,6 +58,12 @@ type hostSide struct {
 	ns       string // the host side
 	internet string
 	queries  atomic.Int64 // DNS queries its resolver answered
+	// via runs a command on the host side: ip netns exec NS, after
+	// nsenter into a private view (newIsolated) if the host side is in one.
+	via []string
+	// root is where this test finds the host side's /run: "" or the
+	// private view's root.
+	root string
 }
 
 // newHostSide builds the host side. forwarding: whether it forwards
@@ -65,6 +71,7 @@ type hostSide struct {
 func newHostSide(t *testing.T, forwarding bool) *hostSide {
 	t.Helper()
 	h := &hostSide{t: t, ns: testenv.LoopbackNetns(t, "runh"), internet: testenv.LoopbackNetns(t, "runi")}
+	h.via = []string{"ip", "netns", "exec", h.ns}
 	testenv.IP(t, h.ns, "link", "add", "up0", "type", "veth", "peer", "name", "up1", "netns", h.internet)
 	testenv.IP(t, h.ns, "addr", "add", runHost4.String()+"/24", "dev", "up0")
 	testenv.IP(t, h.ns, "addr", "add", runHost6.String()+"/64", "dev", "up0", "nodad")
@@ -202,16 +209,42 @@ func (h *hostSide) serveHTTP(ns string, at netip.AddrPort) {
 	h.t.Cleanup(func() { srv.Close() })
 }
 
+// newIsolatedHostSide is a host side alone (no internet, no resolver, no
+// forwarding) in a private view of /run/netns and /run/faultbox, for
+// tests of --all commands: they see this test's runs only.
+func newIsolatedHostSide(t *testing.T) (*hostSide, *isolated) {
+	t.Helper()
+	iso := newIsolated(t)
+	h := &hostSide{t: t, ns: fblab.UniqueName("fbx-t-runv-"), root: "/proc/" + strconv.Itoa(iso.pid) + "/root"}
+	h.via = []string{"nsenter", "-t", strconv.Itoa(iso.pid), "-m", "--", "ip", "netns", "exec", h.ns}
+	if r := iso.run(10*time.Second, "ip", "netns", "add", h.ns); r.Code != 0 {
+		t.Fatalf("ip netns add in the private view: %s", r)
+	}
+	t.Cleanup(func() { // before the view goes, with its /run/netns
+		if r := iso.run(10*time.Second, "ip", "netns", "del", h.ns); r.Code != 0 {
+			t.Errorf("ip netns del %s in the private view: %s", h.ns, r)
+		}
+	})
+	if r := iso.run(10*time.Second, "ip", "-n", h.ns, "link", "set", "lo", "up"); r.Code != 0 {
+		t.Fatal(r)
+	}
+	return h, iso
+}
+
+// path is where this test finds a path of the host side's filesystem view.
+func (h *hostSide) path(p string) string { return h.root + p }
+
 // run runs faultbox run args... on the host side and waits for it.
 func (h *hostSide) run(timeout time.Duration, args ...string) testenv.Result {
-	return testenv.Run(timeout, "ip", append([]string{"netns", "exec", h.ns, faultbox, "run"}, args...)...)
+	return testenv.Run(timeout, h.via[0], append(append(h.via[1:], faultbox, "run"), args...)...)
 }
 
 // started is a faultbox run going on in the background.
 type started struct {
 	t    *testing.T
+	h    *hostSide
 	name string
-	cmd  *exec.Cmd // ip netns exec, which execs faultbox: its pid is faultbox's
+	cmd  *exec.Cmd // ip netns exec (nsenter), which execs faultbox: its pid is faultbox's
 	done chan struct{}
 	errs *os.File // its stderr
 }
@@ -221,8 +254,8 @@ type started struct {
 // kills it when the test ends if it still runs.
 func (h *hostSide) start(t *testing.T, name string, args ...string) *started {
 	t.Helper()
-	s := &started{t: t, name: name, done: make(chan struct{})}
-	s.cmd = exec.Command("ip", append([]string{"netns", "exec", h.ns, faultbox, "run", "--name", name}, args...)...)
+	s := &started{t: t, h: h, name: name, done: make(chan struct{})}
+	s.cmd = exec.Command(h.via[0], append(append(h.via[1:], faultbox, "run", "--name", name), args...)...)
 	stdout, err := s.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -287,8 +320,12 @@ type runInfo struct {
 // info reads the run's state.json.
 func (s *started) info() runInfo {
 	s.t.Helper()
-	st, err := device.ReadState(s.name)
+	data, err := os.ReadFile(s.h.path(filepath.Join(device.Dir(s.name), "state.json")))
 	if err != nil {
+		s.t.Fatal(err)
+	}
+	var st device.State
+	if err := json.Unmarshal(data, &st); err != nil {
 		s.t.Fatal(err)
 	}
 	var rec struct {
@@ -309,7 +346,7 @@ func (s *started) info() runInfo {
 // nft table, interfaces, addresses and routes on the host side.
 func (h *hostSide) assertGone(t *testing.T, name string, info *runInfo) {
 	t.Helper()
-	if _, err := os.Stat(device.Dir(name)); err == nil {
+	if _, err := os.Stat(h.path(device.Dir(name))); err == nil {
 		t.Errorf("run %s: %s is left", name, device.Dir(name))
 	}
 	if info != nil {
@@ -335,7 +372,7 @@ func (h *hostSide) assertGone(t *testing.T, name string, info *runInfo) {
 		}
 	}
 	for _, args := range [][]string{{"-o", "link"}, {"-o", "addr"}, {"route", "show", "table", "all"}, {"-6", "route", "show", "table", "all"}} {
-		out := testenv.Run(10*time.Second, "ip", append([]string{"-n", h.ns}, args...)...)
+		out := testenv.Run(10*time.Second, "nsenter", append([]string{"--net=" + h.path(netns.Path(h.ns)), "--", "ip"}, args...)...)
 		if out.Code != 0 {
 			t.Fatalf("ip %v: %s", args, out)
 		}
@@ -350,7 +387,7 @@ func (h *hostSide) assertGone(t *testing.T, name string, info *runInfo) {
 // nftTables lists the host side's inet tables.
 func (h *hostSide) nftTables(t *testing.T) []string {
 	t.Helper()
-	fd, err := unix.Open(netns.Path(h.ns), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	fd, err := unix.Open(h.path(netns.Path(h.ns)), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -693,4 +730,74 @@ func TestRun_Nests(t *testing.T) {
 	}
 	h.assertGone(t, outer, nil)
 	h.assertGone(t, inner, nil)
+}
+
+// TestRun_DetachAllRemovesKilledRuns: `faultbox detach --all` removes what
+// a faultbox run killed by SIGKILL left, alone or with its device, as the
+// next run would; a run that is still going is left alone. In a private
+// view of /run/faultbox and /run/netns, so that --all sees this test's
+// runs only.
+func TestRun_DetachAllRemovesKilledRuns(t *testing.T) {
+	h, iso := newIsolatedHostSide(t)
+	t.Cleanup(func() { iso.fb(60*time.Second, "detach", "--all") }) // what a failure left, before the view goes
+	sleep := []string{"--profile", "passthrough", "--", "sh", "-c", "echo started; exec sleep 300"}
+	killed := h.start(t, fblab.UniqueName("tr"), sleep...)
+	withDevice := h.start(t, fblab.UniqueName("tr"), sleep...)
+	going := h.start(t, fblab.UniqueName("tr"), sleep...)
+	infos := map[*started]runInfo{killed: killed.info(), withDevice: withDevice.info(), going: going.info()}
+	for _, s := range []*started{killed, withDevice} {
+		if err := s.cmd.Process.Signal(unix.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		s.wait(10 * time.Second)
+	}
+	if dev := infos[withDevice].device; dev.Signal(unix.SIGKILL) != nil || !dev.WaitGone(5*time.Second) {
+		t.Fatalf("SIGKILL device %d failed", dev.PID)
+	}
+	tables := strings.Join(h.nftTables(t), " ")
+	for _, s := range []*started{killed, withDevice} {
+		if !infos[s].command.Alive() || !strings.Contains(tables, "faultbox-run-"+s.name) {
+			t.Fatalf("run %s: nothing left to remove: command alive %v, nft tables %v", s.name, infos[s].command.Alive(), tables)
+		}
+	}
+
+	r := iso.fb(60*time.Second, "detach", "--all")
+	if r.Code != 0 {
+		t.Fatalf("detach --all: %s", r)
+	}
+	t.Logf("detach --all: %s", r.Stdout)
+	tables = strings.Join(h.nftTables(t), " ")
+	for _, s := range []*started{killed, withDevice} {
+		if !strings.Contains(r.Stdout, "removed run "+s.name+" (") {
+			t.Errorf("detach --all does not say it removed run %s: %s", s.name, r)
+		}
+		if info := infos[s]; !info.command.WaitGone(5 * time.Second) {
+			t.Errorf("run %s: its command %d survived detach --all", s.name, info.command.PID)
+		}
+		if _, err := os.Stat(h.path(device.Dir(s.name))); err == nil {
+			t.Errorf("run %s: %s is left", s.name, device.Dir(s.name))
+		}
+		if strings.Contains(tables, "faultbox-run-"+s.name) {
+			t.Errorf("run %s: its nft table is left: %s", s.name, tables)
+		}
+	}
+	if strings.Contains(r.Stdout, going.name) {
+		t.Errorf("detach --all removed the run still going: %s", r)
+	}
+	if info := going.info(); info != infos[going] {
+		t.Errorf("the run still going changed: %+v, was %+v", info, infos[going])
+	}
+	if err := going.cmd.Process.Signal(unix.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if got := going.wait(30 * time.Second); got != 128+15 {
+		t.Errorf("the run still going ended %d, want 143; stderr:\n%s", got, going.stderr())
+	}
+	// Now that no run is left on the host side, nothing of any may be there.
+	for s, info := range infos {
+		h.assertGone(t, s.name, &info)
+	}
+	if r := iso.fb(60*time.Second, "detach", "--all"); r.Code != 0 || !strings.Contains(r.Stdout, "nothing to remove") {
+		t.Errorf("a second detach --all: %s", r)
+	}
 }

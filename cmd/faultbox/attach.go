@@ -8,6 +8,7 @@ import (
 
 	"github.com/faultbox/faultbox/internal/attach"
 	"github.com/faultbox/faultbox/internal/device"
+	"github.com/faultbox/faultbox/internal/shell"
 )
 
 func newAttachCmd() *cobra.Command {
@@ -70,8 +71,9 @@ func newDetachCmd() *cobra.Command {
 		Long: `Stop the device and put back every rule, route, table and sysctl attach
 changed in the namespace, exactly as they were. After the device was killed
 (SIGKILL, a crash) detach does the same from the state it recorded. Without
---name, detaches the only attach there is. --all detaches every attach and
-leaves labs alone. Safe to repeat.`,
+--name, detaches the only attach there is. --all detaches every attach, and
+removes what faultbox runs killed by SIGKILL left (a run that is still going
+ends with its command); it leaves labs alone. Safe to repeat.`,
 		Example: `  sudo faultbox detach --name pid-4242
   sudo faultbox detach --all`,
 		Args: cobra.NoArgs,
@@ -84,8 +86,10 @@ leaves labs alone. Safe to repeat.`,
 			what := "attach " + name
 			switch {
 			case all:
-				what = "all attaches"
+				what = "all attaches and dead runs"
 				removed, err = attach.DetachAll()
+				runs, rerr := shell.RemoveDead()
+				removed, err = append(removed, runs...), errors.Join(err, rerr)
 			case name == "":
 				if name, err = onlyAttach(); err == nil {
 					what = "attach " + name
@@ -98,7 +102,7 @@ leaves labs alone. Safe to repeat.`,
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", "", "the attach to remove (default: the only one)")
-	cmd.Flags().BoolVar(&all, "all", false, "remove every attach, also those whose device died")
+	cmd.Flags().BoolVar(&all, "all", false, "remove every attach, also those whose device died, and what killed runs left")
 	return cmd
 }
 
