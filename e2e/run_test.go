@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/faultbox/faultbox/internal/device"
+	"github.com/faultbox/faultbox/internal/flow"
 	fblab "github.com/faultbox/faultbox/internal/lab"
 	"github.com/faultbox/faultbox/internal/netns"
 	"github.com/faultbox/faultbox/internal/testenv"
@@ -420,6 +421,10 @@ const (
 	gprsSeed    = "12"
 	tcpSegment  = 1448 // payload of a 1500-byte packet with TCP timestamps
 	tcpOverhead = 52   // its IP and TCP headers
+
+	// About as many bytes as curl's requests and the server's response
+	// headers take.
+	getHeaders, postHeaders, respHeaders = 100, 160, 150
 )
 
 // onWire is how many bytes n bytes of TCP payload take as packets.
@@ -472,7 +477,6 @@ func TestRun_GPRSFetchTakesWhatTheLinkModelSays(t *testing.T) {
 	// The download takes 3.3 s at 50 kbit/s; HTTP headers add about as
 	// many bytes as these.
 	const size = 20000
-	const getHeaders, postHeaders, respHeaders = 100, 160, 150
 	check := func(t *testing.T, got, model time.Duration) {
 		t.Helper()
 		t.Logf("took %v; the link model says %v", got.Round(time.Millisecond), model.Round(time.Millisecond))
@@ -800,4 +804,96 @@ func TestRun_DetachAllRemovesKilledRuns(t *testing.T) {
 	if r := iso.fb(60*time.Second, "detach", "--all"); r.Code != 0 || !strings.Contains(r.Stdout, "nothing to remove") {
 		t.Errorf("a second detach --all: %s", r)
 	}
+}
+
+// TestRun_StatusAndApplyByName: while it runs, a run is a device like a
+// lab or an attach: `faultbox status --name N` shows it (kind, command,
+// profile), with none of the device's start-up probes among its flows a
+// second after the start, and `faultbox apply --name N` switches its
+// profile under the running command: a fetch from the host side that
+// passthrough let through at once takes what the gprs link model says
+// once gprs is applied.
+func TestRun_StatusAndApplyByName(t *testing.T) {
+	h := newHostSide(t, true)
+	dir := t.TempDir()
+	const size = 20000
+	fetch := "curl " + shellQuote(curlWrites) + fmt.Sprintf(" http://%s/blob?n=%d", netip.AddrPortFrom(runHost4, runHostPort), size)
+	waitFor := func(file string) string { // bounded: 60 s
+		return fmt.Sprintf("for i in $(seq 1200); do [ -e %s/%s ] && break; sleep 0.05; done", dir, file)
+	}
+	script := fmt.Sprintf("echo started && %[2]s && %[3]s > %[1]s/before.tmp && mv %[1]s/before.tmp %[1]s/before && %[4]s && %[3]s > %[1]s/after",
+		dir, waitFor("go1"), fetch, waitFor("go2"))
+	name := fblab.UniqueName("tr")
+	s := h.start(t, name, "--profile", "passthrough", "--seed", gprsSeed, "--", "sh", "-c", script)
+	info := s.info()
+	signal := func(file string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, file), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	type status struct {
+		Kind      string        `json:"kind"`
+		Placement string        `json:"placement"`
+		Source    string        `json:"profile_source"`
+		Flows     flow.Counters `json:"flows"`
+	}
+	statusOf := func() status {
+		t.Helper()
+		r := fb(30*time.Second, "status", "--name", name, "--json")
+		var st status
+		if err := json.Unmarshal([]byte(r.Stdout), &st); r.Code != 0 || err != nil {
+			t.Fatalf("faultbox status --name %s --json: %v: %s", name, err, r)
+		}
+		return st
+	}
+	time.Sleep(time.Second) // a start-up probe's packet still on its way would arrive by now
+	if st := statusOf(); st.Kind != "run" || st.Source != "passthrough" || !strings.Contains(st.Placement, `command "sh -c`) {
+		t.Errorf("status: %+v, want a run of sh -c with passthrough", st)
+	} else if st.Flows.Created != 0 || st.Flows.Active != 0 {
+		t.Errorf("status before the command sent anything: flows %+v, want none (the start-up probes are not counted)", st.Flows)
+	}
+	if r := fb(30*time.Second, "status", "--name", name); r.Code != 0 || !strings.Contains(r.Stdout, name) {
+		t.Errorf("faultbox status --name %s: %s", name, r)
+	}
+	signal("go1")
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if _, err := os.Stat(filepath.Join(dir, "before")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the fetch under passthrough did not end within 60 s; stderr:\n%s", s.stderr())
+		}
+	}
+	if r := fb(30*time.Second, "apply", "--name", name, "gprs", "--seed", gprsSeed); r.Code != 0 || !strings.Contains(r.Stdout, "profile gprs applied") {
+		t.Fatalf("faultbox apply --name %s gprs: %s", name, r)
+	}
+	if st := statusOf(); st.Source != "gprs" {
+		t.Errorf("status after apply: profile %q, want gprs", st.Source)
+	}
+	signal("go2")
+	if got := s.wait(60 * time.Second); got != 0 {
+		t.Fatalf("the command exited %d; stderr:\n%s", got, s.stderr())
+	}
+	took := func(file string) time.Duration {
+		t.Helper()
+		data, _ := os.ReadFile(filepath.Join(dir, file))
+		var secs float64
+		var code int
+		if _, err := fmt.Sscan(string(data), &secs, &code); err != nil || code != 200 {
+			t.Fatalf("curl printed %q (%v) %s, want its time and 200", data, err, file)
+		}
+		return time.Duration(secs * float64(time.Second))
+	}
+	before, after, model := took("before"), took("after"), gprsFetch(getHeaders, size+respHeaders)
+	t.Logf("fetch under passthrough %v, after apply gprs %v; the gprs link model says %v",
+		before.Round(time.Millisecond), after.Round(time.Millisecond), model.Round(time.Millisecond))
+	if before > 1500*time.Millisecond {
+		t.Errorf("took %v under passthrough, want well under the gprs model", before)
+	}
+	if after < model-500*time.Millisecond || after > model+3*time.Second {
+		t.Errorf("took %v after apply gprs, want %v within -0.5 s/+3 s", after.Round(time.Millisecond), model.Round(time.Millisecond))
+	}
+	h.assertGone(t, name, &info)
 }
