@@ -4,9 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
-	"path/filepath"
-	"strconv"
 
 	"golang.org/x/sys/unix"
 
@@ -86,39 +83,26 @@ func (t *Target) identify() error {
 	return nil
 }
 
+// ID is the namespace's identity.
+func (t Target) ID() netns.ID { return netns.ID{Dev: t.Dev, Ino: t.Ino} }
+
 // Same reports whether path reaches the namespace t names.
 func (t Target) Same(path string) bool {
-	var st unix.Stat_t
-	return unix.Stat(path, &st) == nil && st.Dev == t.Dev && st.Ino == t.Ino
+	id, err := netns.IDOf(path)
+	return err == nil && id == t.ID()
 }
 
-// Find returns a path to the namespace now: the one recorded if it still
-// reaches it, else "" if it is this process's own, else that of any
-// process in it or any name in /run/netns. ok is false if the namespace
-// is gone (no process, name or interface holds it any more).
+// Find returns a path to the namespace now: "" if it is this process's
+// own, else the one recorded if it still reaches it, else its name in
+// /run/netns or that of any process in it (netns.Find). ok is false if
+// the namespace is gone (no process or name holds it any more).
 func (t Target) Find() (path string, ok bool) {
 	if t.Same("/proc/thread-self/ns/net") {
 		return "", true
 	}
-	if t.Path != "" && t.Same(t.Path) && (t.PID.PID == 0 || t.PID.Alive()) {
-		return t.Path, true
+	hint := t.Path
+	if t.PID.PID != 0 && !t.PID.Alive() {
+		hint = "" // the recorded /proc/PID is another process's now, if any
 	}
-	if ents, err := os.ReadDir("/proc"); err == nil {
-		for _, e := range ents {
-			if _, err := strconv.Atoi(e.Name()); err != nil {
-				continue
-			}
-			if p := filepath.Join("/proc", e.Name(), "ns/net"); t.Same(p) {
-				return p, true
-			}
-		}
-	}
-	if names, err := netns.List(); err == nil {
-		for _, n := range names {
-			if p := netns.Path(n); t.Same(p) {
-				return p, true
-			}
-		}
-	}
-	return "", false
+	return netns.Find(t.ID(), hint)
 }
