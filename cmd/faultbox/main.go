@@ -44,6 +44,7 @@ failures between real TCP stacks happen on demand, deterministically.`,
 var commandRan bool
 
 func main() {
+	raisePermittedCaps()
 	useLinesListFlags(rootCmd)
 	err := rootCmd.Execute()
 	if err == nil {
