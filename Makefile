@@ -18,8 +18,13 @@ FUZZMINTIME   ?= 2s
 
 .PHONY: build deps test unit e2e demo bench fuzz clean
 
+# The version `faultbox version` prints and the image is tagged with:
+# the latest v* tag, commits since and the commit (or the commit alone).
+VERSION ?= $(shell git describe --tags --match 'v[0-9]*' --always --dirty 2>/dev/null || echo devel)
+LDFLAGS := -X main.version=$(VERSION)
+
 build:
-	$(GO) build -o $(BIN) ./cmd/faultbox
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/faultbox
 
 deps:
 	./scripts/deps.sh
