@@ -16,7 +16,7 @@ FUZZTIME ?= 10m
 TEST_FUZZTIME ?= 15s
 FUZZMINTIME   ?= 2s
 
-.PHONY: build deps test unit e2e demo bench fuzz clean
+.PHONY: build deps test unit e2e demo bench fuzz image clean
 
 # The version `faultbox version` prints and the image is tagged with:
 # the latest v* tag, commits since and the commit (or the commit alone).
@@ -76,6 +76,13 @@ bench: deps build
 # finding fails the run and is written to the package's testdata/fuzz.
 fuzz:
 	./scripts/fuzz.sh $(FUZZTIME) $(FUZZMINTIME)
+
+# The OCI image: the static binary alone, FROM scratch, non-root, built
+# offline with podman (deploy/image/Containerfile, scripts/image.sh);
+# tagged $(IMAGE):$(VERSION) and $(IMAGE):latest.
+IMAGE ?= localhost/faultbox
+image: deps
+	./scripts/image.sh $(VERSION) $(IMAGE)
 
 clean:
 	rm -rf bin

@@ -7,7 +7,8 @@
 # started anyway because of us is stopped again.
 set -euo pipefail
 
-PACKAGES=(iproute2 iputils-ping curl iperf3 nginx apache2 apache2-utils tshark python3 procps chromium nftables prometheus)
+PACKAGES=(iproute2 iputils-ping curl iperf3 nginx apache2 apache2-utils tshark python3 procps chromium nftables prometheus
+	podman runc catatonit libcap2-bin) # the container image: build, file capability, kube play's pause image
 # Daemons a package may start on install, by PID file.
 PIDFILES=(/run/apache2/apache2.pid /run/nginx.pid)
 POLICY=/usr/sbin/policy-rc.d
