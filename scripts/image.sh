@@ -33,10 +33,18 @@ getcap "$bin" | grep -q 'cap_net_admin[=+]p' || die "setcap did not take on $bin
 
 revision=$(git -C "$root" rev-parse HEAD 2>/dev/null || echo unknown)
 created=$(git -C "$root" log -1 --format=%ct 2>/dev/null || date +%s)
+# The images these tags name now: one a rebuild leaves untagged is removed.
+old=$(podman image inspect -f '{{.Id}}' "$image:$version" "$image:latest" 2>/dev/null | sort -u || true)
 step "podman build $image:$version"
 podman build --quiet --pull=never --timestamp "$created" \
 	--build-arg VERSION="$version" --build-arg REVISION="$revision" \
 	-f "$root/deploy/image/Containerfile" -t "$image:$version" -t "$image:latest" "$ctx" >/dev/null
+
+for id in $old; do
+	if [ "$(podman image inspect -f '{{len .RepoTags}}' "$id" 2>/dev/null)" = 0 ]; then
+		podman rmi "$id" >/dev/null 2>&1 || true # still used by a container: left
+	fi
+done
 
 # The image must run and say the version it is tagged with.
 got=$(podman run --rm --network none "$image:$version" version) || die "the image does not run: $got"
