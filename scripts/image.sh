@@ -19,7 +19,9 @@ ctx=$root/bin/image
 for tool in podman setcap getcap go; do
 	command -v "$tool" >/dev/null || die "$tool not found: run scripts/deps.sh"
 done
-export CONTAINERS_CONF=${CONTAINERS_CONF:-$root/deploy/podman/containers.conf}
+# Absolute: podman's copier reads it again from inside a chroot.
+CONTAINERS_CONF=$(realpath "${CONTAINERS_CONF:-$root/deploy/podman/containers.conf}")
+export CONTAINERS_CONF
 
 rm -rf "$ctx"
 mkdir -p "$ctx/empty" "$ctx/run/faultbox"
@@ -33,10 +35,11 @@ getcap "$bin" | grep -q 'cap_net_admin[=+]p' || die "setcap did not take on $bin
 
 revision=$(git -C "$root" rev-parse HEAD 2>/dev/null || echo unknown)
 created=$(git -C "$root" log -1 --format=%ct 2>/dev/null || date +%s)
-# The images these tags name now: one a rebuild leaves untagged is removed.
+# The images these tags name now: one a rebuild leaves untagged is removed
+# (and --layers=false leaves no intermediate images).
 old=$(podman image inspect -f '{{.Id}}' "$image:$version" "$image:latest" 2>/dev/null | sort -u || true)
 step "podman build $image:$version"
-podman build --quiet --pull=never --timestamp "$created" \
+podman build --quiet --pull=never --layers=false --timestamp "$created" \
 	--build-arg VERSION="$version" --build-arg REVISION="$revision" \
 	-f "$root/deploy/image/Containerfile" -t "$image:$version" -t "$image:latest" "$ctx" >/dev/null
 
