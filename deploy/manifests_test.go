@@ -370,3 +370,29 @@ func TestManifests_DebugContainerFitsThePreparedPod(t *testing.T) {
 		t.Error("no partial container (kubectl debug --custom) among the manifests")
 	}
 }
+
+// Every profile in a ConfigMap of faultbox's (labelled
+// app.kubernetes.io/name: faultbox), one key a file, is one faultbox
+// accepts, whether or not a container names it.
+func TestManifests_ProfileConfigMapsParse(t *testing.T) {
+	n := 0
+	for _, m := range loadManifests(t) {
+		cm, ok := m.obj.(*corev1.ConfigMap)
+		if !ok || cm.Labels["app.kubernetes.io/name"] != "faultbox" {
+			continue
+		}
+		for key, text := range cm.Data {
+			if !strings.HasSuffix(key, ".yaml") {
+				t.Errorf("%s: ConfigMap %s: key %q is not a profile file name (NAME.yaml)", m.file, cm.Name, key)
+				continue
+			}
+			if _, err := profiles.Parse(cm.Name+"/"+key, []byte(text)); err != nil {
+				t.Errorf("%s: %v", m.file, err)
+			}
+			n++
+		}
+	}
+	if n < 2 {
+		t.Errorf("%d profiles in faultbox's ConfigMaps; want the sidecar's and the DaemonSet's", n)
+	}
+}
