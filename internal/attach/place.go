@@ -108,8 +108,10 @@ func (p *placement) quiet(name string) error {
 			[2]string{"net/ipv4/conf/" + name + "/forwarding", "1"},
 			[2]string{"net/ipv4/conf/" + name + "/accept_local", "1"},
 			[2]string{"net/ipv4/conf/" + name + "/rp_filter", "0"})
-		if v, _ := readSysctls("", []string{"net/ipv6/conf/" + name + "/force_forwarding"}); v["net/ipv6/conf/"+name+"/force_forwarding"] != "" {
-			settings = append(settings, [2]string{"net/ipv6/conf/" + name + "/force_forwarding", "1"})
+		// Not where forwarding is on everywhere (a pod's sysctls).
+		ff := "net/ipv6/conf/" + name + "/force_forwarding"
+		if v, _ := readSysctls("", []string{ff, "net/ipv6/conf/all/forwarding"}); v[ff] != "" && v["net/ipv6/conf/all/forwarding"] != "1" {
+			settings = append(settings, [2]string{ff, "1"})
 		}
 	}
 	for _, s := range settings {

@@ -313,11 +313,15 @@ func (r *Record) planSysctls() error {
 			return device.InputErrorf("%s: net.ipv4.conf.all.rp_filter is 1 (strict): the world interface receives the namespace's own packets to forward them, which strict reverse-path filtering drops; set it to 2 (loose, the Debian and Ubuntu default) or 0", r.Target)
 		}
 		for _, up := range f.Uplinks {
-			if f.Family == unix.AF_INET {
+			switch {
+			case f.Family == unix.AF_INET:
 				want["net/ipv4/conf/"+up+"/forwarding"] = "1"
-			} else if vals["net/ipv6/conf/"+up+"/force_forwarding"] != "" {
+			case vals["net/ipv6/conf/all/forwarding"] == "1":
+				// Forwarding everywhere already, as a pod's sysctls can set it
+				// where its container may not write /proc/sys.
+			case vals["net/ipv6/conf/"+up+"/force_forwarding"] != "":
 				want["net/ipv6/conf/"+up+"/force_forwarding"] = "1"
-			} else {
+			default:
 				want["net/ipv6/conf/all/forwarding"] = "1" // a kernel before 6.17: no per-interface switch
 			}
 		}

@@ -42,10 +42,16 @@ func readSysctls(ns string, keys []string) (map[string]string, error) {
 	return vals, err
 }
 
-// writeSysctl sets one key in namespace ns (a path; "" the current one).
+// writeSysctl sets one key in namespace ns (a path; "" the current one),
+// unless it has that value already: a container's /proc/sys is read-only,
+// and what its pod set when it started must not make attach fail.
 func writeSysctl(ns, key, val string) error {
 	return netns.Do(ns, func() error {
-		err := os.WriteFile(filepath.Join("/proc/sys", key), []byte(val+"\n"), 0)
+		path := filepath.Join("/proc/sys", key)
+		if cur, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(cur)) == val {
+			return nil
+		}
+		err := os.WriteFile(path, []byte(val+"\n"), 0)
 		if err != nil {
 			hint := ""
 			if errors.Is(err, fs.ErrPermission) || strings.Contains(err.Error(), "read-only") {
