@@ -75,6 +75,12 @@ type Options struct {
 // Bad input changes nothing. If the device fails, what it changed is put
 // back and the error carries the end of its log.
 func Attach(o Options) (*device.State, error) {
+	if o.Name == "" {
+		o.Name = defaultName(o.PID, o.Netns)
+	}
+	if err := removeDead(o.Name, o.Notes); err != nil {
+		return nil, err
+	}
 	st, exe, err := o.plan()
 	if err != nil {
 		return nil, err
@@ -97,6 +103,26 @@ func Attach(o Options) (*device.State, error) {
 		return nil, fmt.Errorf("attach %s: %w\n%s:\n  %s", st.Name, err, filepath.Base(device.LogPath(st.Name)), strings.ReplaceAll(log, "\n", "\n  "))
 	}
 	return st, nil
+}
+
+// removeDead undoes what a dead attach called name left before planning
+// reads the namespace: a restarted sidecar container finds the state of
+// the one that died (on the pod's volume), and its rules still in place,
+// which would leave no room for new ones. A live attach, or another kind
+// of device, is left to Claim to refuse.
+func removeDead(name string, notes io.Writer) error {
+	st, err := device.ReadState(name)
+	if err != nil || st.KindOf() != device.KindAttach || st.Device.Alive() || (st.Device.PID == 0 && st.Creator.Alive()) {
+		return nil
+	}
+	removed, err := Detach(name)
+	if err != nil {
+		return fmt.Errorf("attach %s: removing what its dead device left: %w", name, err)
+	}
+	if notes != nil && len(removed) > 0 {
+		fmt.Fprintf(notes, "attach %s: its device had died; removed %s\n", name, strings.Join(removed, ", "))
+	}
+	return nil
 }
 
 // plan checks the options and the target, and returns the device's first
