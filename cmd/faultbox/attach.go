@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/spf13/cobra"
 
@@ -14,8 +15,9 @@ import (
 func newAttachCmd() *cobra.Command {
 	var o attach.Options
 	var seed uint64
+	var foreground bool
 	cmd := &cobra.Command{
-		Use:   "attach --pid PID | --netns PATH|NAME|self --to PREFIX[,PREFIX...] [--port N[,N...]] --profile NAME|FILE [--name N] [--seed S] [--capture F.pcapng]",
+		Use:   "attach --pid PID | --netns PATH|NAME|self --to PREFIX[,PREFIX...] [--port N[,N...]] --profile NAME|FILE [--name N] [--seed S] [--capture F.pcapng] [--foreground]",
 		Short: "Put the device in front of services that already run",
 		Long: `Put the device inline between the processes of an existing network namespace
 (a container's, a pod's, the host's) and the destination prefixes --to, both
@@ -30,17 +32,27 @@ the device dies, its interfaces go with it and traffic takes its usual way
 again, without faults. Needs CAP_NET_ADMIN, and CAP_SYS_ADMIN to enter a
 namespace other than its own (--netns self needs neither that nor setns).
 
+The device runs in a process of its own, and attach returns once it is in
+place. With --foreground it runs in attach's process instead, logging to
+stderr, until SIGTERM or SIGINT (or detach), and then puts the namespace
+back: the way to run it as a container's main process, since a container
+ends with its main process.
+
 In the profile, from/to take CIDR prefixes, or "local" for the namespace's
 own addresses.`,
 		Example: `  sudo faultbox attach --pid $(docker inspect -f '{{.State.Pid}}' web) --to 172.17.0.3 --profile gprs
   sudo faultbox attach --netns /var/run/netns/blue --to 10.0.0.0/8,fd00::/8 --port 5432 --profile cisco-asa-lost-fin
   faultbox attach --netns self --to 10.96.0.0/12 --profile ./flaky.yaml     # a sidecar with NET_ADMIN
+  faultbox attach --netns self --to 10.96.0.0/12 --profile /etc/faultbox/profile.yaml --foreground   # as its main process
   sudo faultbox status --name pid-4242
   sudo faultbox detach --name pid-4242`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Seed = seedFlag(cmd, seed)
 			o.Notes = cmd.ErrOrStderr()
+			if foreground {
+				return attachForeground(o)
+			}
 			st, err := attach.Attach(o)
 			if err != nil {
 				return labErr(err)
@@ -59,7 +71,31 @@ own addresses.`,
 	f.StringVar(&o.Capture, "capture", "", "write every packet through the device to this pcapng file")
 	f.StringVar(&o.API, "api", "", "also serve the control API on this TCP address, e.g. 127.0.0.1:7070, with a bearer token printed here once (default: the unix socket only)")
 	f.BoolVar(&o.APIAllowRemote, "api-allow-remote", false, "let --api listen on an address other than loopback (a sidecar scraped by Prometheus)")
+	f.BoolVar(&foreground, "foreground", false, "run the device in this process, logging to stderr, until SIGTERM or SIGINT, then detach (a container's main process)")
 	return cmd
+}
+
+// attachForeground runs the device in this process rather than starting
+// it: attach --foreground, a container's main process.
+func attachForeground(o attach.Options) error {
+	st, _, err := attach.Prepare(&o)
+	if err != nil {
+		return labErr(err)
+	}
+	// This process is the device: status and detach find it by the state.
+	if st.Device, err = device.ProcOf(os.Getpid()); err == nil {
+		err = device.WriteState(st)
+	}
+	if err == nil {
+		err = device.Run(st.Name, placements)
+	}
+	if err != nil {
+		if _, derr := attach.Detach(st.Name); derr != nil {
+			err = fmt.Errorf("%w (undoing the attach: %v)", err, derr)
+		}
+		return labErr(err)
+	}
+	return nil
 }
 
 func newDetachCmd() *cobra.Command {

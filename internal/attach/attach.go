@@ -75,17 +75,8 @@ type Options struct {
 // Bad input changes nothing. If the device fails, what it changed is put
 // back and the error carries the end of its log.
 func Attach(o Options) (*device.State, error) {
-	if o.Name == "" {
-		o.Name = defaultName(o.PID, o.Netns)
-	}
-	if err := removeDead(o.Name, o.Notes); err != nil {
-		return nil, err
-	}
-	st, exe, err := o.plan()
+	st, exe, err := Prepare(&o)
 	if err != nil {
-		return nil, err
-	}
-	if err := device.Claim(st, func() ([]string, error) { return Detach(st.Name) }, o.Notes); err != nil {
 		return nil, err
 	}
 	sigc := make(chan os.Signal, 1)
@@ -103,6 +94,28 @@ func Attach(o Options) (*device.State, error) {
 		return nil, fmt.Errorf("attach %s: %w\n%s:\n  %s", st.Name, err, filepath.Base(device.LogPath(st.Name)), strings.ReplaceAll(log, "\n", "\n  "))
 	}
 	return st, nil
+}
+
+// Prepare is Attach up to starting the device: it checks everything, plans
+// the changes and claims the name, first undoing what a dead attach of
+// that name left. It returns the device's first state and the binary to
+// run as the device; attach --foreground runs the device in its own
+// process instead. It fills in o's defaults. Bad input changes nothing.
+func Prepare(o *Options) (*device.State, string, error) {
+	if o.Name == "" {
+		o.Name = defaultName(o.PID, o.Netns)
+	}
+	if err := removeDead(o.Name, o.Notes); err != nil {
+		return nil, "", err
+	}
+	st, exe, err := o.plan()
+	if err != nil {
+		return nil, "", err
+	}
+	if err := device.Claim(st, func() ([]string, error) { return Detach(st.Name) }, o.Notes); err != nil {
+		return nil, "", err
+	}
+	return st, exe, nil
 }
 
 // removeDead undoes what a dead attach called name left before planning
