@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -100,22 +102,34 @@ func attachForeground(o attach.Options) error {
 
 func newDetachCmd() *cobra.Command {
 	var name string
-	var all bool
+	var all, wait bool
 	cmd := &cobra.Command{
-		Use:   "detach [--name N | --all]",
+		Use:   "detach [--name N | --all [--wait]]",
 		Short: "Take an attached device out, restoring the namespace",
 		Long: `Stop the device and put back every rule, route, table and sysctl attach
 changed in the namespace, exactly as they were. After the device was killed
 (SIGKILL, a crash) detach does the same from the state it recorded. Without
 --name, detaches the only attach there is. --all detaches every attach, and
 removes what faultbox runs killed by SIGKILL left (a run that is still going
-ends with its command); it leaves labs alone. Safe to repeat.`,
+ends with its command); it leaves labs alone. Safe to repeat.
+
+--all --wait then waits for SIGTERM or SIGINT and detaches every attach again:
+the main process of a container through which attaches are made (a
+DaemonSet's pod, with kubectl exec ... faultbox attach --pid), so that
+they end with it.`,
 		Example: `  sudo faultbox detach --name pid-4242
-  sudo faultbox detach --all`,
+  sudo faultbox detach --all
+  faultbox detach --all --wait      # a DaemonSet pod's main process`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if all && name != "" {
 				return usageError(errors.New("detach: give --name or --all, not both"))
+			}
+			if wait {
+				if !all {
+					return usageError(errors.New("detach: --wait goes with --all"))
+				}
+				return detachAllAndWait(cmd)
 			}
 			var removed []string
 			var err error
@@ -139,7 +153,25 @@ ends with its command); it leaves labs alone. Safe to repeat.`,
 	}
 	cmd.Flags().StringVar(&name, "name", "", "the attach to remove (default: the only one)")
 	cmd.Flags().BoolVar(&all, "all", false, "remove every attach, also those whose device died, and what killed runs left")
+	cmd.Flags().BoolVar(&wait, "wait", false, "with --all: then wait for SIGTERM or SIGINT and remove every attach again")
 	return cmd
+}
+
+// detachAllAndWait removes what earlier attaches left, waits for SIGTERM or
+// SIGINT, then removes every attach made meanwhile.
+func detachAllAndWait(cmd *cobra.Command) error {
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigc)
+	removed, err := attach.DetachAll()
+	if err := writeRemoved(cmd, "all attaches", removed, err); err != nil {
+		return err
+	}
+	fmt.Fprintln(cmd.OutOrStdout(), "waiting for SIGTERM or SIGINT, then every attach made meanwhile is removed")
+	sig := <-sigc
+	fmt.Fprintf(cmd.OutOrStdout(), "%v: removing every attach\n", sig)
+	removed, err = attach.DetachAll()
+	return writeRemoved(cmd, "all attaches", removed, err)
 }
 
 // writeRemoved prints what lab down or detach removed (or that there was
