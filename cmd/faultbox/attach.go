@@ -19,7 +19,7 @@ func newAttachCmd() *cobra.Command {
 	var seed uint64
 	var foreground bool
 	cmd := &cobra.Command{
-		Use:   "attach --pid PID | --netns PATH|NAME|self --to PREFIX[,PREFIX...] [--port N[,N...]] --profile NAME|FILE [--name N] [--seed S] [--capture F.pcapng] [--foreground]",
+		Use:   "attach --pid PID | --netns PATH|NAME|self --to PREFIX[,PREFIX...] [--port N[,N...]] --profile NAME|FILE [--name N] [--seed S] [--capture F.pcapng] [--api ADDR [--api-token-file F]] [--foreground]",
 		Short: "Put the device in front of services that already run",
 		Long: `Put the device inline between the processes of an existing network namespace
 (a container's, a pod's, the host's) and the destination prefixes --to, both
@@ -73,6 +73,7 @@ own addresses.`,
 	f.StringVar(&o.Capture, "capture", "", "write every packet through the device to this pcapng file")
 	f.StringVar(&o.API, "api", "", "also serve the control API on this TCP address, e.g. 127.0.0.1:7070, with a bearer token printed here once (default: the unix socket only)")
 	f.BoolVar(&o.APIAllowRemote, "api-allow-remote", false, "let --api listen on an address other than loopback (a sidecar scraped by Prometheus)")
+	f.StringVar(&o.APITokenFile, "api-token-file", "", "read --api's bearer token from this file (e.g. a mounted Kubernetes Secret) instead of making a random one")
 	f.BoolVar(&foreground, "foreground", false, "run the device in this process, logging to stderr, until SIGTERM or SIGINT, then detach (a container's main process)")
 	return cmd
 }

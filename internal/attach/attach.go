@@ -64,6 +64,7 @@ type Options struct {
 	// needs APIAllowRemote.
 	API            string
 	APIAllowRemote bool
+	APITokenFile   string // the bearer token is read from it; default: a random one
 
 	Timeout    time.Duration // for the device to be ready (10 s)
 	Executable string        // the faultbox binary run as the device (this one)
@@ -159,6 +160,17 @@ func (o *Options) plan() (*device.State, string, error) {
 			return nil, "", err
 		}
 	}
+	if o.APITokenFile != "" {
+		if o.API == "" {
+			return nil, "", device.InputErrorf("--api-token-file is the token of --api: give --api too")
+		}
+		if o.APITokenFile, err = filepath.Abs(o.APITokenFile); err != nil {
+			return nil, "", err
+		}
+		if _, err := device.ReadAPIToken(o.APITokenFile); err != nil {
+			return nil, "", err
+		}
+	}
 	ports, err := ParsePorts(o.Ports)
 	if err != nil {
 		return nil, "", err
@@ -193,7 +205,7 @@ func (o *Options) plan() (*device.State, string, error) {
 	if _, err := p.Chain(0, Resolver(rec)); err != nil {
 		return nil, "", err
 	}
-	st := &device.State{Name: o.Name, Kind: device.KindAttach, MTU: rec.MTU, API: o.API, APIAllowRemote: o.APIAllowRemote, Created: time.Now().UTC()}
+	st := &device.State{Name: o.Name, Kind: device.KindAttach, MTU: rec.MTU, API: o.API, APIAllowRemote: o.APIAllowRemote, APITokenFile: o.APITokenFile, Created: time.Now().UTC()}
 	if err := st.Configure(rec, o.Profile, p, o.Seed, o.Capture); err != nil {
 		return nil, "", err
 	}

@@ -15,8 +15,9 @@ import (
 
 // The control API (internal/api) is served on the unix socket
 // control.sock, 0600 in the 0700 runtime directory, and, when the device
-// was started with an API address, on TCP with a bearer token kept in
-// api.token (0600) beside the state.
+// was started with an API address, on TCP with a bearer token: the one in
+// the state's APITokenFile, else a random one kept in api.token (0600)
+// beside the state.
 
 // TokenPath is where the TCP API's bearer token is kept.
 func TokenPath(name string) string { return filepath.Join(Dir(name), "api.token") }
@@ -38,16 +39,37 @@ func CheckAPIAddr(addr string, allowRemote bool) error {
 	return nil
 }
 
-// WriteAPISummary tells the user who started the device where its TCP API
-// is and its token: the one time the token is printed.
-func WriteAPISummary(w io.Writer, st *State) error {
-	token, err := os.ReadFile(TokenPath(st.Name))
+// MinTokenLen is the shortest bearer token a token file may hold.
+const MinTokenLen = 16
+
+// ReadAPIToken reads a bearer token from file: one line of at least
+// MinTokenLen printable characters, without spaces.
+func ReadAPIToken(file string) (string, error) {
+	data, err := os.ReadFile(file)
 	if err != nil {
-		return fmt.Errorf("api token: %w", err)
+		return "", InputErrorf("api token file: %v", err)
 	}
+	token := strings.TrimSpace(string(data))
+	if len(token) < MinTokenLen || strings.ContainsFunc(token, func(r rune) bool { return r <= ' ' || r > '~' }) {
+		return "", InputErrorf("api token file %s: want one line of at least %d printable characters without spaces (e.g. openssl rand -hex 32)", file, MinTokenLen)
+	}
+	return token, nil
+}
+
+// WriteAPISummary tells the user who started the device where its TCP API
+// is and its token: the one time a random token is printed.
+func WriteAPISummary(w io.Writer, st *State) error {
 	addr := st.API
 	if s, err := GetStatus(st.Name); err == nil && s.API != "" {
 		addr = s.API // the port it was given, if that was 0
+	}
+	if st.APITokenFile != "" {
+		_, err := fmt.Fprintf(w, "api http://%s/v1/ (bearer token from %s)\n", addr, st.APITokenFile)
+		return err
+	}
+	token, err := os.ReadFile(TokenPath(st.Name))
+	if err != nil {
+		return fmt.Errorf("api token: %w", err)
 	}
 	_, err = fmt.Fprintf(w, "api http://%s/v1/ (bearer token %s, kept in %s)\n", addr, strings.TrimSpace(string(token)), TokenPath(st.Name))
 	return err
@@ -73,12 +95,9 @@ func (d *Device) listen() error {
 	if err := CheckAPIAddr(d.state.API, d.state.APIAllowRemote); err != nil {
 		return err
 	}
-	token, err := newToken()
+	token, from, err := d.apiToken()
 	if err != nil {
 		return err
-	}
-	if err := os.WriteFile(TokenPath(d.state.Name), []byte(token+"\n"), 0o600); err != nil {
-		return fmt.Errorf("api token: %w", err)
 	}
 	tcp, err := net.Listen("tcp", d.state.API)
 	if err != nil {
@@ -86,8 +105,25 @@ func (d *Device) listen() error {
 	}
 	d.listeners = append(d.listeners, listener{ln: tcp, token: token})
 	d.apiAddr = tcp.Addr().String()
-	d.log.Printf("api: serving on %s (bearer token in %s)", tcp.Addr(), TokenPath(d.state.Name))
+	d.log.Printf("api: serving on %s (bearer token in %s)", tcp.Addr(), from)
 	return nil
+}
+
+// apiToken is the TCP API's bearer token and the file it is in: the
+// state's token file's, else a new random one written to api.token.
+func (d *Device) apiToken() (token, file string, err error) {
+	if file = d.state.APITokenFile; file != "" {
+		token, err = ReadAPIToken(file)
+		return token, file, err
+	}
+	if token, err = newToken(); err != nil {
+		return "", "", err
+	}
+	file = TokenPath(d.state.Name)
+	if err := os.WriteFile(file, []byte(token+"\n"), 0o600); err != nil {
+		return "", "", fmt.Errorf("api token: %w", err)
+	}
+	return token, file, nil
 }
 
 // listener is one of the API's listeners; TCP ones need the token.

@@ -62,11 +62,20 @@ func (m *memPlacement) Remove(*log.Logger)           { m.removed = true }
 // serves, if any.
 func startMemDevice(t *testing.T, name, api string) (*Device, *memPlacement) {
 	t.Helper()
+	return startMemDeviceState(t, State{Name: name, API: api})
+}
+
+// startMemDeviceState is startMemDevice for a state of the test's (its
+// name and API fields; the rest as startMemDevice's).
+func startMemDeviceState(t *testing.T, st State) (*Device, *memPlacement) {
+	t.Helper()
+	name := st.Name
 	withRunDir(t)
 	if err := os.Mkdir(Dir(name), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteState(&State{Name: name, Kind: KindLab, Profile: "passthrough", Seed: 3, MTU: 1500, API: api}); err != nil {
+	st.Kind, st.Profile, st.Seed, st.MTU = KindLab, "passthrough", 3, 1500
+	if err := WriteState(&st); err != nil {
 		t.Fatal(err)
 	}
 	m := &memPlacement{}
@@ -178,6 +187,45 @@ func TestDevice_APIOnTCPWithToken(t *testing.T) {
 		if err := CheckAPIAddr(c.addr, c.remote); (err == nil) != c.ok || (err != nil && !IsInputError(err)) {
 			t.Errorf("CheckAPIAddr(%q, %v) = %v", c.addr, c.remote, err)
 		}
+	}
+}
+
+// A token file (a Kubernetes Secret's) gives the bearer token: no api.token
+// is made, and a file that does not hold a token is a clear error.
+func TestDevice_APITokenFromFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(file, []byte("0123456789abcdef-from-a-secret\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	startMemDeviceState(t, State{Name: "tokenfile", API: "127.0.0.1:0", APITokenFile: file})
+	st, err := GetStatus("tokenfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := client.DialTCP(st.API, "0123456789abcdef-from-a-secret").Status(ctx); err != nil {
+		t.Fatalf("with the file's token: %v", err)
+	}
+	var ce *client.Error
+	if _, err := client.DialTCP(st.API, "guess").Status(ctx); !errors.As(err, &ce) || ce.StatusCode != 401 {
+		t.Fatalf("with a wrong token: %v, want 401", err)
+	}
+	if _, err := os.Stat(TokenPath("tokenfile")); err == nil {
+		t.Errorf("%s made although the token came from a file", TokenPath("tokenfile"))
+	}
+	for content, ok := range map[string]bool{
+		"0123456789abcdef\n": true, "  0123456789abcdef  ": true,
+		"": false, "short\n": false, "0123456789 abcdef\n": false, "0123456789abcdef\nsecond line\n": false,
+	} {
+		if err := os.WriteFile(file, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ReadAPIToken(file); (err == nil) != ok || (err != nil && !IsInputError(err)) {
+			t.Errorf("ReadAPIToken(%q) = %v, want ok %v", content, err, ok)
+		}
+	}
+	if _, err := ReadAPIToken(file + ".missing"); err == nil || !IsInputError(err) {
+		t.Errorf("ReadAPIToken of a missing file = %v, want an input error", err)
 	}
 }
 

@@ -52,6 +52,9 @@ type State struct {
 	// bearer token; a non-loopback one needs APIAllowRemote.
 	API            string `json:"api,omitempty"`
 	APIAllowRemote bool   `json:"api_allow_remote,omitempty"`
+	// APITokenFile, if set, holds the API's bearer token (a Kubernetes
+	// Secret's, say); else the device makes a random one, api.token.
+	APITokenFile string `json:"api_token_file,omitempty"`
 	// Placement is the kind's own record: where the ports go and what
 	// undoing that needs (a lab's hosts; what attach changed).
 	Placement json.RawMessage `json:"placement,omitempty"`
