@@ -3,15 +3,18 @@ package deploy
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -21,8 +24,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
-
-	"github.com/faultbox/faultbox/profiles"
 )
 
 // manifest is one document of a file under kubernetes/.
@@ -270,8 +271,8 @@ func TestManifests_FaultboxProfilesAndFiles(t *testing.T) {
 						continue
 					}
 					if flag == "--profile" && !path.IsAbs(val) {
-						if _, err := profiles.Load(val); err != nil {
-							t.Errorf("%s: --profile %s: %v", where, val, err)
+						if out, err := faultboxRun(t, "profile", "show", val); err != nil {
+							t.Errorf("%s: --profile %s: %v: %s", where, val, err, out)
 						}
 						checked++
 						continue
@@ -294,7 +295,7 @@ func TestManifests_FaultboxProfilesAndFiles(t *testing.T) {
 						t.Errorf("%s: --profile %s: ConfigMap %q has no key %q", where, val, cm.Name, key)
 						continue
 					}
-					if _, err := profiles.Parse(cm.Name+"/"+key, []byte(text)); err != nil {
+					if err := validateProfile(t, cm.Name, key, text); err != nil {
 						t.Errorf("%s: the profile in ConfigMap %q: %v", where, cm.Name, err)
 					}
 					checked++
@@ -386,7 +387,7 @@ func TestManifests_ProfileConfigMapsParse(t *testing.T) {
 				t.Errorf("%s: ConfigMap %s: key %q is not a profile file name (NAME.yaml)", m.file, cm.Name, key)
 				continue
 			}
-			if _, err := profiles.Parse(cm.Name+"/"+key, []byte(text)); err != nil {
+			if err := validateProfile(t, cm.Name, key, text); err != nil {
 				t.Errorf("%s: %v", m.file, err)
 			}
 			n++
@@ -395,4 +396,77 @@ func TestManifests_ProfileConfigMapsParse(t *testing.T) {
 	if n < 2 {
 		t.Errorf("%d profiles in faultbox's ConfigMaps; want the sidecar's and the DaemonSet's", n)
 	}
+}
+
+// A faultbox container's arguments are a command line faultbox takes: its
+// own parser reads them (with --help added, so that nothing runs).
+func TestManifests_FaultboxArgsParse(t *testing.T) {
+	n := 0
+	for _, m := range loadManifests(t) {
+		for _, pod := range m.pods {
+			for _, c := range pod.Containers {
+				if !strings.Contains(c.Image, "faultbox") {
+					continue
+				}
+				args := append(slices.Clone(c.Command), c.Args...)
+				if len(args) > 0 && path.Base(args[0]) == "faultbox" {
+					args = args[1:]
+				}
+				if out, err := faultboxRun(t, append(args, "--help")...); err != nil {
+					t.Errorf("%s: container %s: faultbox %s: %v\n%s", m.file, c.Name, strings.Join(args, " "), err, out)
+				}
+				n++
+			}
+		}
+	}
+	if n < 2 {
+		t.Errorf("%d faultbox containers; want the sidecar's and the DaemonSet's", n)
+	}
+}
+
+// validateProfile checks a ConfigMap's profile with faultbox's own loader
+// (faultbox profile validate), which names the line of an error.
+func validateProfile(t *testing.T, configMap, key, text string) error {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), key)
+	if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := faultboxRun(t, "profile", "validate", file); err != nil {
+		return fmt.Errorf("ConfigMap %s, key %s: %v: %s", configMap, key, err, strings.TrimSpace(out))
+	}
+	return nil
+}
+
+// faultbox is the binary the tests run, built by TestMain from the parent
+// module: deploy/ does not import faultbox's packages, so that faultbox's
+// go.mod and this one never have to move together.
+var faultbox string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "fbx-deploy-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	faultbox = filepath.Join(dir, "faultbox")
+	build := exec.Command("go", "build", "-o", faultbox, "./cmd/faultbox")
+	build.Dir = ".."
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building faultbox: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// faultboxRun runs faultbox with args and returns what it printed.
+func faultboxRun(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, faultbox, args...).CombinedOutput()
+	return string(out), err
 }
