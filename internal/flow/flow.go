@@ -4,6 +4,7 @@
 package flow
 
 import (
+	"encoding/binary"
 	"net/netip"
 
 	"github.com/faultbox/faultbox/internal/packet"
@@ -25,6 +26,23 @@ func KeyOf(p *packet.Parsed) (k Key, fromLo bool) {
 		return Key{LoAddr: s, HiAddr: d, LoPort: sp, HiPort: dp, Proto: p.Proto}, true
 	}
 	return Key{LoAddr: d, HiAddr: s, LoPort: dp, HiPort: sp, Proto: p.Proto}, false
+}
+
+// Hash mixes k with seed into a well-spread 64-bit value, for tables
+// keyed by flow.
+func (k *Key) Hash(seed uint64) uint64 {
+	h := seed ^ uint64(k.Proto)
+	mix := func(v uint64) {
+		h ^= v
+		h *= 0xbf58476d1ce4e5b9
+		h ^= h >> 31
+	}
+	mix(binary.LittleEndian.Uint64(k.LoAddr[0:8]))
+	mix(binary.LittleEndian.Uint64(k.LoAddr[8:16]))
+	mix(binary.LittleEndian.Uint64(k.HiAddr[0:8]))
+	mix(binary.LittleEndian.Uint64(k.HiAddr[8:16]))
+	mix(uint64(k.LoPort)<<16 | uint64(k.HiPort))
+	return h
 }
 
 func less(a [16]byte, ap uint16, b [16]byte, bp uint16) bool {

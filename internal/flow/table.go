@@ -1,7 +1,6 @@
 package flow
 
 import (
-	"encoding/binary"
 	"math/bits"
 	"time"
 
@@ -71,20 +70,7 @@ func (t *Table) Counters() Counters {
 	return c
 }
 
-func (t *Table) hash(k *Key) uint64 {
-	h := t.seed ^ uint64(k.Proto)
-	mix := func(v uint64) {
-		h ^= v
-		h *= 0xbf58476d1ce4e5b9
-		h ^= h >> 31
-	}
-	mix(binary.LittleEndian.Uint64(k.LoAddr[0:8]))
-	mix(binary.LittleEndian.Uint64(k.LoAddr[8:16]))
-	mix(binary.LittleEndian.Uint64(k.HiAddr[0:8]))
-	mix(binary.LittleEndian.Uint64(k.HiAddr[8:16]))
-	mix(uint64(k.LoPort)<<16 | uint64(k.HiPort))
-	return h
-}
+func (t *Table) hash(k *Key) uint64 { return k.Hash(t.seed) }
 
 // slot returns the index position holding k, or the empty position where it
 // would go.
