@@ -32,6 +32,7 @@ var fuzzParams = map[string][]string{
 	"hold-first-data": {"hold: 200ms"},
 	"idle-timeout":    {"timeout: 1s", "timeout: 10ms\nmode: rst\nrst_to: both"},
 	"loss":            {"p: 0.3", "model: gilbert-elliott\np: 0.2\nr: 0.3\nh: 0.5\nk: 0.9"},
+	"mtu":             {"mtu: 576", "mtu: 1280\nicmp: send\nrouter: [198.18.0.254, '2001:db8::fe']"},
 	"outage":          {"every: 1s\nduration: 300ms", "mean_interval: 500ms\nmean_duration: 100ms\nmode: hold"},
 	"rate":            {"rate: 1mbit", "rate: 100kbit\nlimit: 3kb\noverhead: 14"},
 	"seq-randomize":   {"", "side: client\nrewrite_sack: true", "offset: 3000\nrewrite_sack: true"},
@@ -123,6 +124,15 @@ func (e *fuzzEnv) Inject(pkt []byte, depart int64, note string) {
 	}
 	if p.Malformed != packet.OK && samePrefix(pkt, e.in) {
 		return // a duplicate of a malformed packet, with its checksums fixed
+	}
+	if p.Fragment && p.Malformed != packet.OK && p.ChecksumsValid() {
+		// A fragment (mtu) carries the transport header as it arrived: as
+		// malformed as the packet it was cut from, no more.
+		var in packet.Parsed
+		in.Decode(e.in)
+		if in.Malformed == p.Malformed {
+			return
+		}
 	}
 	if p.Malformed != packet.OK || !p.ChecksumsValid() {
 		e.t.Fatalf("%s: injected %q is malformed (%v) or has bad checksums: %x", e.name, note, p.Malformed, pkt)
