@@ -32,6 +32,7 @@ var fuzzParams = map[string][]string{
 	"hold-first-data": {"hold: 200ms"},
 	"idle-timeout":    {"timeout: 1s", "timeout: 10ms\nmode: rst\nrst_to: both"},
 	"loss":            {"p: 0.3", "model: gilbert-elliott\np: 0.2\nr: 0.3\nh: 0.5\nk: 0.9"},
+	"mss-clamp":       {"mtu: 1400", "mss: 536"},
 	"mtu":             {"mtu: 576", "mtu: 1280\nicmp: send\nrouter: [198.18.0.254, '2001:db8::fe']"},
 	"outage":          {"every: 1s\nduration: 300ms", "mean_interval: 500ms\nmean_duration: 100ms\nmode: hold"},
 	"rate":            {"rate: 1mbit", "rate: 100kbit\nlimit: 3kb\noverhead: 14"},
