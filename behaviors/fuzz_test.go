@@ -22,6 +22,7 @@ import (
 // a new behavior must be added, never skipped.
 var fuzzParams = map[string][]string{
 	"asa-teardown": {"", "on: [fin, rst]\nfin: swallow\noffset_mode: window\nrst_to_client: true\nforget_for: 1s"},
+	"conntrack":    {"max: 2\ntimeout_established: 1s\ntimeout_time_wait: 100ms", "max: 1\nearly_drop: false", "max: 3\nbuckets: 1\ngc_interval: 10ms"},
 	"corrupt":      {"p: 0.5", "p: 1\nchecksum: correct"},
 	"delay": {"delay: 10ms\njitter: 5ms", "delay: 50ms\njitter: 40ms\ndistribution: pareto\ncorrelation: 0.5",
 		"delay: 20ms\njitter: 20ms\ndistribution: normal\nreorder: true", "delay: 1ms\njitter: 1ms\ndistribution: paretonormal"},
