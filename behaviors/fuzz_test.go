@@ -31,7 +31,7 @@ var fuzzParams = map[string][]string{
 	"duplicate":       {"p: 0.5", "p: 1"},
 	"fin-delay":       {"delay: 100ms"},
 	"hold-first-data": {"hold: 200ms"},
-	"idle-timeout":    {"timeout: 1s", "timeout: 10ms\nmode: rst\nrst_to: both"},
+	"idle-timeout":    {"timeout: 1s", "timeout: 10ms\nmode: rst\nrst_to: both", "timeout: 1s\ntransitory_timeout: 10ms\nmode: rst\nrst_to: sender"},
 	"loss":            {"p: 0.3", "model: gilbert-elliott\np: 0.2\nr: 0.3\nh: 0.5\nk: 0.9"},
 	"mss-clamp":       {"mtu: 1400", "mss: 536"},
 	"mtu":             {"mtu: 576", "mtu: 1280\nicmp: send\nrouter: [198.18.0.254, '2001:db8::fe']"},

@@ -2,6 +2,7 @@ package behaviors
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -104,16 +105,80 @@ func TestIdleTimeout_RSTToClientOnly(t *testing.T) {
 	wantRST(t, injectedTCP(t, h, 0), flow.Server, flow.Client, k, k.sseq)
 }
 
+// rst_to sender (AWS NLB): only the side whose packet found the flow gone
+// is reset, whichever it is; the other learns nothing.
+func TestIdleTimeout_RSTToSender(t *testing.T) {
+	for _, fromClient := range []bool{true, false} {
+		it := newIdle(func(i *IdleTimeout) { i.Mode, i.RSTTo = "rst", "sender" })
+		h := newHarness(t, "idle-timeout", it, Match{})
+		k := newConn(client6, server6, 10, 20)
+		for _, seg := range k.handshake() {
+			h.send(seg)
+		}
+		h.now += int64(6 * time.Second)
+		serverRcvNxt, clientRcvNxt := k.cseq, k.sseq
+		if v, _ := h.send(k.seg(fromClient, packet.ACK|packet.PSH, []byte("late"))); v != Drop {
+			t.Fatal("late packet passed")
+		}
+		if len(h.injected) != 1 {
+			t.Fatalf("%d injected, want 1 RST", len(h.injected))
+		}
+		if fromClient {
+			wantRST(t, injectedTCP(t, h, 0), flow.Server, flow.Client, k, clientRcvNxt)
+		} else {
+			wantRST(t, injectedTCP(t, h, 0), flow.Client, flow.Server, k, serverRcvNxt)
+		}
+	}
+}
+
+// transitory_timeout (Google Cloud NAT) applies while the flow is not
+// established: here after the client's FIN, so the server's late answer
+// to a half-closed connection is dropped after 3 s, while an established
+// connection idle as long still works.
+func TestIdleTimeout_TransitoryAfterFIN(t *testing.T) {
+	it := newIdle(func(i *IdleTimeout) { i.Timeout, i.TransitoryTimeout = 20*time.Second, 3*time.Second })
+	h := newHarness(t, "idle-timeout", it, Match{})
+	k := newConn(client4, server4, 1, 2)
+	for _, seg := range append(k.handshake(), k.seg(true, packet.ACK|packet.PSH, []byte("GET /slow"))) {
+		h.send(seg)
+	}
+	h.now += int64(5 * time.Second) // idle, but established: 20 s applies
+	if v, _ := h.send(k.seg(false, packet.ACK, nil)); v != Pass {
+		t.Fatal("established flow expired after 5 s of a 20 s timeout")
+	}
+	h.send(k.seg(true, packet.ACK|packet.FIN, nil)) // half-closed: transitory
+	h.now += int64(2 * time.Second)
+	if v, _ := h.send(k.seg(false, packet.ACK, nil)); v != Pass {
+		t.Fatal("dropped within the transitory timeout")
+	}
+	h.now += int64(3 * time.Second)
+	if v, _ := h.send(k.seg(false, packet.ACK|packet.PSH, []byte("200 OK"))); v != Drop {
+		t.Fatal("the answer after 3 s of transitory silence passed")
+	}
+	// A handshake that stalls is transitory too.
+	k2 := newConn(client4, server4, 100, 200)
+	h.now += int64(time.Second)
+	h.send(k2.seg(true, packet.SYN, nil))
+	h.now += int64(4 * time.Second)
+	if v, _ := h.send(k2.seg(false, packet.SYN|packet.ACK, nil)); v != Drop {
+		t.Fatal("a SYN-ACK 4 s after the SYN passed a 3 s transitory timeout")
+	}
+}
+
 func TestIdleTimeout_Validate(t *testing.T) {
 	for field, mut := range map[string]func(*IdleTimeout){
-		"timeout": func(i *IdleTimeout) { i.Timeout = 0 },
-		"mode":    func(i *IdleTimeout) { i.Mode = "loud" },
-		"rst_to":  func(i *IdleTimeout) { i.RSTTo = "client" }, // silent mode
+		"timeout":            func(i *IdleTimeout) { i.Timeout = 0 },
+		"mode":               func(i *IdleTimeout) { i.Mode = "loud" },
+		"rst_to":             func(i *IdleTimeout) { i.RSTTo = "client" }, // silent mode
+		"transitory_timeout": func(i *IdleTimeout) { i.TransitoryTimeout = -time.Second },
 	} {
 		var fe *FieldError
 		if err := newIdle(mut).Validate(); !errors.As(err, &fe) || fe.Field != field {
 			t.Errorf("%s: error %v", field, err)
 		}
+	}
+	if err := newIdle(func(i *IdleTimeout) { i.Mode, i.RSTTo = "rst", "receiver" }).Validate(); err == nil || !strings.Contains(err.Error(), "sender") {
+		t.Errorf("rst_to receiver: error %v, want one listing sender", err)
 	}
 }
 

@@ -10,7 +10,7 @@ import (
 )
 
 // Trigger is the moment at which a stateful behavior acts on a flow. It is
-// shared by vanish, reset and idle-timeout; behaviors embed it, so its
+// shared by vanish and reset; behaviors embed it, so its
 // parameters sit flat in the profile beside theirs:
 //
 //	trigger: bytes         # which kind, see below
