@@ -188,6 +188,19 @@ func annotateConns(pkts []pktView, addrHost map[netip.Addr]string) []connView {
 	for i := range pkts {
 		p := &pkts[i]
 		k := connKey{p.Src, p.Dst, p.Proto}
+		if p.ICMP != nil { // drawn with the connection of the packet it quotes
+			k = connKey{p.ICMP.Src, p.ICMP.Dst, p.ICMP.Proto}
+			if k.hi.Compare(k.lo) < 0 {
+				k.lo, k.hi = k.hi, k.lo
+			}
+			if cs := conns[k]; cs != nil {
+				cs.view.Packets++
+				p.conn, p.up = cs.idx, p.Dst.Addr() != cs.init.Addr()
+				p.relSeq, p.relAck = -1, -1
+				continue
+			}
+			k = connKey{p.Src, p.Dst, p.Proto}
+		}
 		if k.hi.Compare(k.lo) < 0 {
 			k.lo, k.hi = k.hi, k.lo
 		}

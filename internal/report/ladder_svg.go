@@ -361,6 +361,9 @@ func label(b *strings.Builder, p *pktView, x, y, room float64) {
 		flags, rest = "UDP", fmt.Sprintf(" len %d", p.Len)
 	case packet.ProtoICMP, packet.ProtoICMPv6:
 		flags, rest = "ICMP", fmt.Sprintf(" type %d", p.ICMPType)
+		if p.ICMP != nil {
+			rest = " " + p.ICMP.String()
+		}
 	default:
 		flags, rest = protoName(p.Proto), fmt.Sprintf(" len %d", p.Len)
 	}
@@ -416,6 +419,9 @@ func packetTitle(p *pktView, conns []connView, base time.Time) string {
 		fmt.Fprintf(&s, " win %d", p.Window)
 	}
 	fmt.Fprintf(&s, " len %d", p.Len)
+	if p.ICMP != nil {
+		fmt.Fprintf(&s, "\n%s about %s → %s", p.ICMP, p.ICMP.Src, p.ICMP.Dst)
+	}
 	if !p.In.IsZero() {
 		fmt.Fprintf(&s, "\narrived from %s at %ss", p.From, offset(p.In, base))
 	}

@@ -43,6 +43,7 @@ type Packet struct {
 	Window   uint16
 	Len      int // TCP/UDP payload bytes; the IP packet's length otherwise
 	ICMPType uint8
+	ICMP     *ICMPError // what an ICMP error says and quotes; nil for other packets
 
 	ipID  uint16 // IPv4 identification, to pair records of one packet
 	order int    // index of its first record in the file
@@ -131,6 +132,9 @@ func recordPacket(parsed *packet.Parsed, data []byte, order int) Packet {
 	p.Dst = netip.AddrPortFrom(parsed.Dst, parsed.DstPort)
 	if parsed.HasPorts {
 		p.Len = parsed.PayloadLen()
+	}
+	if parsed.Proto == packet.ProtoICMP || parsed.Proto == packet.ProtoICMPv6 {
+		p.ICMP = parseICMPError(parsed)
 	}
 	if parsed.Version == 4 && len(data) >= 6 {
 		p.ipID = binary.BigEndian.Uint16(data[4:6])
@@ -229,18 +233,23 @@ func (p *Packet) depart(port string, at time.Time, note string, out *Packet) {
 	}
 }
 
-// match reports whether f selects p.
+// match reports whether f selects p. An ICMP error is selected with the
+// packet it quotes.
 func (f *Filter) match(p *Packet) bool {
+	src, dst, proto := p.Src, p.Dst, p.Proto
+	if p.ICMP != nil {
+		src, dst, proto = p.ICMP.Src, p.ICMP.Dst, p.ICMP.Proto
+	}
 	if len(f.Ports) == 0 && len(f.Conns) == 0 {
-		return p.Proto == packet.ProtoTCP || p.Proto == packet.ProtoUDP
+		return proto == packet.ProtoTCP || proto == packet.ProtoUDP
 	}
 	for _, port := range f.Ports {
-		if p.Src.Port() == port || p.Dst.Port() == port {
+		if src.Port() == port || dst.Port() == port {
 			return true
 		}
 	}
 	for _, c := range f.Conns {
-		if p.Between(c.A, c.B) {
+		if (SameEnd(src, c.A) && SameEnd(dst, c.B)) || (SameEnd(src, c.B) && SameEnd(dst, c.A)) {
 			return true
 		}
 	}
