@@ -17,6 +17,11 @@ const maxEventLines = 2000
 
 type sysctl struct{ Name, Value string }
 
+type distView struct {
+	ID, Title, Caption string
+	SVG                template.HTML
+}
+
 const defaultSysctlNote = "These sysctls were set inside the lab's network namespaces only, " +
 	"to shorten kernel timeouts so the run finishes in seconds; the host's own settings are untouched."
 
@@ -25,6 +30,7 @@ type pageData struct {
 	V          *verdictJSON
 	Ladder     *ladderView
 	Sockets    *sockView
+	Dists      []distView
 	Sysctls    []sysctl
 	SysctlNote string
 	Events     []string
@@ -67,6 +73,10 @@ var page = template.Must(template.New("report").Funcs(funcs).Parse(pageTemplate)
 func renderHTML(r *Report, v *verdictJSON, lad *ladderView) ([]byte, error) {
 	d := pageData{R: r, V: v, Ladder: lad, Sockets: buildSockets(r), CSS: template.CSS(pageCSS),
 		Now: time.Now().Format("2006-01-02 15:04:05 MST")}
+	for i := range r.Distributions {
+		dd := &r.Distributions[i]
+		d.Dists = append(d.Dists, distView{ID: dd.ID, Title: dd.Title, Caption: dd.Caption, SVG: template.HTML(drawDistribution(dd))})
+	}
 	for k, val := range r.Sysctls {
 		d.Sysctls = append(d.Sysctls, sysctl{k, val})
 	}
@@ -166,6 +176,15 @@ const pageTemplate = `<!DOCTYPE html>
   <table class="results"><thead><tr>{{range .R.Results.Columns}}<th>{{.}}</th>{{end}}</tr></thead><tbody>
   {{range .R.Results.Rows}}<tr>{{range .}}<td>{{.}}</td>{{end}}</tr>{{end}}
   </tbody></table>
+</section>
+{{end}}
+
+{{if .Dists}}
+<section id="distributions">
+  {{range .Dists}}<h2>{{.Title}}</h2>
+  {{with .Caption}}<p class="summary">{{.}}</p>{{end}}
+  <div class="chart">{{.SVG}}</div>
+  {{end}}
 </section>
 {{end}}
 

@@ -61,6 +61,9 @@ type Report struct {
 	Results  Table    `json:"results"`         // what the clients saw
 	Runs     []Run    `json:"runs,omitempty"`  // A/B runs, each with its verdict
 	Notes    []string `json:"notes,omitempty"` // free text shown under the verdict
+	// Distributions are histograms of durations (connect times ...),
+	// shown after the client results.
+	Distributions []Distribution `json:"distributions,omitempty"`
 
 	// Capture is the pcapng file written by internal/capture; Write copies
 	// it into the report directory. Ladder selects what the diagram shows.
