@@ -42,6 +42,7 @@ type Packet struct {
 	Seq, Ack uint32
 	Window   uint16
 	Len      int // TCP/UDP payload bytes; the IP packet's length otherwise
+	Size     int // the IP packet's length, as on the wire
 	ICMPType uint8
 	ICMP     *ICMPError // what an ICMP error says and quotes; nil for other packets
 
@@ -127,7 +128,7 @@ func ReadCapture(path string, f Filter) (*Capture, error) {
 // the record's number in the file.
 func recordPacket(parsed *packet.Parsed, data []byte, order int) Packet {
 	p := Packet{Proto: parsed.Proto, Flags: parsed.Flags, Seq: parsed.Seq, Ack: parsed.Ack,
-		Window: parsed.Window, Len: len(parsed.Buf), ICMPType: parsed.ICMPType, order: order}
+		Window: parsed.Window, Len: len(parsed.Buf), Size: len(parsed.Buf), ICMPType: parsed.ICMPType, order: order}
 	p.Src = netip.AddrPortFrom(parsed.Src, parsed.SrcPort)
 	p.Dst = netip.AddrPortFrom(parsed.Dst, parsed.DstPort)
 	if parsed.HasPorts {
