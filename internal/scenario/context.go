@@ -101,6 +101,16 @@ func AddrPort(host string, port int) netip.AddrPort {
 	return netip.AddrPortFrom(v4, uint16(port))
 }
 
+// Addr6 returns "[IPv6]:port" of a well-known lab host, for scenarios
+// that run over both IP versions.
+func Addr6(host string, port int) string { return AddrPort6(host, port).String() }
+
+// AddrPort6 is Addr6 as a netip.AddrPort (the zero value for other hosts).
+func AddrPort6(host string, port int) netip.AddrPort {
+	_, v6, _ := lab.HostAddrs(host)
+	return netip.AddrPortFrom(v6, uint16(port))
+}
+
 // Namespace is the network namespace of a lab host.
 func (c *Context) Namespace(host string) string { return lab.Namespace(c.Lab, host) }
 

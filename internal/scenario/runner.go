@@ -385,6 +385,7 @@ func (r *runner) fill(ev *Evidence, v Verdict) {
 	} else {
 		rep.Results = clientTable(ev.Clients, r.start)
 	}
+	rep.Distributions = v.Distributions
 	rep.Ladder.Conns, rep.Ladder.Marks = v.Ladder, v.Marks
 	rep.Ladder.MaxPackets = 300
 	for host, sr := range ev.Sockets {

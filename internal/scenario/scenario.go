@@ -92,6 +92,9 @@ type Verdict struct {
 	// Marks highlight the packets of those connections the verdict rests
 	// on, each with a note.
 	Marks []report.Mark
+	// Distributions are histograms of durations derived from evidence
+	// (connect times ...), shown after the client results.
+	Distributions []report.Distribution
 }
 
 // OutcomeIf is report.Reproduced when failed holds, else report.NotReproduced.
