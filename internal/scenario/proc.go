@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -104,6 +105,11 @@ func (c *Context) Serve(host, name string, flags ...string) (*Proc, error) {
 // ServeWith is Serve with prefix (such as nice -n -10) before the command.
 func (c *Context) ServeWith(prefix []string, host, name string, flags ...string) (*Proc, error) {
 	logPath := filepath.Join(c.Dir, name+".jsonl")
+	// A report directory used before holds the last run's log, whose
+	// listen lines would end the wait below before this server listens.
+	if err := os.Remove(logPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
 	argv := append(append(slices.Clone(prefix), c.Exe, "serve", "--log", logPath), flags...)
 	p, err := c.StartLogged(host, name, logPath, argv...)
 	if err != nil {
