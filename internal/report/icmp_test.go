@@ -101,12 +101,14 @@ func TestWrite_LadderDrawsICMPErrorsWithTheirConnection(t *testing.T) {
 	c.pass("client", "server", 0, syn)
 	c.pass("server", "client", ms, seg(serverIP, 80, clientIP, 40312, packet.SYN|packet.ACK, sISN, cISN+1, 0))
 	c.pass("client", "server", 2*ms, seg(clientIP, 40312, serverIP, 80, packet.ACK, cISN+1, sISN+1, 0))
+	// The engine records the answer before the arrival that caused it, at
+	// the same instant: the ladder shows the drop first.
 	big := seg(serverIP, 80, clientIP, 40312, packet.ACK, sISN+1, cISN+1, 1448)
-	c.record("server", 3*ms, false, "mtu: too big for the link", 0, big)
 	n := packet.BuildTCP(c.buf[:], big)
 	msg := icmpTooBig(routerIP, c.buf[:n], 1400, 548)
-	c.w.Record(engine.Record{Port: c.ports["server"], Time: c.t0 + int64(3*ms+10*time.Microsecond), Data: msg, Egress: true,
+	c.w.Record(engine.Record{Port: c.ports["server"], Time: c.t0 + int64(3*ms), Data: msg, Egress: true,
 		Note: "injected: mtu: ICMP too big to the sender"})
+	c.record("server", 3*ms, false, "mtu: too big for the link", 0, big)
 	c.pass("server", "client", 4*ms, seg(serverIP, 80, clientIP, 40312, packet.ACK, sISN+1, cISN+1, 1348))
 	c.close()
 
@@ -119,6 +121,9 @@ func TestWrite_LadderDrawsICMPErrorsWithTheirConnection(t *testing.T) {
 	pkts := find(svg, elem("g", "pkt"))
 	if len(pkts) != 6 {
 		t.Fatalf("%d arrows, want 6 (the ICMP among them)", len(pkts))
+	}
+	if attr(pkts[3], "data-dropped") != "true" {
+		t.Error("the dropped segment is not drawn before the ICMP answering it")
 	}
 	icmp := pkts[4]
 	if attr(icmp, "data-injected") != "true" || attr(icmp, "data-conn") != "1" || attr(icmp, "data-to") != "server" {

@@ -190,6 +190,14 @@ func (c *Capture) finish(pending map[tupleKey][]int) {
 		if d := a.When().Compare(b.When()); d != 0 {
 			return d
 		}
+		// The device records what it injects in answer to a packet before
+		// that packet's arrival; at one instant the arrival comes first.
+		if a.Injected != b.Injected {
+			if a.Injected {
+				return 1
+			}
+			return -1
+		}
 		return a.order - b.order
 	})
 }
