@@ -90,6 +90,23 @@ func (e *Evidence) Packets(a, b netip.AddrPort) []report.Packet {
 	return out
 }
 
+// ICMPErrors returns the captured ICMP errors (ICMP "fragmentation
+// needed", ICMPv6 "packet too big" ...) that quote a packet of the
+// connection between a and b, in the order the device saw them.
+func (e *Evidence) ICMPErrors(a, b netip.AddrPort) []report.Packet {
+	if e.Capture == nil {
+		return nil
+	}
+	var out []report.Packet
+	for i := range e.Capture.Packets {
+		p := &e.Capture.Packets[i]
+		if q := p.ICMP; q != nil && ((report.SameEnd(q.Src, a) && report.SameEnd(q.Dst, b)) || (report.SameEnd(q.Src, b) && report.SameEnd(q.Dst, a))) {
+			out = append(out, *p)
+		}
+	}
+	return out
+}
+
 // ConnLog returns the log events of process name for the connection whose
 // peer is peer (serve logs "peer" as the client's address).
 func (e *Evidence) ConnLog(name string, peer netip.AddrPort) []LogEvent {
