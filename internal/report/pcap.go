@@ -58,6 +58,9 @@ func (p *Packet) When() time.Time {
 	return p.In
 }
 
+// Mark highlights p in the ladder with note.
+func (p *Packet) Mark(note string) Mark { return Mark{Src: p.Src, Dst: p.Dst, At: p.When(), Note: note} }
+
 // Capture is a capture file read back as packets.
 type Capture struct {
 	Ports     []string // interface names, in file order
