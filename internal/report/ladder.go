@@ -294,7 +294,10 @@ func markPackets(pkts []pktView, marks []Mark) int {
 	for _, m := range marks {
 		for i := range pkts {
 			p := &pkts[i]
-			if p.When().Equal(m.At) && SameEnd(p.Src, m.Src) && SameEnd(p.Dst, m.Dst) {
+			// Unmarked only: a packet and what the device injected in its
+			// place (a RST that pretends to come from the same end) may
+			// share ends and instant.
+			if p.mark == "" && p.When().Equal(m.At) && SameEnd(p.Src, m.Src) && SameEnd(p.Dst, m.Dst) {
 				p.mark = m.Note
 				n++
 				break
