@@ -401,6 +401,32 @@ func TestScenario_TFOBlackhole(t *testing.T) {
 	}
 }
 
+// TestScenario_PMTUDBlackHole: behind a 1400-byte link with ICMP
+// filtered a 40 kB answer hangs over IPv4 and IPv6; clamping the MSS,
+// tcp_mtu_probing=1 and the router's ICMP each get it through.
+func TestScenario_PMTUDBlackHole(t *testing.T) {
+	t.Parallel()
+	for i := range repeat(t) {
+		r := mustReproduce(t, "pmtud-black-hole")
+		if o, why := runNamed(r, "black hole"); o != "reproduced" || !strings.Contains(why, "IPv4: ") || !strings.Contains(why, "IPv6: ") {
+			t.Errorf("run %d: black hole: %s: %s", i, o, why)
+		}
+		for arm, evidence := range map[string]string{
+			"MSS clamp":         "MSS of 2 SYNs clamped",
+			"tcp_mtu_probing=1": "found the black hole",
+			"ICMP allowed":      "ICMP frag needed, mtu 1400",
+		} {
+			if o, why := runNamed(r, arm); o != "not reproduced" || !strings.Contains(why, evidence) {
+				t.Errorf("run %d: %s: %s: %s; want the answers through, with %q", i, arm, o, why, evidence)
+			}
+		}
+		if !timelineHas(r, "ICMP packet too big, mtu 1400") {
+			t.Errorf("run %d: the timeline does not show the ICMPv6 packet too big", i)
+		}
+		t.Logf("run %d: tcp_mtu_probing=1 on %s: %s", i, r.Verdict.Kernel, func() string { _, why := runNamed(r, "tcp_mtu_probing=1"); return why }())
+	}
+}
+
 // TestScenario_FaultOffSaysNotReproduced: the same scenarios with their
 // fault off (--fault=false) must say "not reproduced" and exit 1: a
 // device fault (nat-idle: passthrough), a server fault (lingering-close:
@@ -408,7 +434,7 @@ func TestScenario_TFOBlackhole(t *testing.T) {
 // (passthrough: no mangling, no loss).
 func TestScenario_FaultOffSaysNotReproduced(t *testing.T) {
 	t.Parallel()
-	for _, name := range []string{"nat-idle", "lingering-close", "sack-seq-randomization", "window-scale-mangling", "ecn-blackhole", "tfo-blackhole"} {
+	for _, name := range []string{"nat-idle", "lingering-close", "sack-seq-randomization", "window-scale-mangling", "ecn-blackhole", "tfo-blackhole", "pmtud-black-hole"} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			for range repeat(t) {

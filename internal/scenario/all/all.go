@@ -9,5 +9,6 @@ import (
 	_ "github.com/faultbox/faultbox/internal/scenario/deferaccept"
 	_ "github.com/faultbox/faultbox/internal/scenario/elb"
 	_ "github.com/faultbox/faultbox/internal/scenario/idle"
+	_ "github.com/faultbox/faultbox/internal/scenario/pathmtu"
 	_ "github.com/faultbox/faultbox/internal/scenario/tcpext"
 )
