@@ -427,6 +427,38 @@ func TestScenario_PMTUDBlackHole(t *testing.T) {
 	}
 }
 
+// TestScenario_ConntrackFull: behind a full connection table the tracked
+// connection keeps working while new clients connect only on retransmitted
+// SYNs; the report draws their connect times.
+func TestScenario_ConntrackFull(t *testing.T) {
+	t.Parallel()
+	for i := range repeat(t) {
+		dir := t.TempDir()
+		r := mustReproduceIn(t, dir, "conntrack-full")
+		if o, why := runNamed(r, "table full"); o != "reproduced" || !strings.Contains(why, "only on a retransmission") || !strings.Contains(why, "requests answered, 0 of its packets dropped") {
+			t.Errorf("run %d: table full: %s: %s", i, o, why)
+		}
+		if o, why := runNamed(r, "room for all"); o != "not reproduced" || !strings.Contains(why, "21 connected on their first SYN") {
+			t.Errorf("run %d: room for all: %s: %s", i, o, why)
+		}
+		if !strings.Contains(r.Verdict.Reason, "SYN retransmissions at +1.0") {
+			t.Errorf("run %d: the verdict does not give the kernel's SYN schedule: %s", i, r.Verdict.Reason)
+		}
+		page, err := os.ReadFile(filepath.Join(dir, "report.html"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		doc, err := html.Parse(bytes.NewReader(page))
+		if err != nil {
+			t.Fatal(err)
+		}
+		chart := nodeByID(doc, "connect-times")
+		if chart == nil || len(findNodes(chart, func(n *html.Node) bool { return n.Data == "rect" && hasClass(n, "bar") })) < 3 {
+			t.Errorf("run %d: the report has no connect-time chart with its steps", i)
+		}
+	}
+}
+
 // TestScenario_FaultOffSaysNotReproduced: the same scenarios with their
 // fault off (--fault=false) must say "not reproduced" and exit 1: a
 // device fault (nat-idle: passthrough), a server fault (lingering-close:
@@ -434,7 +466,7 @@ func TestScenario_PMTUDBlackHole(t *testing.T) {
 // (passthrough: no mangling, no loss).
 func TestScenario_FaultOffSaysNotReproduced(t *testing.T) {
 	t.Parallel()
-	for _, name := range []string{"nat-idle", "lingering-close", "sack-seq-randomization", "window-scale-mangling", "ecn-blackhole", "tfo-blackhole", "pmtud-black-hole"} {
+	for _, name := range []string{"nat-idle", "lingering-close", "sack-seq-randomization", "window-scale-mangling", "ecn-blackhole", "tfo-blackhole", "pmtud-black-hole", "conntrack-full"} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			for range repeat(t) {

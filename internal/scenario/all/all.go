@@ -6,6 +6,7 @@ package all
 import (
 	_ "github.com/faultbox/faultbox/internal/scenario/asa"
 	_ "github.com/faultbox/faultbox/internal/scenario/closing"
+	_ "github.com/faultbox/faultbox/internal/scenario/conntrack"
 	_ "github.com/faultbox/faultbox/internal/scenario/deferaccept"
 	_ "github.com/faultbox/faultbox/internal/scenario/elb"
 	_ "github.com/faultbox/faultbox/internal/scenario/idle"
