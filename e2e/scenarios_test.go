@@ -459,6 +459,31 @@ func TestScenario_ConntrackFull(t *testing.T) {
 	}
 }
 
+// TestScenario_CloudIdleTimeouts: each vendor's device forgets the idle
+// connection its own way (NLB resets the client only, Azure's TCP reset
+// both ends, the others hang), and TCP keepalive below the timeout keeps
+// every connection.
+func TestScenario_CloudIdleTimeouts(t *testing.T) {
+	t.Parallel()
+	for i := range repeat(t) {
+		r := mustReproduce(t, "cloud-idle-timeouts")
+		for arm, evidence := range map[string]string{
+			"AWS NLB":                     "reset the client; the server's socket: ESTAB, unaware",
+			"Azure LB":                    "hung",
+			"Azure LB, TCP reset on idle": "reset the client and the server",
+			"Cloud NAT":                   "hung",
+			"Cloud NAT, half-closed":      "hung",
+		} {
+			if o, why := runNamed(r, arm); o != "reproduced" || !strings.Contains(why, evidence) {
+				t.Errorf("run %d: %s: %s: %s; want %q", i, arm, o, why, evidence)
+			}
+			if o, why := runNamed(r, arm+" + keepalive"); o != "not reproduced" || !strings.Contains(why, "keepalive probes kept the device's flow alive") {
+				t.Errorf("run %d: %s + keepalive: %s: %s", i, arm, o, why)
+			}
+		}
+	}
+}
+
 // TestScenario_FaultOffSaysNotReproduced: the same scenarios with their
 // fault off (--fault=false) must say "not reproduced" and exit 1: a
 // device fault (nat-idle: passthrough), a server fault (lingering-close:
@@ -466,7 +491,7 @@ func TestScenario_ConntrackFull(t *testing.T) {
 // (passthrough: no mangling, no loss).
 func TestScenario_FaultOffSaysNotReproduced(t *testing.T) {
 	t.Parallel()
-	for _, name := range []string{"nat-idle", "lingering-close", "sack-seq-randomization", "window-scale-mangling", "ecn-blackhole", "tfo-blackhole", "pmtud-black-hole", "conntrack-full"} {
+	for _, name := range []string{"nat-idle", "lingering-close", "sack-seq-randomization", "window-scale-mangling", "ecn-blackhole", "tfo-blackhole", "pmtud-black-hole", "conntrack-full", "cloud-idle-timeouts"} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			for range repeat(t) {

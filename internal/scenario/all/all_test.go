@@ -13,7 +13,7 @@ import (
 )
 
 // every is every scenario the families register.
-var every = []string{"asa-off-by-one", "asa-stuck-send", "conntrack-full", "dx-defer-accept",
+var every = []string{"asa-off-by-one", "asa-stuck-send", "cloud-idle-timeouts", "conntrack-full", "dx-defer-accept",
 	"dx-defer-accept-nginx", "ecn-blackhole", "elb-early-response", "elb-keepalive-race", "fin-wait-2",
 	"gprs-defer-accept", "lingering-close", "nat-idle", "pmtud-black-hole", "sack-seq-randomization", "tfo-blackhole",
 	"window-scale-mangling"}
@@ -37,7 +37,7 @@ func TestScenarioRegistry_ListsEveryFamilysScenarios(t *testing.T) {
 	}
 	// The e2e tests give a run 30 s: these scenarios must fit with their
 	// setup and teardown (the DX ones are timed on their own).
-	for _, name := range []string{"asa-off-by-one", "asa-stuck-send", "fin-wait-2", "lingering-close", "nat-idle", "sack-seq-randomization", "window-scale-mangling", "ecn-blackhole", "tfo-blackhole", "pmtud-black-hole", "conntrack-full"} {
+	for _, name := range []string{"asa-off-by-one", "asa-stuck-send", "fin-wait-2", "lingering-close", "nat-idle", "sack-seq-randomization", "window-scale-mangling", "ecn-blackhole", "tfo-blackhole", "pmtud-black-hole", "conntrack-full", "cloud-idle-timeouts"} {
 		if s, ok := scenario.Lookup(name); ok && s.Budget > 25*time.Second {
 			t.Errorf("scenario %s: budget %v leaves no room in 30 s", name, s.Budget)
 		}
