@@ -92,18 +92,27 @@ func TestPlaceRules(t *testing.T) {
 
 // With --port, every rule selects TCP and UDP by the port at either end:
 // the namespace's packets by their own ports, replies by theirs reversed.
-func TestPortMatches(t *testing.T) {
+func TestRules_WithPorts(t *testing.T) {
 	r := &Record{Ports: []uint16{80}}
-	if got := r.portMatches(); len(got) != 4 || got[0] != [3]uint16{unix.IPPROTO_TCP, 80, 0} || got[3] != [3]uint16{unix.IPPROTO_UDP, 0, 80} {
-		t.Errorf("portMatches = %v", got)
+	f := &Family{Family: unix.AF_INET, AppTable: 64256, WorldTable: 64257, Uplinks: []string{"eth0"}}
+	got := r.rules(f, []netip.Prefix{netip.MustParsePrefix("198.18.1.0/24")})
+	want := []string{
+		"0: iif eth0 from 198.18.1.0/24 ipproto tcp dport 80 lookup 64257", "0: iif lo ipproto tcp sport 80 lookup 64256",
+		"0: iif eth0 from 198.18.1.0/24 ipproto tcp sport 80 lookup 64257", "0: iif lo ipproto tcp dport 80 lookup 64256",
+		"0: iif eth0 from 198.18.1.0/24 ipproto udp dport 80 lookup 64257", "0: iif lo ipproto udp sport 80 lookup 64256",
+		"0: iif eth0 from 198.18.1.0/24 ipproto udp sport 80 lookup 64257", "0: iif lo ipproto udp dport 80 lookup 64256",
 	}
-	if got := (&Record{}).portMatches(); len(got) != 1 || got[0] != [3]uint16{} {
-		t.Errorf("portMatches without ports = %v, want one match of everything", got)
+	if s := ruleStrings(got); !slices.Equal(s, want) {
+		t.Errorf("rules with --port 80:\n%s\nwant\n%s", strings.Join(s, "\n"), strings.Join(want, "\n"))
 	}
-	ru := Rule{Pref: 3, Table: 64256, Iif: "eth0", From: netip.MustParsePrefix("198.18.1.0/24"), Proto: unix.IPPROTO_TCP, Sport: 80}
-	if s := ru.String(); s != "3: iif eth0 from 198.18.1.0/24 ipproto tcp sport 80 lookup 64256" {
-		t.Errorf("Rule.String = %q", s)
+}
+
+func ruleStrings(rules []Rule) []string {
+	out := make([]string, len(rules))
+	for i, r := range rules {
+		out[i] = r.String()
 	}
+	return out
 }
 
 func TestResolver_LocalIsTheNamespacesAddresses(t *testing.T) {

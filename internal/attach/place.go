@@ -3,7 +3,6 @@ package attach
 import (
 	"fmt"
 	"log"
-	"net"
 	"net/netip"
 	"slices"
 
@@ -172,47 +171,52 @@ func (p *placement) apply(lg *log.Logger) error {
 
 // Check asks the kernel which way traffic now takes, without sending any:
 // from the namespace to each prefix through the app interface, and a reply
-// from the prefix arriving on its uplink through the world interface. With
-// --port the rules select by port, which a route query does not carry, and
-// there is nothing to ask.
+// from the prefix arriving on its uplink through the world interface, for
+// every protocol and port the rules select.
 func (p *placement) Check(lg *log.Logger) error {
 	r := p.rec
-	if len(r.Ports) > 0 {
-		return nil
-	}
-	for _, f := range r.Families {
-		for _, rt := range f.Routes {
-			if rt.Table != f.AppTable || rt.Dev == "" {
-				continue
-			}
-			probe := rt.Dst.Addr()
-			if rt.Dst.Bits() < probe.BitLen() {
-				probe = probe.Next()
-			}
-			if err := p.expect(probe.AsSlice(), &netlink.RouteGetOptions{}, r.App, "to "+rt.Dst.String()); err != nil {
-				return err
-			}
-			for _, up := range f.Uplinks {
-				if err := p.expect(rt.Src.AsSlice(), &netlink.RouteGetOptions{Iif: up, SrcAddr: probe.AsSlice()}, r.World, "from "+rt.Dst.String()+" on "+up); err != nil {
-					return err
+	return netns.Do(p.path, func() error {
+		for _, f := range r.Families {
+			for _, rt := range f.Routes {
+				if rt.Table != f.AppTable || rt.Dev == "" {
+					continue
+				}
+				probe := rt.Dst.Addr()
+				if rt.Dst.Bits() < probe.BitLen() {
+					probe = probe.Next()
+				}
+				for _, m := range r.matches() {
+					what := fmt.Sprintf("to %s (%s)", rt.Dst, m)
+					if err := p.expect(routeQuery{dst: probe, proto: m.proto, sport: m.own, dport: m.peer}, r.App, what); err != nil {
+						return err
+					}
+					for _, up := range f.Uplinks {
+						link, err := p.nl.LinkByName(up)
+						if err != nil {
+							return fmt.Errorf("%s: %s: %w", r.Target, up, err)
+						}
+						q := routeQuery{dst: rt.Src, src: probe, iif: link.Attrs().Index, proto: m.proto, sport: m.peer, dport: m.own}
+						if err := p.expect(q, r.World, fmt.Sprintf("from %s on %s (%s)", rt.Dst, up, m)); err != nil {
+							return err
+						}
+					}
 				}
 			}
 		}
-	}
-	lg.Printf("routes checked: to %v through %s, back through %s", r.To, r.App, r.World)
-	return nil
+		lg.Printf("routes checked: to %v through %s, back through %s", r.To, r.App, r.World)
+		return nil
+	})
 }
 
-// expect checks that the kernel routes dst (with opts) out of interface
-// want.
-func (p *placement) expect(dst net.IP, opts *netlink.RouteGetOptions, want, what string) error {
-	routes, err := p.nl.RouteGetWithOptions(dst, opts)
-	if err != nil || len(routes) == 0 {
+// expect checks that the kernel routes q out of interface want.
+func (p *placement) expect(q routeQuery, want, what string) error {
+	oif, err := q.get()
+	if err != nil {
 		return fmt.Errorf("%s: traffic %s: no route (%v)", p.rec.Target, what, err)
 	}
-	link, err := p.nl.LinkByIndex(routes[0].LinkIndex)
+	link, err := p.nl.LinkByIndex(oif)
 	if err != nil {
-		return fmt.Errorf("%s: traffic %s: interface %d: %w", p.rec.Target, what, routes[0].LinkIndex, err)
+		return fmt.Errorf("%s: traffic %s: interface %d: %w", p.rec.Target, what, oif, err)
 	}
 	if got := link.Attrs().Name; got != want {
 		return fmt.Errorf("%s: traffic %s takes %s, not %s", p.rec.Target, what, got, want)

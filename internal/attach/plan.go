@@ -229,31 +229,46 @@ func (f *Family) placeRules(existing []netlink.Rule, k int) (int, error) {
 	return 0, fmt.Errorf("no room for %d %s rules before the local rule (pref %d): the preferences around it are taken", k, familyName(f.Family), local)
 }
 
-// portMatches are the (protocol, source port, destination port) a rule
-// selects: everything, or each --port at either end over TCP and UDP.
-func (r *Record) portMatches() [][3]uint16 {
+// match is what one pair of rules selects: a protocol (0: every one), and
+// the port at the namespace's end and at the prefix's (0: any).
+type match struct {
+	proto     uint8
+	own, peer uint16
+}
+
+// matches are what the rules select: everything, or each --port at either
+// end over TCP and UDP.
+func (r *Record) matches() []match {
 	if len(r.Ports) == 0 {
-		return [][3]uint16{{0, 0, 0}}
+		return []match{{}}
 	}
-	var out [][3]uint16
-	for _, proto := range []uint16{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {
+	var out []match
+	for _, proto := range []uint8{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {
 		for _, p := range r.Ports {
-			out = append(out, [3]uint16{proto, p, 0}, [3]uint16{proto, 0, p})
+			out = append(out, match{proto: proto, own: p}, match{proto: proto, peer: p})
 		}
 	}
 	return out
 }
 
-// planRules gives the rules their preferences: all of them before the
-// local rule (replies to the namespace's addresses must reach the world
-// table before the local table delivers them) and after every other rule
-// that came before it, so no rule changes order against another. If the
-// local rule is at 0, as it is by default, it moves to just after ours.
-func (r *Record) planRules(nl *netlink.Handle, f *Family, prefixes []netip.Prefix) error {
-	existing, err := nl.RuleList(f.Family)
-	if err != nil {
-		return fmt.Errorf("%s: rules: %w", r.Target, err)
+func (m match) String() string {
+	s := "every protocol"
+	if m.proto != 0 {
+		s = protoName(m.proto)
 	}
+	if m.own != 0 {
+		s += fmt.Sprintf(" port %d here", m.own)
+	}
+	if m.peer != 0 {
+		s += fmt.Sprintf(" port %d there", m.peer)
+	}
+	return s
+}
+
+// rules are attach's rules for one IP version, without preferences: per
+// match, the replies from each prefix on each uplink to the world table,
+// and the namespace's own packets to the app table.
+func (r *Record) rules(f *Family, prefixes []netip.Prefix) []Rule {
 	var rules []Rule
 	if f.Family == unix.AF_INET6 && len(r.Ports) == 0 {
 		// Neighbor discovery from the prefix (an NA answering the kernel's
@@ -269,15 +284,29 @@ func (r *Record) planRules(nl *netlink.Handle, f *Family, prefixes []netip.Prefi
 			}
 		}
 	}
-	for _, m := range r.portMatches() {
+	for _, m := range r.matches() {
 		for _, up := range f.Uplinks {
 			for _, p := range prefixes {
-				// A reply from the prefix: its source port is the service's.
-				rules = append(rules, Rule{Table: f.WorldTable, Iif: up, From: p, Proto: uint8(m[0]), Sport: m[2], Dport: m[1]})
+				// A reply from the prefix: the ports reversed.
+				rules = append(rules, Rule{Table: f.WorldTable, Iif: up, From: p, Proto: m.proto, Sport: m.peer, Dport: m.own})
 			}
 		}
-		rules = append(rules, Rule{Table: f.AppTable, Iif: "lo", Proto: uint8(m[0]), Sport: m[1], Dport: m[2]})
+		rules = append(rules, Rule{Table: f.AppTable, Iif: "lo", Proto: m.proto, Sport: m.own, Dport: m.peer})
 	}
+	return rules
+}
+
+// planRules gives the rules their preferences: all of them before the
+// local rule (replies to the namespace's addresses must reach the world
+// table before the local table delivers them) and after every other rule
+// that came before it, so no rule changes order against another. If the
+// local rule is at 0, as it is by default, it moves to just after ours.
+func (r *Record) planRules(nl *netlink.Handle, f *Family, prefixes []netip.Prefix) error {
+	existing, err := nl.RuleList(f.Family)
+	if err != nil {
+		return fmt.Errorf("%s: rules: %w", r.Target, err)
+	}
+	rules := r.rules(f, prefixes)
 	first, err := f.placeRules(existing, len(rules))
 	if err != nil {
 		return device.InputErrorf("%s: %w", r.Target, err)

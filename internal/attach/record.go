@@ -75,13 +75,8 @@ func (r Rule) String() string {
 	if r.From.IsValid() {
 		s += " from " + r.From.String()
 	}
-	switch r.Proto {
-	case unix.IPPROTO_TCP:
-		s += " ipproto tcp"
-	case unix.IPPROTO_UDP:
-		s += " ipproto udp"
-	case unix.IPPROTO_ICMPV6:
-		s += " ipproto ipv6-icmp"
+	if r.Proto != 0 {
+		s += " ipproto " + protoName(r.Proto)
 	}
 	if r.Sport != 0 {
 		s += fmt.Sprintf(" sport %d", r.Sport)
@@ -133,6 +128,21 @@ func prefixOf(n *net.IPNet) netip.Prefix {
 	a, _ := netip.AddrFromSlice(n.IP)
 	ones, _ := n.Mask.Size()
 	return netip.PrefixFrom(a.Unmap(), ones)
+}
+
+// protoName names an IP protocol as ip rule does.
+func protoName(p uint8) string {
+	switch p {
+	case unix.IPPROTO_TCP:
+		return "tcp"
+	case unix.IPPROTO_UDP:
+		return "udp"
+	case unix.IPPROTO_ICMP:
+		return "icmp"
+	case unix.IPPROTO_ICMPV6:
+		return "ipv6-icmp"
+	}
+	return fmt.Sprint(p)
 }
 
 func familyOf(a netip.Addr) int {
