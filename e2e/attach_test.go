@@ -239,6 +239,106 @@ func TestAttach_DelayOnlyTowardTheSelectedPrefix(t *testing.T) {
 	}
 }
 
+// TestAttach_OnLinkPeerStillResolvesTheNamespace: the selected host is on
+// the attached container's own bridge network (on-link: two containers on
+// one Docker bridge, or pods of one node behind a bridge CNI), and before
+// every new exchange the neighbour entries between the two are flushed,
+// as they are when they expire, so each one begins with ARP (IPv6:
+// neighbour discovery) across attach's rules. New TCP connections and UDP
+// exchanges work both ways, from the peer to the attached container's
+// services and from the container to the peer's, over IPv4 and IPv6, and
+// every one still takes the device's 10 ms each-way delay. Last, the same
+// from the peer with arp_filter on in the container.
+func TestAttach_OnLinkPeerStillResolvesTheNamespace(t *testing.T) {
+	t.Parallel()
+	l := newDockerNet(t)
+	for _, h := range []string{"client", "server"} {
+		l.start(h, "python3 -m http.server --bind :: --directory "+t.TempDir()+" 8000")
+		l.waitListen(h, "t", 8000)
+		l.start(h, "python3 -c '"+udpEcho+"'")
+		l.waitListen(h, "u", 9000)
+	}
+	dkAttach(l, "--pid", pidIn(l, "client"), "--to", dkServer4+","+dkServer6, "--profile", mbProfile(t, "delay10", "  - type: delay\n    delay: 10ms\n"))
+	addr := map[string][2]string{"client": {dkClient4, dkClient6}, "server": {dkServer4, dkServer6}}
+	peer := map[string]string{"client": "server", "server": "client"}
+	// forget flushes both sides' neighbour entries until neither knows the
+	// other: the last packets of the exchange before (a FIN, through the
+	// delay) may make one again just after a flush.
+	forget := func() {
+		t.Helper()
+		known := ""
+		for range 50 {
+			known = ""
+			for host := range addr {
+				for _, fam := range []string{"-4", "-6"} {
+					l.mustExec(10*time.Second, host, "ip", fam, "neigh", "flush", "dev", "eth0")
+				}
+			}
+			for host := range addr {
+				for _, a := range addr[peer[host]] {
+					known += l.mustExec(10*time.Second, host, "ip", "neigh", "show", "to", a, "dev", "eth0")
+				}
+			}
+			if strings.TrimSpace(known) == "" {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Fatalf("the neighbour entries are back after every flush: %s", known)
+	}
+	// exchange opens a new connection (tcp) or sends a datagram (udp) from
+	// host from to dst, the neighbours forgotten first, and checks that it
+	// is answered through the delay.
+	exchange := func(from, dst, proto string) {
+		t.Helper()
+		what := fmt.Sprintf("%s %s -> %s", proto, from, dst)
+		forget()
+		var r testenv.Result
+		if host := dst; proto == "tcp" {
+			if strings.Contains(dst, ":") {
+				host = "[" + dst + "]"
+			}
+			r = l.exec(30*time.Second, from, "curl", "-sS", "-g", "-o", "/dev/null", "-m", "10", "-w", "%{time_connect}", "http://"+host+":8000/")
+		} else {
+			r = l.exec(30*time.Second, from, "python3", "-c", udpRTTPy, dst)
+		}
+		sec, err := strconv.ParseFloat(strings.TrimSpace(r.Stdout), 64)
+		if r.Code != 0 || err != nil {
+			t.Errorf("%s, the neighbours forgotten: %s", what, r)
+			return
+		}
+		rtt := time.Duration(sec * float64(time.Second))
+		t.Logf("%s: round trip %v", what, rtt.Round(100*time.Microsecond))
+		if rtt < 20*time.Millisecond {
+			t.Errorf("%s: round trip %v, want at least 20 ms (10 ms delay each way)", what, rtt)
+		}
+	}
+	for _, from := range []string{"server", "client"} {
+		for _, dst := range addr[peer[from]] {
+			for _, proto := range []string{"tcp", "udp"} {
+				exchange(from, dst, proto)
+			}
+		}
+	}
+	// With arp_filter on, the kernel answers an ARP request only if the
+	// way back to its sender leaves by the interface it came in on: a
+	// lookup from lo without a protocol, which must not take the app
+	// table either.
+	l.mustExec(10*time.Second, "client", "sysctl", "-qw", "net.ipv4.conf.all.arp_filter=1")
+	exchange("server", dkClient4, "tcp")
+}
+
+// udpRTTPy sends one datagram to the UDP echo server (udpEcho) at argv[1]
+// port 9000 and prints the seconds until its answer; it waits at most 5 s.
+const udpRTTPy = `import socket, sys, time
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+t0 = time.monotonic()
+s.sendto(b"rtt", (sys.argv[1], 9000))
+s.recvfrom(100)
+print("%.6f" % (time.monotonic() - t0))
+`
+
 // TestAttach_NginxThroughTheDevice: a real nginx in the server container,
 // real curl and ab in the client container attached with a 5 ms each-way
 // delay toward the server: every request answered, files intact, each

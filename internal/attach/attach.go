@@ -12,16 +12,17 @@
 //	app table    PREFIX dev fbx-app src ADDR    (ADDR: what the route had)
 //	             throw OWN-ADDRESS              (for own addresses inside a prefix)
 //	world table  OWN-ADDRESS dev fbx-world
-//	rules        iif UPLINK from PREFIX ipproto ipv6-icmp lookup local
-//	                                                   (IPv6: neighbor discovery stays local)
-//	             iif UPLINK from PREFIX lookup world   (replies)
-//	             iif lo lookup app                     (the namespace's own packets)
+//	rules        iif UPLINK from PREFIX ipproto P lookup world   (replies)
+//	             iif lo ipproto P lookup app                     (the namespace's own packets)
 //	             the local rule moved after these, if it was at 0
 //
-// plus, in the namespace: ip_early_demux off (a reply tied to its socket
-// on arrival is not forwarded), forwarding on the uplinks (IPv6:
-// force_forwarding), and on fbx-world forwarding and accept_local. With
-// --port the rules also select TCP and UDP by port at either end.
+// for P in TCP, UDP and ICMP (IPv6: ICMPv6 only from lo, so that neighbor
+// discovery stays local); with --port, TCP and UDP by port at either end.
+// A rule for every protocol would also catch the kernel's own lookups,
+// which name none: ARP's of the namespace's address (see matches). Plus,
+// in the namespace: ip_early_demux off (a reply tied to its socket on
+// arrival is not forwarded), forwarding on the uplinks (IPv6:
+// force_forwarding), and on fbx-world forwarding and accept_local.
 //
 // Fail-open: the TUN interfaces are not persistent, so when the device
 // dies its routes vanish and lookups fall through to the namespace's own

@@ -107,6 +107,35 @@ func TestRules_WithPorts(t *testing.T) {
 	}
 }
 
+// Without --port, the rules select TCP, UDP and ICMP, never every
+// protocol: a lookup without one (ARP's for the namespace's own address,
+// arp_filter's for the way back) must fall through to the local rule. For
+// IPv6, ICMPv6 from the prefixes is not steered (neighbor discovery).
+func TestRules_EachNamesAProtocol(t *testing.T) {
+	r := &Record{}
+	for _, c := range []struct {
+		family int
+		prefix string
+		want   []string
+	}{
+		{unix.AF_INET, "198.18.1.3/32", []string{
+			"0: iif eth0 from 198.18.1.3/32 ipproto tcp lookup 64257", "0: iif lo ipproto tcp lookup 64256",
+			"0: iif eth0 from 198.18.1.3/32 ipproto udp lookup 64257", "0: iif lo ipproto udp lookup 64256",
+			"0: iif eth0 from 198.18.1.3/32 ipproto icmp lookup 64257", "0: iif lo ipproto icmp lookup 64256",
+		}},
+		{unix.AF_INET6, "2001:db8:1::3/128", []string{
+			"0: iif eth0 from 2001:db8:1::3/128 ipproto tcp lookup 64257", "0: iif lo ipproto tcp lookup 64256",
+			"0: iif eth0 from 2001:db8:1::3/128 ipproto udp lookup 64257", "0: iif lo ipproto udp lookup 64256",
+			"0: iif lo ipproto ipv6-icmp lookup 64256",
+		}},
+	} {
+		f := &Family{Family: c.family, AppTable: 64256, WorldTable: 64257, Uplinks: []string{"eth0"}}
+		if s := ruleStrings(r.rules(f, []netip.Prefix{netip.MustParsePrefix(c.prefix)})); !slices.Equal(s, c.want) {
+			t.Errorf("%s rules:\n%s\nwant\n%s", familyName(c.family), strings.Join(s, "\n"), strings.Join(c.want, "\n"))
+		}
+	}
+}
+
 func ruleStrings(rules []Rule) []string {
 	out := make([]string, len(rules))
 	for i, r := range rules {

@@ -185,10 +185,13 @@ func (p *placement) Check(lg *log.Logger) error {
 				if rt.Dst.Bits() < probe.BitLen() {
 					probe = probe.Next()
 				}
-				for _, m := range r.matches() {
+				for _, m := range r.matches(f.Family) {
 					what := fmt.Sprintf("to %s (%s)", rt.Dst, m)
 					if err := p.expect(routeQuery{dst: probe, proto: m.proto, sport: m.own, dport: m.peer}, r.App, what); err != nil {
 						return err
+					}
+					if !m.steered() {
+						continue
 					}
 					for _, up := range f.Uplinks {
 						link, err := p.nl.LinkByName(up)

@@ -229,18 +229,32 @@ func (f *Family) placeRules(existing []netlink.Rule, k int) (int, error) {
 	return 0, fmt.Errorf("no room for %d %s rules before the local rule (pref %d): the preferences around it are taken", k, familyName(f.Family), local)
 }
 
-// match is what one pair of rules selects: a protocol (0: every one), and
-// the port at the namespace's end and at the prefix's (0: any).
+// match is what one pair of rules selects: a protocol, and the port at
+// the namespace's end and at the prefix's (0: any).
 type match struct {
 	proto     uint8
 	own, peer uint16
 }
 
-// matches are what the rules select: everything, or each --port at either
-// end over TCP and UDP.
-func (r *Record) matches() []match {
+// matches are what the rules select: each --port at either end over TCP
+// and UDP; without --port, TCP, UDP and ICMP (ICMPv6).
+//
+// Never every protocol: the kernel also asks the rules things with no
+// protocol, which only a rule without ipproto matches. arp_process()
+// answers an ARP request only if the target address, looked up as a
+// packet from the sender arriving on the uplink, is local: a reply rule
+// for every protocol sends that lookup to the world table, and a selected
+// host on the namespace's own link (another container on the bridge, a
+// pod of the same node) goes unanswered once its neighbour entry expires.
+// With arp_filter on, arp_filter() looks up the way back to the sender
+// too, as a packet from lo.
+func (r *Record) matches(family int) []match {
 	if len(r.Ports) == 0 {
-		return []match{{}}
+		icmp := uint8(unix.IPPROTO_ICMP)
+		if family == unix.AF_INET6 {
+			icmp = unix.IPPROTO_ICMPV6
+		}
+		return []match{{proto: unix.IPPROTO_TCP}, {proto: unix.IPPROTO_UDP}, {proto: icmp}}
 	}
 	var out []match
 	for _, proto := range []uint8{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {
@@ -252,10 +266,7 @@ func (r *Record) matches() []match {
 }
 
 func (m match) String() string {
-	s := "every protocol"
-	if m.proto != 0 {
-		s = protoName(m.proto)
-	}
+	s := protoName(m.proto)
 	if m.own != 0 {
 		s += fmt.Sprintf(" port %d here", m.own)
 	}
@@ -265,30 +276,28 @@ func (m match) String() string {
 	return s
 }
 
+// steered reports whether packets of m from the prefixes are steered to
+// the world interface. ICMPv6 is not: neighbor discovery from the prefix
+// (an NA answering the kernel's own NS, a peer's NS or NUD probe) comes to
+// the namespace's global address too; steered to the world interface it
+// would be forwarded, its hop limit no longer 255, and dropped: the
+// neighbor would never resolve and the namespace's processes would get
+// "address unreachable". So ICMPv6 from the prefix is delivered as without
+// attach.
+func (m match) steered() bool { return m.proto != unix.IPPROTO_ICMPV6 }
+
 // rules are attach's rules for one IP version, without preferences: per
 // match, the replies from each prefix on each uplink to the world table,
 // and the namespace's own packets to the app table.
 func (r *Record) rules(f *Family, prefixes []netip.Prefix) []Rule {
 	var rules []Rule
-	if f.Family == unix.AF_INET6 && len(r.Ports) == 0 {
-		// Neighbor discovery from the prefix (an NA answering the kernel's
-		// own NS, a peer's NUD probe) comes to the namespace's global
-		// address too; steered to the world interface it would be
-		// forwarded, its hop limit no longer 255, and dropped: the
-		// neighbor never resolves and the namespace's processes get
-		// "address unreachable". So ICMPv6 from the prefix is delivered
-		// as without attach.
-		for _, up := range f.Uplinks {
-			for _, p := range prefixes {
-				rules = append(rules, Rule{Table: unix.RT_TABLE_LOCAL, Iif: up, From: p, Proto: unix.IPPROTO_ICMPV6})
-			}
-		}
-	}
-	for _, m := range r.matches() {
-		for _, up := range f.Uplinks {
-			for _, p := range prefixes {
-				// A reply from the prefix: the ports reversed.
-				rules = append(rules, Rule{Table: f.WorldTable, Iif: up, From: p, Proto: m.proto, Sport: m.peer, Dport: m.own})
+	for _, m := range r.matches(f.Family) {
+		if m.steered() {
+			for _, up := range f.Uplinks {
+				for _, p := range prefixes {
+					// A reply from the prefix: the ports reversed.
+					rules = append(rules, Rule{Table: f.WorldTable, Iif: up, From: p, Proto: m.proto, Sport: m.peer, Dport: m.own})
+				}
 			}
 		}
 		rules = append(rules, Rule{Table: f.AppTable, Iif: "lo", Proto: m.proto, Sport: m.own, Dport: m.peer})
