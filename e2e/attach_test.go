@@ -9,11 +9,8 @@ package e2e
 // `--pid $(docker inspect -f '{{.State.Pid}}' NAME)` would.
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -373,7 +370,7 @@ http { access_log off; server { listen 8080; listen [::]:8080; root %[1]s; } }
 			t.Fatalf("curl %s: %s", url, r)
 		}
 		connect, _ := strconv.ParseFloat(strings.Fields(r.Stdout)[1], 64)
-		if got := fileSHA256(t, out); got != sum {
+		if got, _ := fileHash(t, out); got != sum {
 			t.Errorf("curl %s: sha256 %s, want %s", url, got, sum)
 		}
 		if connect < 0.010 {
@@ -420,20 +417,6 @@ func abField(out, label string) float64 {
 		}
 	}
 	return -1
-}
-
-func fileSHA256(t *testing.T, path string) string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
 }
 
 // TestAttach_CiscoASALostFIN_ServerStuckAsInTheLab: the lab's
@@ -636,7 +619,7 @@ func TestAttach_FailOpenOnSIGKILL(t *testing.T) {
 				t.Errorf("the first new connection was answered %.0f ms after the SIGKILL, want within 1 s", ms)
 			}
 			dl.waitOutput(t, "done 200", 60*time.Second)
-			if got := fileSHA256(t, out); got != sum {
+			if got, _ := fileHash(t, out); got != sum {
 				t.Errorf("downloaded sha256 %s, want %s", got, sum)
 			}
 		})
@@ -687,7 +670,7 @@ func TestAttach_OpenConnectionsCarryOn(t *testing.T) {
 		}
 		off := size()
 		dl.waitOutput(t, "done 200", 60*time.Second)
-		if got := fileSHA256(t, out); got != sum {
+		if got, _ := fileHash(t, out); got != sum {
 			t.Errorf("%s: sha256 %s, want %s", dst, got, sum)
 		}
 		t.Logf("%s: attached at %d MB, detached at %d MB, 60 MB intact", dst, at>>20, off>>20)
