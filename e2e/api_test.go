@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -120,20 +119,20 @@ func TestAPI_GoClientChangesTheChainUnderATransfer(t *testing.T) {
 	intact(t, curl, out, sum, size)
 }
 
-// pingRTTs pings the server from the client n times and returns the round
-// trips, sorted.
-func pingRTTs(t *testing.T, l *lab, n int) []time.Duration {
-	t.Helper()
-	out := l.mustExec(60*time.Second, "client", "ping", "-n", "-c", strconv.Itoa(n), "-i", "0.2", "-W", "5", serverV4)
+// pingRTTs pings dst from host n times and returns the round trips,
+// sorted.
+func pingRTTs(l *lab, host, dst string, n int) []time.Duration {
+	l.t.Helper()
+	out := l.mustExec(60*time.Second, host, "ping", "-n", "-c", strconv.Itoa(n), "-i", "0.2", "-W", "5", dst)
 	var rtts []time.Duration
 	for _, m := range regexp.MustCompile(`time=([0-9.]+) ms`).FindAllStringSubmatch(out, -1) {
 		ms, _ := strconv.ParseFloat(m[1], 64)
 		rtts = append(rtts, time.Duration(ms*float64(time.Millisecond)))
 	}
 	if len(rtts) != n {
-		t.Fatalf("ping: %d answers of %d:\n%s", len(rtts), n, out)
+		l.t.Fatalf("ping %s from %s: %d answers of %d:\n%s", dst, host, len(rtts), n, out)
 	}
-	sort.Slice(rtts, func(i, j int) bool { return rtts[i] < rtts[j] })
+	slices.Sort(rtts)
 	return rtts
 }
 
@@ -144,19 +143,19 @@ func pingRTTs(t *testing.T, l *lab, n int) []time.Duration {
 func TestAPI_GoClientAddsADelayAndRemovesIt(t *testing.T) {
 	c, l := apiLab(t)
 	ctx := context.Background()
-	base := pingRTTs(t, l, 5)
+	base := pingRTTs(l, "client", serverV4, 5)
 	if _, err := c.AddBehavior(ctx, client.Spec{Type: "delay", Name: "slow", Params: client.Params{"delay": "40ms"}}); err != nil {
 		t.Fatal(err)
 	}
-	with := pingRTTs(t, l, 7)
+	with := pingRTTs(l, "client", serverV4, 7)
 	if _, err := c.PatchBehavior(ctx, "slow", client.Params{"delay": "15ms"}); err != nil {
 		t.Fatal(err)
 	}
-	patched := pingRTTs(t, l, 7)
+	patched := pingRTTs(l, "client", serverV4, 7)
 	if err := c.RemoveBehavior(ctx, "slow"); err != nil {
 		t.Fatal(err)
 	}
-	without := pingRTTs(t, l, 7)
+	without := pingRTTs(l, "client", serverV4, 7)
 	t.Logf("ping RTT min/median: before %v/%v, +40ms each way %v/%v, patched to 15ms %v/%v, removed %v/%v",
 		base[0], base[len(base)/2], with[0], with[3], patched[0], patched[3], without[0], without[3])
 	if with[0] < 80*time.Millisecond || with[3] > 80*time.Millisecond+60*time.Millisecond {
@@ -400,7 +399,7 @@ func TestAPI_PrometheusScrapesTheDevice(t *testing.T) {
 	}
 	c, l := apiLab(t, "--api", "127.0.0.1:0")
 	ctx := context.Background()
-	pingRTTs(t, l, 5) // traffic to count
+	pingRTTs(l, "client", serverV4, 5) // traffic to count
 	st, err := c.Status(ctx)
 	if err != nil || st.API == "" || st.Counters.In == 0 {
 		t.Fatalf("status: api %q, counters %+v, %v", st.API, st.Counters, err)

@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -146,24 +145,6 @@ func pidIn(l *lab, host string) string {
 	return strconv.Itoa(l.start(host, "sleep 600").PID)
 }
 
-var rttRE = regexp.MustCompile(`rtt min/avg/max/mdev = ([0-9.]+)/([0-9.]+)/([0-9.]+)/`)
-
-// pingRTT pings dst from host n times and returns the smallest and the
-// average round trip.
-func pingRTT(l *lab, host, dst string, n int) (lo, avg time.Duration) {
-	l.t.Helper()
-	r := l.exec(30*time.Second, host, "ping", "-n", "-q", "-c", strconv.Itoa(n), "-i", "0.2", "-W", "2", dst)
-	m := rttRE.FindStringSubmatch(r.Stdout)
-	if r.Code != 0 || m == nil {
-		l.t.Fatalf("ping %s from %s: %s", dst, host, r)
-	}
-	ms := func(s string) time.Duration {
-		f, _ := strconv.ParseFloat(s, 64)
-		return time.Duration(f * float64(time.Millisecond))
-	}
-	return ms(m[1]), ms(m[2])
-}
-
 // connectRTT is the shortest of n TCP connects from host to the HTTP server
 // at dst:port (curl's time_connect: one round trip).
 func connectRTT(l *lab, host, dst string, port, n int) time.Duration {
@@ -201,8 +182,7 @@ func TestAttach_DelayOnlyTowardTheSelectedPrefix(t *testing.T) {
 		if p.name == "tcp" {
 			return connectRTT(l, "client", p.dst, 8000, 3)
 		}
-		lo, _ := pingRTT(l, "client", p.dst, 5)
-		return lo
+		return pingRTTs(l, "client", p.dst, 5)[0]
 	}
 	before := map[probe]time.Duration{}
 	for _, p := range append(selected, others...) {
@@ -734,8 +714,8 @@ func TestAttach_WithOnlyCapNetAdmin(t *testing.T) {
 	// ICMPv6 from the prefix is not steered (neighbor discovery must stay
 	// on eth0), so an IPv6 ping is delayed one way only.
 	for dst, want := range map[string]time.Duration{dkServer4: 40 * time.Millisecond, dkServer6: 20 * time.Millisecond} {
-		if lo, avg := pingRTT(l, "client", dst, 5); lo < want {
-			t.Errorf("ping %s through the sidecar's device: min %v avg %v, want at least %v", dst, lo, avg, want)
+		if rtts := pingRTTs(l, "client", dst, 5); rtts[0] < want {
+			t.Errorf("ping %s through the sidecar's device: %v, want at least %v", dst, rtts, want)
 		}
 	}
 	if r := capped(",+net_admin", "status", "--name", l.name); r.Code != 0 || !strings.Contains(r.Stdout, "--netns self") {
