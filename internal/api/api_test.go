@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log"
 	"net"
 	"net/http"
 	"os/exec"
@@ -22,13 +21,6 @@ import (
 	"github.com/faultbox/faultbox/internal/testenv"
 )
 
-type testLog struct{ t *testing.T }
-
-func (l testLog) Write(p []byte) (int, error) {
-	l.t.Log(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
-}
-
 // rig is a device in memory and an HTTP client of its unix socket.
 type rig struct {
 	t   *testing.T
@@ -40,7 +32,7 @@ type rig struct {
 
 func newRig(t *testing.T) *rig {
 	t.Helper()
-	d, err := apitest.Start(t.TempDir(), "t", log.New(testLog{t}, "", 0))
+	d, err := apitest.Start(t.TempDir(), "t", apitest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

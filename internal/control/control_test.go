@@ -2,7 +2,6 @@ package control_test
 
 import (
 	"errors"
-	"log"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,20 +16,12 @@ import (
 
 func start(t *testing.T) *apitest.Device {
 	t.Helper()
-	d, err := apitest.Start(t.TempDir(), "t", log.New(testLog{t}, "", 0))
+	d, err := apitest.Start(t.TempDir(), "t", apitest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(d.Close)
 	return d
-}
-
-// testLog sends a device's log to the test's.
-type testLog struct{ t *testing.T }
-
-func (l testLog) Write(p []byte) (int, error) {
-	l.t.Log(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
 }
 
 func apply(t *testing.T, d *apitest.Device, doc string) {

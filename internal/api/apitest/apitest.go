@@ -10,7 +10,9 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
+	"testing"
 	"time"
 
 	"github.com/faultbox/faultbox/client"
@@ -70,6 +72,17 @@ func Start(dir, name string, logger *log.Logger) (*Device, error) {
 	}
 	go d.srv.Serve(ln, "")
 	return d, nil
+}
+
+// Logger is a device log that goes to t's log, shown with the test's
+// failure.
+func Logger(t testing.TB) *log.Logger { return log.New(testLog{t}, "", 0) }
+
+type testLog struct{ t testing.TB }
+
+func (l testLog) Write(p []byte) (int, error) {
+	l.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
 }
 
 // ServeTCP serves the API on a loopback TCP port with token and returns
