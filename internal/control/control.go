@@ -8,6 +8,7 @@ package control
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"slices"
 	"strconv"
@@ -101,7 +102,7 @@ func New(cfg Config) *Controller {
 		cfg.Resolve = profiles.DefaultResolver
 	}
 	if cfg.Log == nil {
-		cfg.Log = log.New(discard{}, "", 0)
+		cfg.Log = log.New(io.Discard, "", 0)
 	}
 	p, err := profiles.Load("passthrough")
 	if err != nil {
@@ -109,10 +110,6 @@ func New(cfg Config) *Controller {
 	}
 	return &Controller{cfg: cfg, profile: p, source: "passthrough", wallOffset: time.Now().UnixNano() - engine.Monotonic()}
 }
-
-type discard struct{}
-
-func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
 // ApplyRequest is a profile to apply.
 type ApplyRequest struct {
