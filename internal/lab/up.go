@@ -27,8 +27,8 @@ type Options struct {
 	Capture string   // pcapng file to write, if any
 	MTU     int      // 1500
 	// CPUs the device runs on (device.ParseCPUs); none: any. One CPU of its own
-	// spares it migrations and cache misses: measured on 2 CPUs, 10-25 %
-	// more TCP throughput (more with BusyPoll).
+	// spares it migrations and cache misses (docs/benchmarks.md has what
+	// that gains).
 	CPUs []int
 	// BusyPoll keeps the device polling this long after its last packet
 	// before it sleeps (engine.Config.BusyPoll). Up to device.SharedBusyPoll it
