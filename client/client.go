@@ -48,7 +48,7 @@ type Client struct {
 // Dial returns a client of the device called nameOrSocket (a lab's or an
 // attach's name), or listening on the unix socket at that path when it
 // holds a '/'. It checks that the socket is there; the device answers on
-// the first call.
+// the first call. Close the client when done with it.
 func Dial(nameOrSocket string) (*Client, error) {
 	path := nameOrSocket
 	if !strings.Contains(nameOrSocket, "/") {
@@ -80,6 +80,11 @@ func Dial(nameOrSocket string) (*Client, error) {
 func DialTCP(addr, token string) *Client {
 	return &Client{hc: &http.Client{Transport: &http.Transport{MaxIdleConns: 4}}, base: "http://" + addr, token: token}
 }
+
+// Close closes the connections the client keeps open between requests.
+// A program that makes a client per request must close each, or the
+// device holds a connection for each until its idle timeout.
+func (c *Client) Close() { c.hc.CloseIdleConnections() }
 
 // Error is the device's answer to a request it refused: the HTTP status
 // (400 bad input, 401 no or wrong token, 404 no such behavior, 409 a
