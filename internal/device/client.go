@@ -83,6 +83,7 @@ func GetStatus(name string) (*client.Status, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	st, err := c.Status(ctx)
@@ -99,6 +100,7 @@ func Events(name string, from uint64) ([]client.Event, uint64, error) {
 	if err != nil {
 		return nil, 0, err
 	}
+	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	evs, err := c.Events(ctx, from)
@@ -123,6 +125,7 @@ func Apply(name, nameOrFile string, seed *uint64) (string, uint64, error) {
 	if err != nil {
 		return "", 0, err
 	}
+	defer c.Close()
 	p, err := profiles.Load(nameOrFile)
 	if err != nil {
 		return "", 0, err
@@ -175,6 +178,7 @@ func shutdown(name string) error {
 	if err != nil {
 		return err
 	}
+	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	return c.Shutdown(ctx)
@@ -187,6 +191,7 @@ func answers(name string, timeout time.Duration) bool {
 	if err != nil {
 		return false
 	}
+	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	_, err = c.Status(ctx)
