@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -218,10 +219,13 @@ func onlyDevice(name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if len(names) != 1 {
-		return "", usageError(fmt.Errorf("%d devices are up (%v): say which with --name", len(names), names))
+	switch len(names) {
+	case 0:
+		return "", usageError(errors.New("no device is up: start one with faultbox lab up, faultbox attach or faultbox run"))
+	case 1:
+		return names[0], nil
 	}
-	return names[0], nil
+	return "", usageError(fmt.Errorf("%d devices are up (%s): say which with --name", len(names), strings.Join(names, ", ")))
 }
 
 func newStatusCmd() *cobra.Command {
