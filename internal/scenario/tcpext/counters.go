@@ -76,8 +76,8 @@ func socketAt(e *scenario.Evidence, log, label string) sockView {
 	return sockView{}
 }
 
-// scales describes the window scales a socket uses: "none" when the
-// handshake left scaling off, else "sends ×2^s, reads ×2^r".
+// scales describes the window scales a socket uses, for a verdict's
+// reason: "no window scaling" when the handshake left it off.
 func (v sockView) scales() string {
 	if v.Options&sockdiag.OptWScale == 0 {
 		return "no window scaling"
