@@ -118,7 +118,14 @@ func (e *Evidence) Netstat(log, label, name string) (int64, bool) {
 // NetstatDelta is counter name's growth from the "start" to the "end"
 // snapshot of kernel log log.
 func (e *Evidence) NetstatDelta(log, name string) (int64, bool) {
-	end, ok1 := e.Netstat(log, "end", name)
-	start, ok2 := e.Netstat(log, "start", name)
+	return e.NetstatGrowth(log, "start", "end", name)
+}
+
+// NetstatGrowth is counter name's growth from the snapshot labelled from
+// to the one labelled to in kernel log log, and whether both were taken
+// (a scenario whose arms run one after another labels each arm's own).
+func (e *Evidence) NetstatGrowth(log, from, to, name string) (int64, bool) {
+	end, ok1 := e.Netstat(log, to, name)
+	start, ok2 := e.Netstat(log, from, name)
 	return end - start, ok1 && ok2
 }

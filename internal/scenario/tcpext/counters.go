@@ -18,10 +18,8 @@ import (
 func deltas(e *scenario.Evidence, log, arm string, counters []string) map[string]int64 {
 	out := make(map[string]int64, len(counters))
 	for _, k := range counters {
-		end, ok1 := e.Netstat(log, arm+" end", k)
-		start, ok2 := e.Netstat(log, arm+" start", k)
-		if ok1 && ok2 {
-			out[k] = end - start
+		if d, ok := e.NetstatGrowth(log, arm+" start", arm+" end", k); ok {
+			out[k] = d
 		}
 	}
 	return out
