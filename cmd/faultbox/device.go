@@ -1,17 +1,13 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
-	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/spf13/cobra"
 
-	"github.com/faultbox/faultbox/client"
 	"github.com/faultbox/faultbox/internal/attach"
 	"github.com/faultbox/faultbox/internal/device"
 	"github.com/faultbox/faultbox/internal/lab"
@@ -89,7 +85,7 @@ GET /v1/events; docs/api.md).`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return labErr(writeEvents(ctx, cmd.OutOrStdout(), n, follow, asJSON))
+			return labErr(device.WriteEvents(ctx, cmd.OutOrStdout(), n, follow, asJSON))
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing events as they happen")
@@ -103,37 +99,4 @@ func newEventsCmd() *cobra.Command {
   sudo faultbox events --json | jq .note`)
 	cmd.Flags().StringVar(name, "name", "", "the device (default: the only one)")
 	return cmd
-}
-
-// writeEvents prints the event log of the device called name, as text or
-// JSON lines; following, until ctx is done.
-func writeEvents(ctx context.Context, w io.Writer, name string, follow, asJSON bool) error {
-	c, err := device.Dial(name)
-	if err != nil {
-		return err
-	}
-	enc := json.NewEncoder(w)
-	print := func(e client.Event) error {
-		if asJSON {
-			return enc.Encode(e)
-		}
-		_, err := fmt.Fprintln(w, e.Text)
-		return err
-	}
-	if !follow {
-		evs, err := c.Events(ctx, 0)
-		if err != nil {
-			return err
-		}
-		for _, e := range evs {
-			if err := print(e); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	if err := c.FollowEvents(ctx, 0, print); err != nil && ctx.Err() == nil {
-		return err
-	}
-	return nil // interrupted: the way a follow ends
 }
