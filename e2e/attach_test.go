@@ -581,18 +581,29 @@ func TestAttach_FailOpenOnSIGKILL(t *testing.T) {
 					t.Fatalf("the download did not reach 40 MB in 20 s")
 				}
 			}
+			// New connections, one every 100 ms (each a fresh SYN, none
+			// waiting for a retransmission), until one is answered. The
+			// prober starts before the SIGKILL and waits for the go file:
+			// a program's start on a busy machine is not the device's.
+			goFile := filepath.Join(t.TempDir(), "go")
+			prober := l.start("client", fmt.Sprintf("python3 -c '%s' %s 8000 %s", reconnectPy, strings.Trim(dst, "[]"), goFile))
+			prober.waitOutput(t, "ready", 30*time.Second)
 			dev := l.deviceProc()
 			killed := float64(time.Now().UnixNano()) / 1e9
 			if err := dev.Signal(unix.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
-			// New connections, one every 100 ms (each a fresh SYN, none
-			// waiting for a retransmission), until one is answered.
+			if err := os.WriteFile(goFile+".tmp", []byte(fmt.Sprint(killed)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(goFile+".tmp", goFile); err != nil {
+				t.Fatal(err)
+			}
 			fi, _ := os.Stat(out)
-			r := l.exec(20*time.Second, "client", "python3", "-c", reconnectPy, strings.Trim(dst, "[]"), "8000", fmt.Sprint(killed))
-			ms, err := strconv.ParseFloat(strings.TrimSpace(r.Stdout), 64)
-			if r.Code != 0 || err != nil {
-				t.Fatalf("no new connection after the device's SIGKILL: %s", r)
+			line := prober.waitOutput(t, "answered ", 30*time.Second)
+			ms, err := strconv.ParseFloat(strings.TrimPrefix(line, "answered "), 64)
+			if err != nil {
+				t.Fatalf("prober: %q: %v", line, err)
 			}
 			t.Logf("device killed at %d MB; a new connection answered %.0f ms after the SIGKILL", fi.Size()>>20, ms)
 			if ms > 1000 {
@@ -657,23 +668,33 @@ func TestAttach_OpenConnectionsCarryOn(t *testing.T) {
 	}
 }
 
-// reconnectPy connects to argv[1] port argv[2] every 100 ms (each attempt
-// a new connection with a 100 ms timeout) until one is answered, for at
-// most 10 s, and prints how many milliseconds after the wall-clock time
-// argv[3] that was.
-const reconnectPy = `import socket, sys, time
-host, port, t0 = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+// reconnectPy prints "ready", waits for the file argv[3] to hold a
+// wall-clock time, then connects to argv[1] port argv[2] every 100 ms
+// (each attempt a new connection with a 100 ms timeout) until one is
+// answered, for at most 10 s, and prints "answered MS": how many
+// milliseconds after that time it was. No single quotes: it goes to sh
+// inside them.
+const reconnectPy = `import os, socket, sys, time
+host, port, go = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+print("ready", flush=True)
+deadline = time.time() + 60
+while not os.path.exists(go):
+    if time.time() > deadline:
+        sys.exit(2)
+    time.sleep(0.002)
+t0 = float(open(go).read())
 while time.time() - t0 < 10:
     s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     s.settimeout(0.1)
     try:
         s.connect((host, port))
-        print("%.0f" % ((time.time() - t0) * 1000))
+        print("answered %.0f" % ((time.time() - t0) * 1000), flush=True)
         sys.exit(0)
     except OSError:
         time.sleep(max(0, 0.1 - (time.time() % 0.1)))
     finally:
         s.close()
+print("unanswered", flush=True)
 sys.exit(1)
 `
 
