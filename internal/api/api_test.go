@@ -361,3 +361,12 @@ func TestAPI_MetricsPassPromtool(t *testing.T) {
 		t.Fatalf("promtool check metrics: %v\n%s\n--- metrics:\n%s", err, out, r.body)
 	}
 }
+
+// A profile's source comes from the request (?source=), and may be any
+// bytes: /metrics still answers, and the device is still up.
+func TestAPI_MetricsTakeAnySource(t *testing.T) {
+	g := newRig(t)
+	g.want(g.do("PUT", "/v1/profile?source=%ff%fe.yaml", "application/yaml", base), 200, "")
+	g.want(g.do("GET", "/metrics", "", ""), 200, "faultbox_profile_info{profile=\"base\",seed=\"0\",source=\"\ufffd.yaml\"} 1")
+	g.want(g.do("GET", "/v1/status", "", ""), 200, `"profile": "base"`)
+}

@@ -2,6 +2,7 @@ package api
 
 import (
 	"strconv"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -77,10 +78,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	m := c.dev.Metrics()
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), validLabels(labels)...)
 	}
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, validLabels(labels)...)
 	}
 	for i, p := range st.Ports {
 		s := p.Stats
@@ -137,4 +138,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(events, st.Events)
 	gauge(profile, 1, st.Profile, st.Source, strconv.FormatUint(st.Seed, 10))
 	gauge(version, float64(st.Version))
+}
+
+// validLabels makes label values valid UTF-8, as Prometheus requires: a
+// profile's source is what the request or the file system said, any
+// bytes, and one invalid value would fail the whole scrape.
+func validLabels(values []string) []string {
+	for i, v := range values {
+		values[i] = strings.ToValidUTF8(v, "\uFFFD")
+	}
+	return values
 }
