@@ -4,9 +4,9 @@
 // profile, drives the traffic, collects the evidence, tears everything
 // down and decides from that evidence alone whether the failure happened.
 //
-// The scenarios themselves live in family packages below this one (asa,
-// closing, deferaccept, elb, idle), each scenario one file that registers
-// itself by name, as behaviors do:
+// The scenarios themselves live in family packages below this one
+// (README.md beside this file lists them), each scenario one file that
+// registers itself by name, as behaviors do:
 //
 //	func init() {
 //		scenario.Register(&scenario.Scenario{
