@@ -208,16 +208,8 @@ func (m Match) String() string {
 	} else if m.Direction == Downstream {
 		parts = append(parts, "direction: downstream")
 	}
-	switch m.Protocol {
-	case 0:
-	case packet.ProtoTCP:
-		parts = append(parts, "protocol: tcp")
-	case packet.ProtoUDP:
-		parts = append(parts, "protocol: udp")
-	case packet.ProtoICMP:
-		parts = append(parts, "protocol: icmp")
-	default:
-		parts = append(parts, fmt.Sprintf("protocol: %d", m.Protocol))
+	if m.Protocol != 0 {
+		parts = append(parts, "protocol: "+packet.ProtoName(m.Protocol))
 	}
 	if m.Port != 0 {
 		parts = append(parts, fmt.Sprintf("port: %d", m.Port))

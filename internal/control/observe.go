@@ -1,7 +1,6 @@
 package control
 
 import (
-	"fmt"
 	"time"
 
 	"github.com/faultbox/faultbox/client"
@@ -89,7 +88,7 @@ func (c *Controller) Events(from uint64) ([]client.Event, uint64) {
 	for i, e := range evs {
 		out[i] = client.Event{
 			Seq: first + uint64(i), Time: time.Unix(0, e.Time+c.wallOffset), Note: e.Note,
-			Proto: protoName(e.Proto), Src: e.Src, Dst: e.Dst, SrcPort: e.SrcPort, DstPort: e.DstPort,
+			Proto: packet.ProtoName(e.Proto), Src: e.Src, Dst: e.Dst, SrcPort: e.SrcPort, DstPort: e.DstPort,
 			Len: e.Len, Text: e.String(),
 		}
 		if e.Proto == packet.ProtoTCP {
@@ -97,18 +96,4 @@ func (c *Controller) Events(from uint64) ([]client.Event, uint64) {
 		}
 	}
 	return out, next
-}
-
-func protoName(p uint8) string {
-	switch p {
-	case packet.ProtoTCP:
-		return "tcp"
-	case packet.ProtoUDP:
-		return "udp"
-	case packet.ProtoICMP:
-		return "icmp"
-	case packet.ProtoICMPv6:
-		return "icmpv6"
-	}
-	return fmt.Sprint(p)
 }

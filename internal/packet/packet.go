@@ -9,6 +9,7 @@ package packet
 import (
 	"encoding/binary"
 	"net/netip"
+	"strconv"
 )
 
 // IP protocol numbers the engine cares about.
@@ -18,6 +19,22 @@ const (
 	ProtoUDP    = 17
 	ProtoICMPv6 = 58
 )
+
+// ProtoName is an IP protocol's name as profiles and the control API
+// write it ("tcp", "udp", "icmp", "icmpv6"), or its number.
+func ProtoName(p uint8) string {
+	switch p {
+	case ProtoTCP:
+		return "tcp"
+	case ProtoUDP:
+		return "udp"
+	case ProtoICMP:
+		return "icmp"
+	case ProtoICMPv6:
+		return "icmpv6"
+	}
+	return strconv.Itoa(int(p))
+}
 
 // TCPFlags are the flag bits of a TCP header.
 type TCPFlags uint8

@@ -239,3 +239,11 @@ func TestTCPFlags_StringAsTcpdump(t *testing.T) {
 		}
 	}
 }
+
+func TestProtoName_AsProfilesWriteIt(t *testing.T) {
+	for p, want := range map[uint8]string{ProtoTCP: "tcp", ProtoUDP: "udp", ProtoICMP: "icmp", ProtoICMPv6: "icmpv6", 47: "47"} {
+		if got := ProtoName(p); got != want {
+			t.Errorf("%d: %q, want %q", p, got, want)
+		}
+	}
+}
