@@ -1,6 +1,7 @@
 package behaviors
 
 import (
+	"fmt"
 	"strings"
 	"time"
 
@@ -176,6 +177,27 @@ func (a *ASATeardown) Stats() map[string]uint64 {
 		"dropped_after_forget":   a.droppedAfterForget,
 		"challenge_acks_dropped": a.challengeACKsDropped, // included in dropped_after_forget
 	}
+}
+
+func (a *ASATeardown) Waiting() Wait {
+	w := Wait{}
+	switch {
+	case a.onFIN && a.onRST:
+		w.For, w.Seen = "client FINs or RSTs", a.clientFINs+a.clientRSTs
+	case a.onRST:
+		w.For, w.Seen = "client RSTs", a.clientRSTs
+	default:
+		w.For, w.Seen = "client FINs", a.clientFINs
+	}
+	switch {
+	case w.Seen > 0:
+	case a.onFIN && a.clientRSTs > 0:
+		w.Note = fmt.Sprintf("%s came instead: a client that closes with unread data, "+
+			"like a cancelled download, sends a RST, not a FIN; on: [fin, rst] acts on both", count(a.clientRSTs, "client RST"))
+	default:
+		w.Note = "it acts only when the client closes the connection"
+	}
+	return w
 }
 
 func init() {

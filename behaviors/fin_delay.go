@@ -46,6 +46,8 @@ func (d *FINDelay) Handle(p *Packet) Verdict {
 
 func (d *FINDelay) Stats() map[string]uint64 { return map[string]uint64{"fins_delayed": d.finsDelayed} }
 
+func (d *FINDelay) Waiting() Wait { return Wait{For: "FINs", Seen: d.finsDelayed} }
+
 func init() {
 	Register("fin-delay", "hold FINs for a delay; everything else (RSTs too) passes at once and overtakes them",
 		func() Behavior { return &FINDelay{} })

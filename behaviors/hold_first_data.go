@@ -60,6 +60,10 @@ func (h *HoldFirstData) Handle(p *Packet) Verdict {
 
 func (h *HoldFirstData) Stats() map[string]uint64 { return map[string]uint64{"flows_held": h.held} }
 
+func (h *HoldFirstData) Waiting() Wait {
+	return Wait{For: "flows with client data", Seen: h.held}
+}
+
 func init() {
 	Register("hold-first-data", "hold the client's first data segment of each flow for a while",
 		func() Behavior { return &HoldFirstData{} })

@@ -133,6 +133,10 @@ func (i *IdleTimeout) Stats() map[string]uint64 {
 	return map[string]uint64{"flows_expired": i.expired, "dropped": i.dropped, "rst_injected": i.rstInjected}
 }
 
+func (i *IdleTimeout) Waiting() Wait {
+	return Wait{For: "flows idle for " + i.Timeout.String(), Seen: i.expired}
+}
+
 func init() {
 	Register("idle-timeout", "expire a flow after an idle timeout (shorter while not established): drop its later packets silently or answer them with RSTs",
 		func() Behavior { return &IdleTimeout{Timeout: 350 * time.Second, Mode: "silent"} })

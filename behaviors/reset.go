@@ -117,6 +117,8 @@ func parseSides(field, v string) (client, server bool, err error) {
 	return false, false, Errorf(field, "%q is not client, server or both", v)
 }
 
+func (r *Reset) Waiting() Wait { return r.Trigger.wait(r.flowsReset) }
+
 func init() {
 	Register("reset", "inject valid RSTs (to client, server or both) at a trigger: bytes, time, regex, ...",
 		func() Behavior { return &Reset{} })

@@ -60,6 +60,8 @@ func (v *Vanish) Stats() map[string]uint64 {
 	return map[string]uint64{"flows_vanished": v.flowsVanished, "dropped": v.dropped, "fins_stripped": v.finsStripped}
 }
 
+func (v *Vanish) Waiting() Wait { return v.Trigger.wait(v.flowsVanished) }
+
 func init() {
 	Register("vanish", "after a trigger (default: client ACKed the server's FIN), drop everything the client sends",
 		func() Behavior { return &Vanish{Trigger: Trigger{Kind: "client-acked-server-fin"}} })

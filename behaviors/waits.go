@@ -29,41 +29,6 @@ func (w Wait) String() string {
 	return s
 }
 
-func (a *ASATeardown) Waiting() Wait {
-	w := Wait{}
-	switch {
-	case a.onFIN && a.onRST:
-		w.For, w.Seen = "client FINs or RSTs", a.clientFINs+a.clientRSTs
-	case a.onRST:
-		w.For, w.Seen = "client RSTs", a.clientRSTs
-	default:
-		w.For, w.Seen = "client FINs", a.clientFINs
-	}
-	switch {
-	case w.Seen > 0:
-	case a.onFIN && a.clientRSTs > 0:
-		w.Note = fmt.Sprintf("%s came instead: a client that closes with unread data, "+
-			"like a cancelled download, sends a RST, not a FIN; on: [fin, rst] acts on both", count(a.clientRSTs, "client RST"))
-	default:
-		w.Note = "it acts only when the client closes the connection"
-	}
-	return w
-}
-
-func (v *Vanish) Waiting() Wait { return v.Trigger.wait(v.flowsVanished) }
-
-func (r *Reset) Waiting() Wait { return r.Trigger.wait(r.flowsReset) }
-
-func (i *IdleTimeout) Waiting() Wait {
-	return Wait{For: fmt.Sprintf("flows idle for %v", i.Timeout), Seen: i.expired}
-}
-
-func (d *FINDelay) Waiting() Wait { return Wait{For: "FINs", Seen: d.finsDelayed} }
-
-func (h *HoldFirstData) Waiting() Wait {
-	return Wait{For: "flows with client data", Seen: h.held}
-}
-
 // count is "1 thing" or "n things".
 func count(n uint64, thing string) string {
 	if n == 1 {
