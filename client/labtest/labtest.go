@@ -90,6 +90,7 @@ func Start(t testing.TB, o Options) *Lab {
 	if l.Client, err = client.Dial(l.Name); err != nil {
 		t.Fatalf("labtest: %v", err)
 	}
+	t.Cleanup(l.Client.Close) // before lab down: cleanups run last first
 	return l
 }
 
