@@ -47,10 +47,10 @@ func seedFlag(cmd *cobra.Command, seed uint64) *uint64 {
 
 func newLabUpCmd() *cobra.Command {
 	var o lab.Options
-	var hosts, cpus string
+	var hosts, cpus, busyPoll string
 	var seed uint64
 	cmd := &cobra.Command{
-		Use:   "up [--name N] [--hosts client,server[,lb]] [--profile NAME|FILE] [--seed S] [--capture F.pcapng] [--mtu 1500] [--busy-poll 20us] [--cpus LIST [--busy-poll 1ms]]",
+		Use:   "up [--name N] [--hosts client,server[,lb]] [--profile NAME|FILE] [--seed S] [--capture F.pcapng] [--mtu 1500] [--busy-poll 20us] [--cpus LIST [--busy-poll 1ms|always]]",
 		Short: "Create a lab and start its device",
 		Long: `Create one namespace per host, start the device in the background and return
 once traffic flows between the hosts over IPv4 and IPv6. Hosts client, server
@@ -62,6 +62,7 @@ profile's, else random; it is printed and shown by lab status.`,
   sudo faultbox lab up --profile ./my-profile.yaml --capture /tmp/lab.pcapng
   sudo faultbox lab up --busy-poll 20us           # answers within 20us cost no wake-up
   sudo faultbox lab up --cpus 1 --busy-poll 1ms   # the device polls on CPU 1
+  sudo faultbox lab up --cpus 1 --busy-poll always   # ... and never sleeps: low latency at any rate
   sudo faultbox lab up --api 127.0.0.1:7070       # the control API on TCP too (docs/api.md)`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -69,6 +70,9 @@ profile's, else random; it is printed and shown by lab status.`,
 			o.Seed = seedFlag(cmd, seed)
 			var err error
 			if o.CPUs, err = device.ParseCPUs(cpus); err != nil {
+				return labErr(err)
+			}
+			if o.BusyPoll, err = device.ParseBusyPoll(busyPoll); err != nil {
 				return labErr(err)
 			}
 			o.Progress = os.Stderr
@@ -87,7 +91,7 @@ profile's, else random; it is printed and shown by lab status.`,
 	cmd.Flags().StringVar(&o.Capture, "capture", "", "write every packet of every port to this pcapng file")
 	cmd.Flags().IntVar(&o.MTU, "mtu", 1500, "MTU of every host's interface")
 	cmd.Flags().StringVar(&cpus, "cpus", "", "run the device on these CPUs only, e.g. 1 or 2-3 (default: any); a CPU of its own spares it migrations")
-	cmd.Flags().DurationVar(&o.BusyPoll, "busy-poll", 0, fmt.Sprintf("keep polling this long after the last packet before sleeping, for lower latency: up to %v on shared CPUs (e.g. 20us), up to 1s with --cpus (e.g. 1ms; keeps that CPU busy)", device.SharedBusyPoll))
+	cmd.Flags().StringVar(&busyPoll, "busy-poll", "0", fmt.Sprintf("keep polling this long after the last packet before sleeping, for lower latency: up to %v on shared CPUs (e.g. 20us), up to 1s with --cpus (e.g. 1ms; keeps that CPU busy), or %s with --cpus (never sleeps: the lowest latency at any packet rate, for a whole CPU)", device.SharedBusyPoll, device.BusyPollAlways))
 	cmd.Flags().StringVar(&o.API, "api", "", "also serve the control API on this TCP address, e.g. 127.0.0.1:7070, with a bearer token printed here once (default: the unix socket only)")
 	cmd.Flags().BoolVar(&o.APIAllowRemote, "api-allow-remote", false, "let --api listen on an address other than loopback")
 	return cmd

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/faultbox/faultbox/internal/engine"
 )
 
 // maxCPU bounds CPU numbers: unix.CPUSet holds 1024.
@@ -59,11 +61,14 @@ func FormatCPUs(cpus []int) string {
 // busy.
 const SharedBusyPoll = 100 * time.Microsecond
 
-// CheckBusyPoll refuses a busy-poll outside 0 to 1s, and one longer than
-// SharedBusyPoll unless the device has CPUs of its own.
+// CheckBusyPoll refuses a busy-poll outside 0 to 1s (or always), and one
+// longer than SharedBusyPoll unless the device has CPUs of its own.
 func CheckBusyPoll(d time.Duration, cpus []int) error {
-	if d < 0 || d > time.Second {
-		return InputErrorf("busy-poll %v: want 0 (off) to 1s", d)
+	if d == engine.PollAlways && len(cpus) == 0 {
+		return InputErrorf("busy-poll %s keeps a CPU busy at all times: give the device a CPU of its own with --cpus", BusyPollAlways)
+	}
+	if d < 0 || d > time.Second && d != engine.PollAlways {
+		return InputErrorf("busy-poll %v: want 0 (off) to 1s, or %s", d, BusyPollAlways)
 	}
 	if d > SharedBusyPoll && len(cpus) == 0 {
 		return InputErrorf("busy-poll %v keeps a CPU busy: give the device CPUs of its own with --cpus, or poll at most %v", d, SharedBusyPoll)

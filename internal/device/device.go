@@ -273,7 +273,7 @@ func (d *Device) Status() (*client.Status, error) {
 	st := d.Controller.Status()
 	st.Name, st.Kind, st.Placement = d.state.Name, string(d.state.KindOf()), d.place.Describe()
 	st.PID, st.Started, st.UptimeSeconds = os.Getpid(), d.started, time.Since(d.started).Seconds()
-	st.MTU, st.CPUs, st.BusyPoll, st.API = d.state.MTU, d.state.CPUs, d.state.BusyPoll.String(), d.apiAddr
+	st.MTU, st.CPUs, st.BusyPoll, st.API = d.state.MTU, d.state.CPUs, FormatBusyPoll(d.state.BusyPoll), d.apiAddr
 	st.Namespaces = map[string]string{}
 	for _, p := range d.ports {
 		st.Namespaces[p.Name] = p.Namespace

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/faultbox/faultbox/client"
+	"github.com/faultbox/faultbox/internal/engine"
 	"github.com/faultbox/faultbox/profiles"
 )
 
@@ -243,7 +244,7 @@ func TestParseCPUs(t *testing.T) {
 }
 
 // Without CPUs of its own the device may poll up to SharedBusyPoll; with
-// them, up to 1s.
+// them, up to 1s, or always.
 func TestCheckBusyPoll_SharedCPUsPollBriefly(t *testing.T) {
 	for _, c := range []struct {
 		d    time.Duration
@@ -257,8 +258,10 @@ func TestCheckBusyPoll_SharedCPUsPollBriefly(t *testing.T) {
 		{time.Millisecond, nil, "--cpus"},
 		{time.Millisecond, []int{0}, ""},
 		{time.Second, []int{0}, ""},
-		{time.Second + time.Nanosecond, []int{0}, "want 0 (off) to 1s"},
+		{time.Second + time.Nanosecond, []int{0}, "want 0 (off) to 1s, or always"},
 		{-time.Nanosecond, nil, "want 0 (off) to 1s"},
+		{engine.PollAlways, []int{1}, ""},
+		{engine.PollAlways, nil, "busy-poll always keeps a CPU busy at all times: give the device a CPU of its own with --cpus"},
 	} {
 		err := CheckBusyPoll(c.d, c.cpus)
 		switch {
@@ -266,6 +269,29 @@ func TestCheckBusyPoll_SharedCPUsPollBriefly(t *testing.T) {
 			t.Errorf("busy-poll %v cpus %v: %v, want accepted", c.d, c.cpus, err)
 		case c.want != "" && (!IsInputError(err) || !strings.Contains(err.Error(), c.want)):
 			t.Errorf("busy-poll %v cpus %v: %v, want an input error with %q", c.d, c.cpus, err, c.want)
+		}
+	}
+}
+
+func TestParseBusyPoll_DurationOrAlways(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want time.Duration
+	}{{"0", 0}, {"20us", 20 * time.Microsecond}, {"1ms", time.Millisecond}, {"always", engine.PollAlways}} {
+		got, err := ParseBusyPoll(c.in)
+		if err != nil || got != c.want {
+			t.Errorf("ParseBusyPoll(%q) = %v, %v; want %v", c.in, got, err, c.want)
+		}
+		if back, err := ParseBusyPoll(FormatBusyPoll(got)); err != nil || back != got {
+			t.Errorf("ParseBusyPoll(FormatBusyPoll(%v)) = %v, %v", got, back, err)
+		}
+	}
+	if got := FormatBusyPoll(engine.PollAlways); got != "always" {
+		t.Errorf("FormatBusyPoll(PollAlways) = %q, want always", got)
+	}
+	for _, in := range []string{"", "forever", "Always", "1"} {
+		if _, err := ParseBusyPoll(in); !IsInputError(err) || !strings.Contains(err.Error(), "or always") {
+			t.Errorf("ParseBusyPoll(%q): %v, want an input error naming always", in, err)
 		}
 	}
 }

@@ -46,7 +46,8 @@ type State struct {
 	MTU     int    `json:"mtu"`
 	CPUs    []int  `json:"cpus,omitempty"` // the device's; none: any
 	// BusyPoll: how long the device polls after its last packet before it
-	// sleeps; 0: it sleeps at once (engine.Config.BusyPoll).
+	// sleeps; 0: it sleeps at once; engine.PollAlways: never
+	// (engine.Config.BusyPoll).
 	BusyPoll time.Duration `json:"busy_poll_ns,omitempty"`
 	// API, if set, is a TCP address the control API also serves, with a
 	// bearer token; a non-loopback one needs APIAllowRemote.

@@ -17,6 +17,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -42,10 +43,14 @@ type Config struct {
 	OnFailure func(error) // called once if a port fails for good
 	// BusyPoll, when positive, runs the packet path on one goroutine that
 	// polls every port and delay line and sleeps only after BusyPoll
-	// without work (poll.go): long on a CPU of its own, or briefly on
-	// shared CPUs. Ports must then be tun.Pollers.
+	// without work (poll_linux.go): long on a CPU of its own, or briefly on
+	// shared CPUs; PollAlways never sleeps. Ports must then be tun.Pollers.
 	BusyPoll time.Duration
 }
+
+// PollAlways as Config.BusyPoll keeps the poll goroutine awake for good:
+// no packet ever waits for the device to wake up, at the price of a CPU.
+const PollAlways = time.Duration(math.MaxInt64)
 
 // Capture receives every packet as seen on a port: on ingress as read, on
 // egress as written, with a note when a behavior dropped, delayed, modified

@@ -30,6 +30,10 @@ const (
 	pollNoFDIdleCap = time.Millisecond
 )
 
+// pollYield is how often a device that never sleeps (PollAlways) yields
+// while idle.
+const pollYield = time.Millisecond
+
 // startPoll starts the busy-poll goroutine (engine lock held).
 func (e *Engine) startPoll() error {
 	pollers := make([]tun.Poller, len(e.ports))
@@ -67,11 +71,14 @@ func (e *Engine) stopPoll() {
 
 func (e *Engine) pollLoop(pollers []tun.Poller) {
 	defer e.pollWG.Done()
-	runtime.LockOSThread() // its sleeps are in ppoll on this thread
-	defer runtime.UnlockOSThread()
-	// ppoll's timeout is the next departure of a delay line: without this
-	// the kernel may stretch it by the default timer slack (50 µs).
-	unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0)
+	always := e.cfg.BusyPoll == PollAlways
+	if !always {
+		runtime.LockOSThread() // its sleeps are in ppoll on this thread
+		defer runtime.UnlockOSThread()
+		// ppoll's timeout is the next departure of a delay line: without
+		// this the kernel may stretch it by the default timer slack (50 µs).
+		unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0)
+	}
 	w := newWorker(e)
 	due := make([][]scheduled, len(e.ports))
 	batch := make([]tun.Packet, 0, BatchSize)
@@ -86,6 +93,7 @@ func (e *Engine) pollLoop(pollers []tun.Poller) {
 	}
 	fds = append(fds, unix.PollFd{Fd: int32(e.pollWake), Events: unix.POLLIN})
 	idleSince := e.clock()
+	yielded := idleSince
 	for !e.pollStop.Load() {
 		busy := false
 		for i, pl := range pollers {
@@ -116,6 +124,16 @@ func (e *Engine) pollLoop(pollers []tun.Poller) {
 		}
 		if busy {
 			idleSince = now
+			continue
+		}
+		if always {
+			if now-yielded > int64(pollYield) {
+				// The runtime's other goroutines (control, GC) run now,
+				// with no packet in hand, rather than when a preemption
+				// signal stops the loop (every 10 ms), maybe mid-batch.
+				runtime.Gosched()
+				yielded = now
+			}
 			continue
 		}
 		if now-idleSince < int64(e.cfg.BusyPoll) {

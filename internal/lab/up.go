@@ -33,8 +33,8 @@ type Options struct {
 	// BusyPoll keeps the device polling this long after its last packet
 	// before it sleeps (engine.Config.BusyPoll). Up to device.SharedBusyPoll it
 	// may share the CPUs: a reply that comes back within it costs no
-	// wake-up. Longer keeps a CPU busy under any traffic and needs CPUs.
-	// 0: off.
+	// wake-up. Longer keeps a CPU busy under any traffic and needs CPUs;
+	// so does engine.PollAlways, a device that never sleeps. 0: off.
 	BusyPoll time.Duration
 	// API, if set, is a TCP address (host:port) where the device also
 	// serves its control API, with a bearer token; a non-loopback one
