@@ -323,7 +323,7 @@ func (d *Interface) readBatch(fd uintptr) bool {
 		if d.offloads {
 			hdr = Headroom - vnetHdrLen
 		}
-		m, err := unix.Read(int(fd), p.Buf[hdr:BufSize])
+		m, err := rawRead(fd, p.Buf[hdr:BufSize])
 		if err == unix.EINTR {
 			continue
 		}
@@ -452,7 +452,7 @@ func (d *Interface) writeBatch(fd uintptr) bool {
 				start -= vnetHdrLen
 				putVnetHdr(p.Buf[start:p.Off], p.Offload)
 			}
-			_, err = unix.Write(int(fd), p.Buf[start:p.Off+p.Len])
+			err = rawWrite(fd, p.Buf[start:p.Off+p.Len])
 		}
 		if err == unix.EINTR {
 			continue
@@ -495,13 +495,35 @@ func (d *Interface) writeUDPRun(fd uintptr, run []Packet) error {
 	for i := 1; i < len(run); i++ {
 		setIovec(&d.iovs[i], run[i].Data()[hdrLen:])
 	}
-	_, _, errno := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&d.iovs[0])), uintptr(len(run)))
+	_, _, errno := unix.RawSyscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&d.iovs[0])), uintptr(len(run)))
 	clear(d.iovs[:len(run)]) // keep no pointers into the caller's buffers
 	if errno != 0 {
 		return errno
 	}
 	d.joinedWrites.Add(1)
 	d.joinedPackets.Add(uint64(len(run)))
+	return nil
+}
+
+// rawRead and rawWrite are read(2) and write(2) on the device's
+// non-blocking fd as raw system calls, without the Go runtime's syscall
+// entry and exit: entering a syscall the ordinary way in a process whose
+// Ps were all idle first wakes the runtime's monitor thread (sysmon), a
+// futex wake-up on the path of every packet that finds the device idle.
+// These calls never sleep, so holding the P through them is harmless.
+func rawRead(fd uintptr, b []byte) (int, error) {
+	n, _, errno := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}
+
+func rawWrite(fd uintptr, b []byte) error {
+	_, _, errno := unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	if errno != 0 {
+		return errno
+	}
 	return nil
 }
 
