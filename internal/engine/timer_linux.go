@@ -3,6 +3,9 @@ package engine
 import (
 	"errors"
 	"os"
+	"sync/atomic"
+	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -19,8 +22,17 @@ type Timer interface {
 }
 
 type timerfd struct {
-	f   *os.File
-	buf [8]byte
+	f      *os.File
+	rc     syscall.RawConn
+	closed atomic.Bool
+	// Wait's, and Arm's (under the engine lock); the functions are built
+	// once, so that neither allocates.
+	buf    [8]byte
+	rerr   unix.Errno
+	readFn func(uintptr) bool
+	spec   unix.ItimerSpec
+	aerr   unix.Errno
+	armFn  func(uintptr)
 }
 
 func newTimerfd() (Timer, error) {
@@ -28,36 +40,57 @@ func newTimerfd() (Timer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &timerfd{f: os.NewFile(uintptr(fd), "timerfd")}, nil
+	t := &timerfd{f: os.NewFile(uintptr(fd), "timerfd")}
+	if t.rc, err = t.f.SyscallConn(); err != nil {
+		t.f.Close()
+		return nil, err
+	}
+	// Raw system calls, as the TUN ports make theirs (tun.rawRead): after
+	// an idle spell an ordinary one first wakes the Go runtime's monitor
+	// thread, on the way to every release. Neither call can sleep.
+	t.readFn = func(fd uintptr) bool {
+		_, _, t.rerr = unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&t.buf[0])), uintptr(len(t.buf)))
+		return t.rerr != unix.EAGAIN
+	}
+	t.armFn = func(fd uintptr) {
+		_, _, t.aerr = unix.RawSyscall6(unix.SYS_TIMERFD_SETTIME, fd, unix.TFD_TIMER_ABSTIME, uintptr(unsafe.Pointer(&t.spec)), 0, 0, 0)
+	}
+	return t, nil
 }
 
 func (t *timerfd) Arm(at int64) error {
-	spec := unix.ItimerSpec{Value: unix.NsecToTimespec(at)}
-	if at == 0 {
-		spec.Value = unix.Timespec{}
-	}
-	rc, err := t.f.SyscallConn()
-	if err != nil {
+	t.spec = unix.ItimerSpec{Value: unix.NsecToTimespec(at)}
+	if err := t.rc.Control(t.armFn); err != nil {
 		return err
 	}
-	var serr error
-	err = rc.Control(func(fd uintptr) {
-		serr = unix.TimerfdSettime(int(fd), unix.TFD_TIMER_ABSTIME, &spec, nil)
-	})
-	if err != nil {
-		return err
+	if t.aerr != 0 {
+		return t.aerr
 	}
-	return serr
+	return nil
 }
 
 func (t *timerfd) Wait() error {
-	_, err := t.f.Read(t.buf[:])
-	if errors.Is(err, os.ErrClosed) {
-		return errClosed
+	for {
+		err := t.rc.Read(t.readFn)
+		if err != nil && t.closed.Load() {
+			return errClosed
+		}
+		if err != nil {
+			return err
+		}
+		switch t.rerr {
+		case 0:
+			return nil
+		case unix.EINTR:
+			continue
+		}
+		return t.rerr
 	}
-	return err
 }
 
-func (t *timerfd) Close() error { return t.f.Close() }
+func (t *timerfd) Close() error {
+	t.closed.Store(true)
+	return t.f.Close()
+}
 
 var errClosed = errors.New("engine closed")
