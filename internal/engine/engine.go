@@ -88,8 +88,9 @@ type Counters struct {
 
 // Engine forwards packets between ports by destination address.
 type Engine struct {
-	cfg   Config
-	clock func() int64
+	cfg         Config
+	clock       func() int64
+	timerSleeps bool // delay lines wake a sleeping thread: arm early (sched.go)
 
 	mu         sync.Mutex
 	ports      []*port
@@ -132,23 +133,26 @@ func New(cfg Config) *Engine {
 	if cfg.EventLog == 0 {
 		cfg.EventLog = 1 << 16
 	}
-	if cfg.Clock == nil {
+	realClock := cfg.Clock == nil
+	if realClock {
 		cfg.Clock = Monotonic
 	}
+	timerSleeps := false
 	if cfg.NewTimer == nil {
-		cfg.NewTimer = newTimerfd
+		cfg.NewTimer, timerSleeps = newTimerfd, realClock
 		if cfg.BusyPoll > 0 {
-			cfg.NewTimer = newNopTimer
+			cfg.NewTimer, timerSleeps = newNopTimer, false
 		}
 	}
 	return &Engine{
-		cfg:      cfg,
-		clock:    cfg.Clock,
-		flows:    flow.NewTable(cfg.MaxFlows, cfg.Timeouts),
-		chain:    behaviors.NewChain("passthrough", 0, nil),
-		pool:     newPool(),
-		events:   eventRing{buf: make([]Event, cfg.EventLog)},
-		pollWake: -1,
+		cfg:         cfg,
+		timerSleeps: timerSleeps,
+		clock:       cfg.Clock,
+		flows:       flow.NewTable(cfg.MaxFlows, cfg.Timeouts),
+		chain:       behaviors.NewChain("passthrough", 0, nil),
+		pool:        newPool(),
+		events:      eventRing{buf: make([]Event, cfg.EventLog)},
+		pollWake:    -1,
 	}
 }
 
@@ -167,7 +171,11 @@ func (e *Engine) AddPort(name string, dev tun.Port, addrs []netip.Prefix) error 
 	if err != nil {
 		return fmt.Errorf("engine: timer for port %s: %w", name, err)
 	}
-	e.ports = append(e.ports, &port{id: len(e.ports), name: name, dev: dev, addrs: addrs, line: delayLine{timer: t}})
+	line := delayLine{timer: t}
+	if e.timerSleeps {
+		line.lead = wakeLead
+	}
+	e.ports = append(e.ports, &port{id: len(e.ports), name: name, dev: dev, addrs: addrs, line: line})
 	return nil
 }
 
@@ -573,7 +581,21 @@ func (e *Engine) delayLoop(out *port) {
 		if err := out.line.timer.Wait(); err != nil {
 			return
 		}
+		e.untilDue(out)
 		due = e.release(out, due, batch)
+	}
+}
+
+// untilDue spins until the first departure of out's delay line when its
+// timer fired early on purpose (delayLine.arm): at most the line's lead.
+func (e *Engine) untilDue(out *port) {
+	e.mu.Lock()
+	at, lead := out.line.next(), out.line.lead
+	e.mu.Unlock()
+	if at == 0 || at-e.clock() > lead {
+		return
+	}
+	for e.clock() < at {
 	}
 }
 

@@ -1,6 +1,10 @@
 package engine
 
-import "github.com/faultbox/faultbox/tun"
+import (
+	"time"
+
+	"github.com/faultbox/faultbox/tun"
+)
 
 // scheduled is a packet waiting in a port's delay line.
 type scheduled struct {
@@ -17,8 +21,30 @@ type scheduled struct {
 type delayLine struct {
 	h     []scheduled
 	seq   uint64
-	armed int64 // deadline the timer is armed for; 0 if none
+	armed int64 // departure the timer is armed for; 0 if none
 	timer Timer
+	lead  int64 // how early a distant departure's timer fires (arm)
+}
+
+// A departure more than wakeGap away finds the device's threads asleep,
+// and waking them is most of a delay's error at low packet rates
+// (docs/benchmarks.md). With a timer that sleeps (not busy-poll), its timer
+// is armed wakeLead early and the release spins the rest of the way
+// (Engine.untilDue): at most one spin of wakeLead per release of a sparse
+// line; a busy line, whose next departure is near, is armed on time and
+// never spins.
+const (
+	wakeGap  = int64(time.Millisecond)
+	wakeLead = int64(100 * time.Microsecond)
+)
+
+// arm sets the timer for departure at, seen at now.
+func (d *delayLine) arm(at, now int64) error {
+	d.armed = at
+	if d.lead > 0 && at-now > wakeGap {
+		at -= d.lead
+	}
+	return d.timer.Arm(at)
 }
 
 func (d *delayLine) less(i, j int) bool {
@@ -39,8 +65,7 @@ func (d *delayLine) push(s scheduled) error {
 		i = parent
 	}
 	if d.armed == 0 || s.depart < d.armed {
-		d.armed = s.depart
-		return d.timer.Arm(s.depart)
+		return d.arm(s.depart, s.depart-s.delay)
 	}
 	return nil
 }
@@ -71,8 +96,7 @@ func (d *delayLine) popDue(now int64, out []scheduled) ([]scheduled, error) {
 	}
 	d.armed = 0
 	if len(d.h) > 0 {
-		d.armed = d.h[0].depart
-		return out, d.timer.Arm(d.armed)
+		return out, d.arm(d.h[0].depart, now)
 	}
 	return out, nil
 }
