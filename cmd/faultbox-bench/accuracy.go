@@ -60,6 +60,7 @@ func stallCheck(d time.Duration) string {
 // accuracy runs the sections; tmp holds the profiles it writes.
 type accuracy struct {
 	faultbox, self, tmp string
+	sparseProbes        int // at 1/s, per stream (sparse.go)
 }
 
 func (a accuracy) writeProfile(name, body string) (string, error) {

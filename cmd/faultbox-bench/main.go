@@ -138,12 +138,17 @@ func runMain() int {
 	udpDur := flag.Duration("udp", 3*time.Second, "UDP sending time")
 	nRounds := flag.Int("rounds", 3, "measure every configuration this many times, in turn; the table shows medians")
 	only := flag.String("only", strings.Join(configNames, ","), "configurations to run, in order")
-	sections := flag.String("accuracy", "delay,rate,loss", "accuracy sections to run after the table (delay, rate, loss; empty: none)")
+	sections := flag.String("accuracy", "sparse,delay,rate,loss", "sections to run after the table (sparse, delay, rate, loss; empty: none)")
+	sparseProbes := flag.Int("sparse-probes", 100, "sparse section: probes per stream at 1/s (10/s and 100/s get 3 and 10 times as many)")
 	attachRows := flag.Bool("attach", true, "measure what faultbox attach costs selected and unselected traffic (attach.go)")
 	toxiproxy := flag.String("toxiproxy", "", "toxiproxy-server binary (go install github.com/Shopify/toxiproxy/v2/cmd/server); without it that row is skipped")
 	flag.Parse()
 	if *nRounds < 1 || *nRounds > 20 {
 		fmt.Fprintf(os.Stderr, "faultbox-bench: -rounds %d: want 1 to 20\n", *nRounds)
+		return 2
+	}
+	if *sparseProbes < 1 || *sparseProbes > 3600 {
+		fmt.Fprintf(os.Stderr, "faultbox-bench: -sparse-probes %d: want 1 to 3600\n", *sparseProbes)
 		return 2
 	}
 
@@ -233,7 +238,7 @@ func runMain() int {
 			code = 1
 		}
 	}
-	if err := runAccuracy(ctx, accuracy{faultbox: fbPath, self: self, tmp: tmp}, *sections); err != nil {
+	if err := runAccuracy(ctx, accuracy{faultbox: fbPath, self: self, tmp: tmp, sparseProbes: *sparseProbes}, *sections); err != nil {
 		fmt.Fprintln(os.Stderr, "faultbox-bench:", err)
 		if ctx.Err() != nil {
 			return 130
@@ -243,21 +248,26 @@ func runMain() int {
 	return code
 }
 
-// runAccuracy runs the accuracy sections named in list, in the order delay,
+// runAccuracy runs the sections named in list, in the order sparse, delay,
 // rate, loss, printing each as it ends.
 func runAccuracy(ctx context.Context, a accuracy, list string) error {
 	want := map[string]bool{}
 	for _, s := range strings.Split(list, ",") {
 		switch s = strings.TrimSpace(s); s {
 		case "":
-		case "delay", "rate", "loss":
+		case "sparse", "delay", "rate", "loss":
 			want[s] = true
 		default:
-			return fmt.Errorf("-accuracy: unknown section %q (delay, rate, loss)", s)
+			return fmt.Errorf("-accuracy: unknown section %q (sparse, delay, rate, loss)", s)
 		}
 	}
 	var failed error
-	if want["delay"] {
+	if want["sparse"] {
+		if err := a.sparse(ctx, a.sparseProbes); err != nil {
+			failed = fmt.Errorf("sparse traffic: %w", err)
+		}
+	}
+	if want["delay"] && ctx.Err() == nil {
 		fmt.Fprintln(os.Stderr, "== delay accuracy")
 		load := loadavg() + "; " + stallCheck(2*time.Second)
 		var rows []delayRow
