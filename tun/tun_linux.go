@@ -30,9 +30,8 @@ type Options struct {
 	// TxQueueLen is the interface's transmit queue, the packets the kernel
 	// holds for us before dropping them (PortStats.QueueDrops); 0 means
 	// 4096. TUN's default of 500 overflows when a TSO sender bursts while the
-	// engine is busy. 64-byte UDP, offered as fast as a sender on the same
-	// 2 CPUs can, through the lab (8 interleaved runs): with 1000 the median
-	// was 260 k packets/s (220-297 k), with 4096 332 k (253-395 k).
+	// engine is busy, and a deeper queue carries more small datagrams when
+	// the device is briefly descheduled (docs/benchmarks.md).
 	TxQueueLen int
 	// Offload asks for the virtio header (IFF_VNET_HDR) with checksum and
 	// TCP segmentation offload, so the kernel hands over 64 KB super-packets

@@ -8,7 +8,7 @@ import (
 
 // The engine clock is CLOCK_MONOTONIC in nanoseconds, the clock timerfd
 // deadlines are set on. It is read through Go's vDSO-backed monotonic time
-// (a raw clock_gettime syscall costs ~10x more) plus a fixed offset.
+// (a clock_gettime system call costs far more) plus a fixed offset.
 var (
 	clockStart = time.Now()
 	clockBase  = func() int64 {

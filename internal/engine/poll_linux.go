@@ -12,16 +12,15 @@ import (
 )
 
 // Busy-poll mode (Config.BusyPoll) is for a device with a CPU of its own,
-// or, with a short BusyPoll, for one that shares the CPUs. One goroutine,
-// on its own thread, does everything the per-port readers and delay-line
-// writers do otherwise: it reads every port without blocking,
-// releases delay lines by looking at the clock, and only after BusyPoll
-// without work sleeps in ppoll() on all ports (until the next departure).
-// A packet arriving while it polls costs no wake-up: measured on 2 CPUs
-// with the device pinned to one, ping-pong p50 20-22 µs instead of 29-34,
-// and 64-byte UDP 670 k packets/s instead of 490 k. Polling 20 µs on shared
-// CPUs: p50 9 µs lower than the default, for 43-46 % of veth's TCP with 4
-// streams instead of 53-54 % (two make bench runs, medians of 3 rounds).
+// or, with a short BusyPoll, for one that shares the CPUs. One goroutine
+// does everything the per-port readers and delay-line writers do
+// otherwise: it reads every port without blocking, releases delay lines by
+// looking at the clock, and only after BusyPoll without work sleeps in
+// ppoll() on all ports (until the next departure); with PollAlways it never
+// sleeps. A packet arriving while it polls costs no wake-up, so round trips
+// are shorter and small packets faster; on shared CPUs a short poll still
+// catches most answers awake, but takes CPU from the endpoints. Both are
+// measured in docs/benchmarks.md (make bench).
 
 // pollIdleCap bounds one sleep, also with nothing scheduled, and is the
 // longest sleep when a port has no file descriptor to wait on (MemPort).

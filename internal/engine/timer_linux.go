@@ -11,8 +11,9 @@ import (
 )
 
 // Timer wakes a port's scheduler at an absolute engine-clock time. The Linux
-// implementation is a timerfd: Go timers fire ~1 ms late on this kernel,
-// timerfd through the netpoller within tens of microseconds.
+// implementation is a timerfd, which wakes the netpoller on time: Go's own
+// timers wait in the netpoller's epoll_wait, whose timeout is in whole
+// milliseconds (docs/benchmarks.md has what that cost).
 type Timer interface {
 	// Arm sets the next wake-up (replacing any earlier one); 0 disarms.
 	Arm(at int64) error
