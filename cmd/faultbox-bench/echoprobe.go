@@ -136,10 +136,51 @@ func setRecvTimeout(fd int, d time.Duration) error {
 //go:linkname nanotime runtime.nanotime
 func nanotime() int64
 
-// rawSleepUntil sleeps until the CLOCK_MONOTONIC time at (ns).
+// connectedUDP returns a blocking UDP socket connected to addr.
+func connectedUDP(addr netip.AddrPort) (int, error) {
+	fd, sa, err := inetSocket(addr, unix.SOCK_DGRAM)
+	if err != nil {
+		return -1, err
+	}
+	if err := unix.Connect(fd, sa); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// sendPaced writes buf to fd n times, the i-th at first + i*interval
+// (CLOCK_MONOTONIC ns) on an absolute clock_nanosleep deadline, with i in
+// buf[0:8] and the time just before the write in buf[8:16]. It returns how
+// many went out more than lateBy after their slot. Between waking and
+// writing there is no preemption point (raw calls, nanotime): the stamp is
+// the send's.
+func sendPaced(fd int, buf []byte, n int, first, interval, lateBy int64) (late int, err error) {
+	for i := 0; i < n; i++ {
+		slot := first + int64(i)*interval
+		if slot > nanotime() {
+			rawSleepUntil(slot)
+		}
+		now := nanotime()
+		if now-slot > lateBy {
+			late++
+		}
+		binary.LittleEndian.PutUint64(buf, uint64(i))
+		binary.LittleEndian.PutUint64(buf[8:], uint64(now))
+		if _, errno := rawIO(unix.SYS_WRITE, fd, buf); errno != 0 && errno != unix.ECONNREFUSED && errno != unix.ENOBUFS && errno != unix.EINTR {
+			return late, fmt.Errorf("send %d: %w", i, errno)
+		}
+	}
+	return late, nil
+}
+
+// rawSleepUntil sleeps until the CLOCK_MONOTONIC time at (ns), with the
+// timer slack of its thread (whichever runs it now) at 1 ns, so that the
+// kernel does not stretch the sleep by its default 50 us.
 //
 //go:nosplit
 func rawSleepUntil(at int64) {
+	unix.RawSyscall6(unix.SYS_PRCTL, unix.PR_SET_TIMERSLACK, 1, 0, 0, 0, 0)
 	ts := unix.Timespec{Sec: at / 1e9, Nsec: at % 1e9}
 	for {
 		_, _, errno := unix.RawSyscall6(unix.SYS_CLOCK_NANOSLEEP, unix.CLOCK_MONOTONIC, unix.TIMER_ABSTIME,
@@ -187,14 +228,11 @@ func echoClient(args []string) error {
 	// The sender and the receiver each hold a P while blocked; the rest of
 	// the runtime (the final sleep, a GC) needs one more.
 	runtime.GOMAXPROCS(3)
-	fd, sa, err := inetSocket(addr, unix.SOCK_DGRAM)
+	fd, err := connectedUDP(addr)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(fd)
-	if err := unix.Connect(fd, sa); err != nil {
-		return err
-	}
 	if err := setRecvTimeout(fd, 100*time.Millisecond); err != nil {
 		return err
 	}
@@ -206,22 +244,9 @@ func echoClient(args []string) error {
 	rtts := make(chan []int64, 1)
 	done := make(chan struct{})
 	go func() { rtts <- echoReceive(fd, *n, done) }()
-	late := 0
-	buf := make([]byte, 16)
-	for i := 0; i < *n; i++ {
-		slot := first + int64(i)*interval
-		if slot > nanotime() {
-			rawSleepUntil(slot)
-		}
-		now := nanotime()
-		if now-slot > int64(time.Millisecond) {
-			late++
-		}
-		binary.LittleEndian.PutUint64(buf, uint64(i))
-		binary.LittleEndian.PutUint64(buf[8:], uint64(now))
-		if _, errno := rawIO(unix.SYS_WRITE, fd, buf); errno != 0 && errno != unix.ECONNREFUSED && errno != unix.ENOBUFS && errno != unix.EINTR {
-			return fmt.Errorf("probe %d: %w", i, errno)
-		}
+	late, err := sendPaced(fd, make([]byte, 16), *n, first, interval, int64(time.Millisecond))
+	if err != nil {
+		return err
 	}
 	time.Sleep(*wait)
 	close(done)

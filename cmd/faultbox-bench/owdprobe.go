@@ -5,8 +5,9 @@ package main
 // time. Both run in lab hosts on this machine, whose namespaces share
 // CLOCK_MONOTONIC, so the difference is the one-way delay itself, not an
 // estimate from round trips. The receive time is the kernel's stamp
-// (rxClock), so the receiver's own wake-up stays out; both probes use
-// blocking syscalls on a locked OS thread, outside the Go netpoller.
+// (rxClock), so the receiver's own wake-up stays out. owd-send paces its
+// sends as echo-client does (sendPaced, raw calls); owd-recv uses blocking
+// syscalls on a locked OS thread, outside the Go netpoller.
 
 import (
 	"encoding/binary"
@@ -67,8 +68,8 @@ func inetSocket(addr netip.AddrPort, typ int) (int, unix.Sockaddr, error) {
 }
 
 // owdSend sends n datagrams at pps, each slot on an absolute
-// clock_nanosleep deadline (timer slack 1 ns), so the offered load is the
-// rate asked for; the stamp is taken just before the send.
+// clock_nanosleep deadline (sendPaced), so the offered load is the rate
+// asked for; the stamp is taken just before the send.
 func owdSend(args []string) error {
 	fs := flag.NewFlagSet("owd-send", flag.ContinueOnError)
 	server := fs.String("server", "", "address:port")
@@ -85,38 +86,19 @@ func owdSend(args []string) error {
 	if *size < 16 || *pps <= 0 || *n <= 0 {
 		return errors.New("need -size >= 16, -pps > 0, -n > 0")
 	}
-	runtime.LockOSThread()
-	if err := unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0); err != nil {
-		return fmt.Errorf("timer slack: %w", err)
+	if err := ownProcess(-1); err != nil {
+		return err
 	}
-	fd, sa, err := inetSocket(addr, unix.SOCK_DGRAM)
+	fd, err := connectedUDP(addr)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(fd)
-	if err := unix.Connect(fd, sa); err != nil {
-		return err
-	}
-	buf := make([]byte, *size)
 	interval := int64(time.Second) / int64(*pps)
 	start := monoNow() + int64(time.Millisecond)
-	late := 0
-	for i := 0; i < *n; i++ {
-		slot := start + int64(i)*interval
-		if slot > monoNow() {
-			ts := unix.NsecToTimespec(slot)
-			for unix.ClockNanosleep(unix.CLOCK_MONOTONIC, unix.TIMER_ABSTIME, &ts, nil) == unix.EINTR {
-			}
-		}
-		now := monoNow()
-		if now-slot > interval {
-			late++
-		}
-		binary.LittleEndian.PutUint64(buf[0:], uint64(i))
-		binary.LittleEndian.PutUint64(buf[8:], uint64(now))
-		if _, err := unix.Write(fd, buf); err != nil && err != unix.ECONNREFUSED && err != unix.ENOBUFS {
-			return fmt.Errorf("send %d: %w", i, err)
-		}
+	late, err := sendPaced(fd, make([]byte, *size), *n, start, interval, interval)
+	if err != nil {
+		return err
 	}
 	return printJSON(OWDSent{Sent: *n, Late: late, Seconds: float64(monoNow()-start) / 1e9})
 }
