@@ -12,6 +12,9 @@ import (
 var (
 	ErrBadOffload = errors.New("tun: offload header does not match the packet")
 	ErrShortOut   = errors.New("tun: not enough output buffers for the segments")
+	// ErrLongHeaders: headers longer than SegmentViews holds (IPv6 with
+	// long extension headers); Split handles such packets.
+	ErrLongHeaders = errors.New("tun: headers too long to view segments in place")
 
 	errNoOffload = errors.New("packet needs offload support the port does not have (Split or Complete it first)")
 )
@@ -209,7 +212,7 @@ type SegmentViews struct {
 }
 
 // Start prepares views of p's segments and returns how many there are. p
-// must be a GSO super-packet; errors are Split's.
+// must be a GSO super-packet; errors are Split's, or ErrLongHeaders.
 func (v *SegmentViews) Start(p *Packet) (int, error) {
 	v.p, v.cur = nil, -1
 	if !p.Offload.IsGSO() {
@@ -219,7 +222,7 @@ func (v *SegmentViews) Start(p *Packet) (int, error) {
 		return 0, err
 	}
 	if v.sg.hdrLen > maxHeaders {
-		return 0, fmt.Errorf("%w: %d bytes of headers", ErrBadOffload, v.sg.hdrLen)
+		return 0, fmt.Errorf("%w: %d bytes", ErrLongHeaders, v.sg.hdrLen)
 	}
 	v.p = p
 	copy(v.hdr[:], v.sg.data[:v.sg.hdrLen])

@@ -430,20 +430,7 @@ func FuzzSplit(f *testing.F) {
 		copy(buf[Headroom:], data)
 		p := Packet{Buf: buf, Off: Headroom, Len: len(data), Offload: Offload{GSOType: gso, NeedsCsum: csum, HdrLen: hdrLen, GSOSize: gsoSize, CsumStart: csumStart, CsumOffset: csumOff}}
 		if m, err := SplitPartial(&p, part); err == nil && p.Offload.IsGSO() {
-			nv, err := views.Start(&p)
-			if err != nil || nv != m {
-				t.Fatalf("views: %d segments, %v; SplitPartial %d", nv, err, m)
-			}
-			for i := range m {
-				v := views.View(i)
-				if !bytes.Equal(v.Data(), part[i].Data()) || v.Offload != part[i].Offload {
-					t.Fatalf("view %d of %d differs from SplitPartial's segment", i, m)
-				}
-			}
-			views.Restore()
-			if !bytes.Equal(p.Data(), data) {
-				t.Fatal("views left the super-packet changed")
-			}
+			checkViews(t, &views, &p, part[:m], data)
 		}
 		n, err := Split(&p, out)
 		if err != nil || !p.Offload.IsGSO() {
@@ -457,6 +444,29 @@ func FuzzSplit(f *testing.F) {
 			}
 		}
 	})
+}
+
+// checkViews checks that views of p give SplitPartial's segments and leave
+// p's bytes (data) as they were; headers too long to view are left to Split.
+func checkViews(t *testing.T, views *SegmentViews, p *Packet, segs []Packet, data []byte) {
+	t.Helper()
+	n, err := views.Start(p)
+	if errors.Is(err, ErrLongHeaders) {
+		return
+	}
+	if err != nil || n != len(segs) {
+		t.Fatalf("views: %d segments, %v; SplitPartial %d", n, err, len(segs))
+	}
+	for i := range n {
+		v := views.View(i)
+		if !bytes.Equal(v.Data(), segs[i].Data()) || v.Offload != segs[i].Offload {
+			t.Fatalf("view %d of %d differs from SplitPartial's segment", i, n)
+		}
+	}
+	views.Restore()
+	if !bytes.Equal(p.Data(), data) {
+		t.Fatal("views left the super-packet changed")
+	}
 }
 
 // TestSplitPartial_CompletesToTheSameSegmentsAsSplit checks that a partially
@@ -549,5 +559,41 @@ func TestSegmentViews_AreSplitPartialInPlace(t *testing.T) {
 	plain.Offload = Offload{}
 	if _, err := v.Start(&plain); !errors.Is(err, ErrBadOffload) {
 		t.Errorf("a plain packet: %v", err)
+	}
+}
+
+// TestSegmentViews_LeaveLongHeadersToSplit: an IPv6 super-packet whose
+// extension headers pass what views hold is refused with ErrLongHeaders
+// (the engine then splits it by copying), and Split makes valid segments.
+func TestSegmentViews_LeaveLongHeadersToSplit(t *testing.T) {
+	sp := buildSuper(t, superSpec{v6: true, udp: true, payload: 2000, mss: 700})
+	const optLen = 264 // destination options, (32+1)*8 bytes
+	d := sp.Data()
+	long := make([]byte, Headroom+len(d)+optLen)
+	b := long[Headroom:]
+	copy(b, d[:40])
+	copy(b[40+optLen:], d[40:])
+	b[6] = 60 // next header: destination options
+	b[40], b[41] = packet.ProtoUDP, optLen/8-1
+	b[42], b[43] = 1, 200 // two PadN options fill the header
+	b[244], b[245] = 1, optLen-2-202-2
+	binary.BigEndian.PutUint16(b[4:], uint16(len(b)-40))
+	p := Packet{Buf: long, Off: Headroom, Len: len(b), Offload: sp.Offload}
+
+	var v SegmentViews
+	if _, err := v.Start(&p); !errors.Is(err, ErrLongHeaders) {
+		t.Fatalf("Start: %v, want ErrLongHeaders", err)
+	}
+	segs := outBufs(8)
+	n, err := Split(&p, segs)
+	if err != nil || n != 3 {
+		t.Fatalf("Split: %d segments, %v; want 3", n, err)
+	}
+	for i := range n {
+		var h packet.Parsed
+		h.Decode(segs[i].Data())
+		if h.Malformed != packet.OK || !h.ChecksumsValid() || h.PayloadOff != 40+optLen+8 {
+			t.Fatalf("segment %d: malformed %v, payload at %d", i, h.Malformed, h.PayloadOff)
+		}
 	}
 }
