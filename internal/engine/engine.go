@@ -351,7 +351,8 @@ func (e *Engine) split(w *worker, out *port, pkt *tun.Packet) {
 			e.inspect(w, out, pkt, n)
 			return
 		}
-	} else {
+	}
+	if err == nil || errors.Is(err, tun.ErrLongHeaders) {
 		n, err = tun.Split(pkt, w.segs)
 	}
 	if err != nil {

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"testing"
 	"time"
@@ -273,6 +274,32 @@ func superPacketWithOneSegmentDropped(t *testing.T, cfg Config) {
 	}
 	if c := l.e.Status().Counters; c.In != 5 || c.Out != 4 || c.Dropped != 1 {
 		t.Fatalf("counters %+v", c)
+	}
+}
+
+// TestEngine_LongHeaderSuperPacketIsStillInspected: an IPv6 super-packet
+// with extension headers too long to view in place is split by copying,
+// so a per-segment behavior still acts on it (it used to leave uninspected).
+func TestEngine_LongHeaderSuperPacketIsStillInspected(t *testing.T) {
+	l := newLab(t, Config{})
+	l.e.SetChain(behaviors.NewChain("t", 1, []*behaviors.Entry{{Type: "dropseq", Behavior: dropSeq{seq: 1000 + 1000}}}))
+	plain := tcpSeg(client6, server6, 40000, 80, 1000, 1, packet.ACK, make([]byte, 3*1000))
+	const optLen = 264 // destination options: two PadN options
+	raw := make([]byte, len(plain)+optLen)
+	copy(raw, plain[:40])
+	copy(raw[40+optLen:], plain[40:])
+	raw[6], raw[40], raw[41] = 60, packet.ProtoTCP, optLen/8-1
+	raw[42], raw[43], raw[244], raw[245] = 1, 200, 1, optLen-2-202-2
+	binary.BigEndian.PutUint16(raw[4:], uint16(len(raw)-40))
+	l.client.Send(raw, tun.Offload{GSOType: tun.GSOTCPv6, GSOSize: 1000})
+	var got int
+	for range 4 {
+		if _, off, ok := l.server.Recv(200 * time.Millisecond); ok && !off.IsGSO() {
+			got++
+		}
+	}
+	if c := l.e.Status().Counters; got != 2 || c.Dropped != 1 || c.Malformed != 0 {
+		t.Fatalf("%d segments out, counters %+v; want 2 and one dropped", got, c)
 	}
 }
 
