@@ -191,7 +191,9 @@ func (e *Engine) SetChain(c *behaviors.Chain) {
 // events and the ports' statistics. A device calls it after the checks it
 // ran through the engine at start-up, so that neither the profile nor the
 // user meet them. Nothing may be in flight: the caller saw its checks'
-// last packets arrive, and nothing else uses the ports yet.
+// last packets arrive, and nothing else uses the ports yet. A port may
+// deliver a batch before it counts it (a TUN write reaches the socket
+// inside write(2)), so Reset waits for each port's write in progress.
 func (e *Engine) Reset(c *behaviors.Chain) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -202,7 +204,9 @@ func (e *Engine) Reset(c *behaviors.Chain) {
 	e.writeDrops.Store(0)
 	e.events.next = 0
 	for _, p := range e.ports {
+		p.wmu.Lock() // after the engine lock, as writers take it
 		p.base = p.dev.Stats()
+		p.wmu.Unlock()
 	}
 }
 
