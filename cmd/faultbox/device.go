@@ -16,14 +16,14 @@ import (
 
 // placements wires each kind of device to the package that places its
 // ports.
-func placements(st *device.State, save func() error) (device.Placement, error) {
+func placements(st *device.State) (device.Placement, error) {
 	switch st.KindOf() {
 	case device.KindLab:
-		return lab.Placement(st, save)
+		return lab.Placement(st)
 	case device.KindAttach:
-		return attach.Placement(st, save)
+		return attach.Placement(st)
 	case device.KindRun:
-		return shell.Placement(st, save)
+		return shell.Placement(st)
 	}
 	return nil, device.InputErrorf("%s: unknown kind of device %q", st.Name, st.Kind)
 }

@@ -28,7 +28,7 @@ type placement struct {
 }
 
 // Placement is the device.PlaceFunc of attach.
-func Placement(st *device.State, _ func() error) (device.Placement, error) {
+func Placement(st *device.State) (device.Placement, error) {
 	rec, err := RecordOf(st)
 	if err != nil {
 		return nil, err

@@ -79,14 +79,14 @@ func startMemDeviceState(t *testing.T, st State) (*Device, *memPlacement) {
 		t.Fatal(err)
 	}
 	m := &memPlacement{}
-	d, err := newDevice(name, func(*State, func() error) (Placement, error) { return m, nil }, log.New(io.Discard, "", 0))
+	d, err := newDevice(name, func(*State) (Placement, error) { return m, nil }, log.New(io.Discard, "", 0))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := d.setup(); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.saveState(); err != nil { // names this process as the device
+	if err := WriteState(d.state); err != nil { // names this process as the device
 		t.Fatal(err)
 	}
 	d.serve()

@@ -62,10 +62,8 @@ type Placement interface {
 	Remove(lg *log.Logger)
 }
 
-// PlaceFunc makes the placement a state records. save writes the state
-// (its Placement field updated by the caller) so that what a placement
-// changes is on disk before it changes it.
-type PlaceFunc func(st *State, save func() error) (Placement, error)
+// PlaceFunc makes the placement a state records.
+type PlaceFunc func(st *State) (Placement, error)
 
 // Device is one running device. Its controller answers the control API
 // (profile, behaviors, flows, events, capture); the device adds its own
@@ -160,17 +158,10 @@ func newDevice(name string, placeFor PlaceFunc, lg *log.Logger) (*Device, error)
 		started:  time.Now(),
 		shutdown: make(chan struct{}),
 	}
-	if d.place, err = placeFor(st, d.saveState); err != nil {
+	if d.place, err = placeFor(st); err != nil {
 		return nil, err
 	}
 	return d, nil
-}
-
-// saveState writes state.json under the device's lock.
-func (d *Device) saveState() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return WriteState(d.state)
 }
 
 // setup builds the engine, places and opens the ports, checks that traffic

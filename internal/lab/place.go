@@ -38,7 +38,7 @@ type placement struct {
 }
 
 // Placement is the device.PlaceFunc of labs.
-func Placement(st *device.State, _ func() error) (device.Placement, error) {
+func Placement(st *device.State) (device.Placement, error) {
 	hosts, err := Hosts(st)
 	if err != nil {
 		return nil, err

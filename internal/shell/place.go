@@ -62,7 +62,7 @@ type placement struct {
 }
 
 // Placement is the device.PlaceFunc of runs.
-func Placement(st *device.State, _ func() error) (device.Placement, error) {
+func Placement(st *device.State) (device.Placement, error) {
 	rec, err := decode(st)
 	if err != nil {
 		return nil, err
