@@ -15,9 +15,6 @@ import (
 	"github.com/faultbox/faultbox/profiles"
 )
 
-// ErrNotRunning means the device does not answer on its control socket.
-var ErrNotRunning = errors.New("device is not running")
-
 // RemoveCommand is the command that removes a device of kind k, also after
 // its process died.
 func RemoveCommand(k Kind, name string) string {
@@ -62,7 +59,7 @@ func Dial(name string) (*client.Client, error) {
 	}
 	c, err := client.Dial(socketPath(name))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrNotRunning, err)
+		return nil, fmt.Errorf("device is not running: %w", err)
 	}
 	return c, nil
 }

@@ -26,16 +26,3 @@ func IsInputError(err error) bool {
 	var pe *profiles.Error
 	return errors.As(err, &ie) || errors.As(err, &pe)
 }
-
-// ErrInUse means a device of that name is up (errors.Is matches it).
-var ErrInUse = errors.New("name in use")
-
-type inUseError struct{ msg string }
-
-func (e *inUseError) Error() string        { return e.msg }
-func (e *inUseError) Is(target error) bool { return target == ErrInUse }
-
-// InUsef formats an input error that errors.Is matches with ErrInUse.
-func InUsef(format string, args ...any) error {
-	return &InputError{&inUseError{fmt.Sprintf(format, args...)}}
-}

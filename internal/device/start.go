@@ -37,11 +37,11 @@ func Claim(st *State, removeDead func() ([]string, error), notes io.Writer) erro
 		if old.KindOf() == KindRun {
 			free = "let its command end" // detach --all removes only runs whose faultbox died
 		}
-		return InUsef("%s %q is already up (device pid %d); use another --name, or %s", old.KindOf(), name, old.Device.PID, free)
+		return InputErrorf("%s %q is already up (device pid %d); use another --name, or %s", old.KindOf(), name, old.Device.PID, free)
 	case err == nil && old.Device.PID == 0 && old.Creator.Alive():
-		return InUsef("%s %q is being started by pid %d", old.KindOf(), name, old.Creator.PID)
+		return InputErrorf("%s %q is being started by pid %d", old.KindOf(), name, old.Creator.PID)
 	case err == nil && old.KindOf() != kind:
-		return InUsef("the name %q belongs to %s whose device died; `%s` removes what is left", name, old.KindOf().A(), RemoveCommand(old.KindOf(), name))
+		return InputErrorf("the name %q belongs to %s whose device died; `%s` removes what is left", name, old.KindOf().A(), RemoveCommand(old.KindOf(), name))
 	}
 	removed, err := removeDead()
 	if err != nil {
