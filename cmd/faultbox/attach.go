@@ -58,7 +58,7 @@ own addresses.`,
 			}
 			st, err := attach.Attach(o)
 			if err != nil {
-				return labErr(err)
+				return usageIfInput(err)
 			}
 			return attach.WriteSummary(cmd.OutOrStdout(), st)
 		},
@@ -84,7 +84,7 @@ own addresses.`,
 func attachForeground(o attach.Options) error {
 	st, _, err := attach.Prepare(&o)
 	if err != nil {
-		return labErr(err)
+		return usageIfInput(err)
 	}
 	// This process is the device: status and detach find it by the state.
 	if st.Device, err = device.ProcOf(os.Getpid()); err == nil {
@@ -97,7 +97,7 @@ func attachForeground(o attach.Options) error {
 		if _, derr := attach.Detach(st.Name); derr != nil {
 			err = fmt.Errorf("%w (undoing the attach: %v)", err, derr)
 		}
-		return labErr(err)
+		return usageIfInput(err)
 	}
 	return nil
 }
@@ -186,7 +186,7 @@ func writeRemoved(cmd *cobra.Command, what string, removed []string, err error) 
 	for _, r := range removed {
 		fmt.Fprintf(out, "removed %s\n", r)
 	}
-	return labErr(err)
+	return usageIfInput(err)
 }
 
 // onlyAttach names the one attach there is, or says why it cannot.
@@ -270,7 +270,7 @@ status 2). The seed is --seed, else the profile's, else the device's current one
 		RunE: func(cmd *cobra.Command, args []string) error {
 			profile, s, err := device.Apply(name, args[0], seedFlag(cmd, seed))
 			if err != nil {
-				return labErr(err)
+				return usageIfInput(err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: profile %s applied (seed %d)\n", name, profile, s)
 			return nil

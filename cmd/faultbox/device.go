@@ -49,7 +49,7 @@ func newDeviceCmd() *cobra.Command {
 func writeStatus(cmd *cobra.Command, name string, asJSON bool) error {
 	st, err := device.GetStatus(name)
 	if err != nil {
-		return labErr(err)
+		return usageIfInput(err)
 	}
 	if asJSON {
 		enc := json.NewEncoder(cmd.OutOrStdout())
@@ -85,7 +85,7 @@ GET /v1/events; docs/api.md).`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return labErr(device.WriteEvents(ctx, cmd.OutOrStdout(), n, follow, asJSON))
+			return usageIfInput(device.WriteEvents(ctx, cmd.OutOrStdout(), n, follow, asJSON))
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing events as they happen")

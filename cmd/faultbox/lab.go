@@ -29,8 +29,9 @@ func labName(cmd *cobra.Command, name *string) {
 	cmd.Flags().StringVar(name, "name", lab.DefaultName, "lab name: 1-16 of a-z, 0-9 and '-'")
 }
 
-// labErr marks bad input (exit status 2 with the message) as such.
-func labErr(err error) error {
+// usageIfInput makes bad input (device.IsInputError) a usage error, exit
+// status 2, for every device command: lab, attach, run, status, apply ...
+func usageIfInput(err error) error {
 	if err != nil && device.IsInputError(err) {
 		return usageError(err)
 	}
@@ -70,16 +71,16 @@ profile's, else random; it is printed and shown by lab status.`,
 			o.Seed = seedFlag(cmd, seed)
 			var err error
 			if o.CPUs, err = device.ParseCPUs(cpus); err != nil {
-				return labErr(err)
+				return usageIfInput(err)
 			}
 			if o.BusyPoll, err = device.ParseBusyPoll(busyPoll); err != nil {
-				return labErr(err)
+				return usageIfInput(err)
 			}
 			o.Progress = os.Stderr
 			o.Notes = cmd.ErrOrStderr()
 			st, err := lab.Up(o)
 			if err != nil {
-				return labErr(err)
+				return usageIfInput(err)
 			}
 			return lab.WriteSummary(cmd.OutOrStdout(), st)
 		},
@@ -118,7 +119,7 @@ resolve. Its exit status is faultbox's.`,
 			}
 			code, err := lab.Exec(name, host, argv, os.Stdin, cmd.OutOrStdout(), cmd.ErrOrStderr())
 			if err != nil {
-				return labErr(err)
+				return usageIfInput(err)
 			}
 			if code != 0 {
 				return &exitError{code: code, err: fmt.Errorf("lab exec: %s exited with status %d", argv[0], code)}

@@ -54,7 +54,7 @@ profile (NAME is run-N, as faultbox run says, unless --name gives one).`,
 			status, err := shell.Run(o)
 			switch {
 			case err != nil && status == 0:
-				return labErr(err)
+				return usageIfInput(err)
 			case err != nil:
 				fmt.Fprintln(os.Stderr, "faultbox:", err)
 			}
