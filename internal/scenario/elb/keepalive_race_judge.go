@@ -468,7 +468,7 @@ func (w *wireClose) marks(kind serverKind) []report.Mark {
 	var out []report.Mark
 	add := func(p *report.Packet, note string) {
 		if p != nil {
-			out = append(out, report.Mark{Src: p.Src, Dst: p.Dst, At: p.When(), Note: note})
+			out = append(out, p.Mark(note))
 		}
 	}
 	add(w.req, fmt.Sprintf("%s: the late request", kind))

@@ -17,5 +17,5 @@ func mark(marks []report.Mark, p *report.Packet, note string) []report.Mark {
 	if p == nil {
 		return marks
 	}
-	return append(marks, report.Mark{Src: p.Src, Dst: p.Dst, At: p.When(), Note: note})
+	return append(marks, p.Mark(note))
 }
