@@ -14,7 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/faultbox/faultbox/internal/device"
 	"github.com/faultbox/faultbox/internal/lab"
 	"github.com/faultbox/faultbox/internal/report"
 	"github.com/faultbox/faultbox/internal/sockdiag"
@@ -162,20 +161,6 @@ func (c *Context) WriteFile(name string, data []byte) (string, error) {
 		return "", err
 	}
 	return p, nil
-}
-
-// Apply switches the lab to another profile (a built-in name or a file)
-// keeping connections. With the fault off it applies passthrough instead.
-func (c *Context) Apply(profile string) error {
-	if !c.fault {
-		profile = "passthrough"
-	}
-	name, _, err := device.Apply(c.Lab, profile, &c.Seed)
-	if err != nil {
-		return err
-	}
-	c.Step("device", "profile %s applied", name)
-	return nil
 }
 
 // Wait sleeps for d, showing what it waits for on a terminal. It returns
