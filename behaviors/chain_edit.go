@@ -13,12 +13,17 @@ import (
 // source and slot, and keeps the generation: the flows keep the state of
 // every behavior that stays.
 
-// nameRE is what a behavior's name may be: it appears in URLs and tables.
+// nameRE is what a behavior's or a profile's name may be: it appears in
+// URLs and tables.
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// ValidName reports whether name may name a behavior or a profile: 1-64
+// letters, digits, '.', '_' and '-', starting with a letter or digit.
+func ValidName(name string) bool { return nameRE.MatchString(name) }
 
 // CheckName reports whether name can name a behavior of a chain.
 func CheckName(name string) error {
-	if !nameRE.MatchString(name) {
+	if !ValidName(name) {
 		return fmt.Errorf("%q is not a name of letters, digits, '.', '_' and '-' (at most 64, starting with a letter or digit)", name)
 	}
 	return nil

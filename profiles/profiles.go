@@ -130,7 +130,6 @@ func tooBig(n int64) error {
 
 var (
 	yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
-	nameRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 	topKeys  = []string{"name", "description", "sources", "seed", "behaviors", "proxy"}
 )
 
@@ -169,7 +168,7 @@ func Parse(file string, data []byte) (*Profile, error) {
 		switch kv.Key {
 		case "name":
 			err = setValue(reflect.ValueOf(&p.Name).Elem(), kv.Val)
-			if err == nil && !nameRE.MatchString(p.Name) {
+			if err == nil && !behaviors.ValidName(p.Name) {
 				err = fmt.Errorf("%s is not a name of letters, digits, '.', '_' and '-' (at most 64)", yamlnode.Quote(p.Name))
 			}
 		case "description":
