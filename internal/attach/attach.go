@@ -335,7 +335,7 @@ func Detach(name string) ([]string, error) {
 		return nil, err
 	}
 	if st.KindOf() != device.KindAttach {
-		return nil, device.InputErrorf("%q is not an attach but %s; `%s` removes it", name, st.KindOf().A(), device.RemoveCommand(st.KindOf(), name))
+		return nil, device.InputErrorf("%q is not an attach but %s; `%s` removes it", name, st.KindOf().WithArticle(), device.RemoveCommand(st.KindOf(), name))
 	}
 	rec, err := RecordOf(st)
 	if err != nil {

@@ -41,7 +41,7 @@ func Claim(st *State, removeDead func() ([]string, error), notes io.Writer) erro
 	case err == nil && old.Device.PID == 0 && old.Creator.Alive():
 		return InputErrorf("%s %q is being started by pid %d", old.KindOf(), name, old.Creator.PID)
 	case err == nil && old.KindOf() != kind:
-		return InputErrorf("the name %q belongs to %s whose device died; `%s` removes what is left", name, old.KindOf().A(), RemoveCommand(old.KindOf(), name))
+		return InputErrorf("the name %q belongs to %s whose device died; `%s` removes what is left", name, old.KindOf().WithArticle(), RemoveCommand(old.KindOf(), name))
 	}
 	removed, err := removeDead()
 	if err != nil {

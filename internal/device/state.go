@@ -27,8 +27,9 @@ const (
 	KindRun    Kind = "run"    // one fresh namespace for one command (run)
 )
 
-// A is the kind with its article, for messages: "a lab", "an attach".
-func (k Kind) A() string {
+// WithArticle is the kind with its article, for messages: "a lab", "an
+// attach".
+func (k Kind) WithArticle() string {
 	if k == KindAttach {
 		return "an attach"
 	}

@@ -38,7 +38,7 @@ func Down(lab string) ([]string, error) {
 	}
 	if st != nil {
 		if st.KindOf() != device.KindLab {
-			return nil, device.InputErrorf("%q is not a lab but %s; `%s` removes it", lab, st.KindOf().A(), device.RemoveCommand(st.KindOf(), lab))
+			return nil, device.InputErrorf("%q is not a lab but %s; `%s` removes it", lab, st.KindOf().WithArticle(), device.RemoveCommand(st.KindOf(), lab))
 		}
 		hosts, err := Hosts(st)
 		if err != nil {

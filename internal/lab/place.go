@@ -19,7 +19,7 @@ type record struct {
 // Hosts returns the hosts a lab's state records.
 func Hosts(st *device.State) ([]Host, error) {
 	if st.KindOf() != device.KindLab {
-		return nil, device.InputErrorf("%q is not a lab but %s", st.Name, st.KindOf().A())
+		return nil, device.InputErrorf("%q is not a lab but %s", st.Name, st.KindOf().WithArticle())
 	}
 	var r record
 	if err := st.Decode(&r); err != nil {

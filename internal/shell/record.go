@@ -48,7 +48,7 @@ func records() (map[string]*device.State, error) {
 // decode reads a run's record.
 func decode(st *device.State) (*record, error) {
 	if st.KindOf() != device.KindRun {
-		return nil, device.InputErrorf("%q is not a run but %s", st.Name, st.KindOf().A())
+		return nil, device.InputErrorf("%q is not a run but %s", st.Name, st.KindOf().WithArticle())
 	}
 	var r record
 	if err := st.Decode(&r); err != nil {
