@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -142,13 +141,11 @@ they end with it.`,
 				removed, err = attach.DetachAll()
 				runs, rerr := shell.RemoveDead()
 				removed, err = append(removed, runs...), errors.Join(err, rerr)
-			case name == "":
-				if name, err = onlyAttach(); err == nil {
+			default:
+				if name, err = device.Only(name, device.KindAttach); err == nil {
 					what = "attach " + name
 					removed, err = attach.Detach(name)
 				}
-			default:
-				removed, err = attach.Detach(name)
 			}
 			return writeRemoved(cmd, what, removed, err)
 		},
@@ -189,45 +186,6 @@ func writeRemoved(cmd *cobra.Command, what string, removed []string, err error) 
 	return usageIfInput(err)
 }
 
-// onlyAttach names the one attach there is, or says why it cannot.
-func onlyAttach() (string, error) {
-	names, err := device.Names()
-	if err != nil {
-		return "", err
-	}
-	var attaches []string
-	for _, n := range names {
-		if st, err := device.ReadState(n); err == nil && st.KindOf() == device.KindAttach {
-			attaches = append(attaches, n)
-		}
-	}
-	switch len(attaches) {
-	case 0:
-		return "", device.InputErrorf("nothing is attached")
-	case 1:
-		return attaches[0], nil
-	}
-	return "", device.InputErrorf("%d attaches (%v): say which with --name, or --all", len(attaches), attaches)
-}
-
-// onlyDevice is name, or without one the only device there is.
-func onlyDevice(name string) (string, error) {
-	if name != "" {
-		return name, nil
-	}
-	names, err := device.Names()
-	if err != nil {
-		return "", err
-	}
-	switch len(names) {
-	case 0:
-		return "", usageError(errors.New("no device is up: start one with faultbox lab up, faultbox attach or faultbox run"))
-	case 1:
-		return names[0], nil
-	}
-	return "", usageError(fmt.Errorf("%d devices are up (%s): say which with --name", len(names), strings.Join(names, ", ")))
-}
-
 func newStatusCmd() *cobra.Command {
 	var name string
 	var asJSON bool
@@ -242,9 +200,9 @@ alike; without --name, the only device there is.`,
   sudo faultbox status --json | jq .behaviors`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			name, err := onlyDevice(name)
+			name, err := device.Only(name, "")
 			if err != nil {
-				return err
+				return usageIfInput(err)
 			}
 			return writeStatus(cmd, name, asJSON)
 		},

@@ -79,9 +79,9 @@ GET /v1/events; docs/api.md).`,
 		Example: example,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			n, err := onlyDevice(name)
+			n, err := device.Only(name, "")
 			if err != nil {
-				return err
+				return usageIfInput(err)
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()

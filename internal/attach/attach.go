@@ -299,12 +299,9 @@ func CheckPrivileges(t Target) error {
 
 // notAttached refuses a second attach to one namespace.
 func notAttached(t Target) error {
-	names, _ := device.Names()
-	for _, n := range names {
-		st, err := device.ReadState(n)
-		if err != nil || st.KindOf() != device.KindAttach {
-			continue
-		}
+	attaches, _ := device.OfKind(device.KindAttach)
+	for _, st := range attaches {
+		n := st.Name
 		r, err := RecordOf(st)
 		if err != nil || r.Target.Dev != t.Dev || r.Target.Ino != t.Ino {
 			continue
@@ -384,14 +381,11 @@ func Detach(name string) ([]string, error) {
 
 // DetachAll removes every attach, live or dead. Labs are left alone.
 func DetachAll() ([]string, error) {
-	names, err := device.Names()
+	attaches, err := device.OfKind(device.KindAttach)
 	var removed []string
 	errs := []error{err}
-	for _, n := range names {
-		if st, err := device.ReadState(n); err != nil || st.KindOf() != device.KindAttach {
-			continue
-		}
-		r, err := Detach(n)
+	for _, st := range attaches {
+		r, err := Detach(st.Name)
 		removed = append(removed, r...)
 		errs = append(errs, err)
 	}

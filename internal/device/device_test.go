@@ -292,3 +292,58 @@ func TestParseBusyPoll_DurationOrAlways(t *testing.T) {
 		}
 	}
 }
+
+// OfKind lists the devices of one kind, dead or alive; a state from
+// before kinds, and a runtime directory without a readable state, count
+// as labs (lab down --all removes them, detach --all does not).
+func TestOfKind_ListsOneKind(t *testing.T) {
+	withRunDir(t)
+	for name, kind := range map[string]Kind{"a": KindLab, "b": KindAttach, "c": KindRun, "d": "", "e": KindAttach} {
+		if err := os.Mkdir(Dir(name), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := WriteState(&State{Name: name, Kind: kind}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Mkdir(Dir("f"), 0o700) // no state.json
+	for kind, want := range map[Kind][]string{KindLab: {"a", "d", "f"}, KindAttach: {"b", "e"}, KindRun: {"c"}} {
+		sts, err := OfKind(kind)
+		var got []string
+		for _, st := range sts {
+			got = append(got, st.Name)
+		}
+		if err != nil || !slices.Equal(got, want) {
+			t.Errorf("OfKind(%s) = %v %v, want %v", kind, got, err, want)
+		}
+	}
+}
+
+// Only picks the one device there is (of a kind), or says why not.
+func TestOnly_PicksTheOneDeviceOrSaysWhyNot(t *testing.T) {
+	withRunDir(t)
+	want := func(name string, k Kind, wantName, wantErr string) {
+		t.Helper()
+		got, err := Only(name, k)
+		switch {
+		case wantErr == "" && (err != nil || got != wantName):
+			t.Errorf("Only(%q, %q) = %q %v, want %q", name, k, got, err, wantName)
+		case wantErr != "" && (!IsInputError(err) || !strings.Contains(err.Error(), wantErr)):
+			t.Errorf("Only(%q, %q) = %q %v, want an input error with %q", name, k, got, err, wantErr)
+		}
+	}
+	want("", "", "", "no device is up")
+	want("", KindAttach, "", "no attach device exists")
+	want("given", KindAttach, "given", "")
+	for name, kind := range map[string]Kind{"a-lab": KindLab, "x1": KindAttach} {
+		os.Mkdir(Dir(name), 0o700)
+		if err := WriteState(&State{Name: name, Kind: kind}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want("", KindAttach, "x1", "")
+	want("", "", "", "2 devices are up (a-lab, x1)")
+	os.Mkdir(Dir("x2"), 0o700)
+	WriteState(&State{Name: "x2", Kind: KindAttach})
+	want("", KindAttach, "", "2 attach devices exist (x1, x2): say which with --name")
+}

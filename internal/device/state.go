@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -282,4 +283,54 @@ func Names() ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// OfKind returns the states of the devices of kind k, dead or alive, in
+// name order. A runtime directory without a readable state.json is a
+// lab's, its state only its name: labs are the kind from before kinds,
+// and lab down removes what a half-made one left.
+func OfKind(k Kind) ([]*State, error) {
+	names, err := Names()
+	var out []*State
+	for _, n := range names {
+		st, serr := ReadState(n)
+		if serr != nil {
+			st = &State{Name: n}
+		}
+		if st.KindOf() == k {
+			out = append(out, st)
+		}
+	}
+	return out, err
+}
+
+// Only is name if given, else the name of the only device of kind k, or
+// of any kind if k is "". With none or several to pick from, it returns an
+// input error that says so.
+func Only(name string, k Kind) (string, error) {
+	if name != "" {
+		return name, nil
+	}
+	names, err := Names()
+	what := "devices are up"
+	if k != "" {
+		var sts []*State
+		sts, err = OfKind(k)
+		names = names[:0]
+		for _, st := range sts {
+			names = append(names, st.Name)
+		}
+		what = string(k) + " devices exist"
+	}
+	switch {
+	case err != nil:
+		return "", err
+	case len(names) == 1:
+		return names[0], nil
+	case len(names) > 1:
+		return "", InputErrorf("%d %s (%s): say which with --name", len(names), what, strings.Join(names, ", "))
+	case k == "":
+		return "", InputErrorf("no device is up: start one with faultbox lab up, faultbox attach or faultbox run")
+	}
+	return "", InputErrorf("no %s device exists", k)
 }

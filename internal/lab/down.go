@@ -127,15 +127,15 @@ func DownAll() ([]string, error) {
 	}
 	var removed []string
 	var errs []error
-	names, err := labs()
+	labs, err := device.OfKind(device.KindLab)
 	if err != nil {
 		errs = append(errs, err)
 	}
-	for _, n := range names {
-		r, err := Down(n)
+	for _, st := range labs {
+		r, err := Down(st.Name)
 		removed = append(removed, r...)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("lab %s: %w", n, err))
+			errs = append(errs, fmt.Errorf("lab %s: %w", st.Name, err))
 		}
 	}
 	known, err := knownNamespaces()
@@ -150,20 +150,6 @@ func DownAll() ([]string, error) {
 		}
 	}
 	return removed, errors.Join(errs...)
-}
-
-// labs lists the devices of kind lab, dead or alive.
-func labs() ([]string, error) {
-	names, err := device.Names()
-	var out []string
-	for _, n := range names {
-		st, serr := device.ReadState(n)
-		if serr == nil && st.KindOf() != device.KindLab {
-			continue
-		}
-		out = append(out, n) // a damaged state.json is a lab's: only labs predate kinds
-	}
-	return out, err
 }
 
 // leftoverNamespaces picks, from the known namespaces (knownNamespaces),

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -197,26 +196,5 @@ func TestLeftoverNamespaces_AllFbxAndNothingElse(t *testing.T) {
 	got := leftoverNamespaces([]string{"fbx-a-client", "docker", "fbx-t-tun-0a0b0c", "fbxnot", "fbx-a-client", "fbx-b-server", "cni"})
 	if !slices.Equal(got, []string{"fbx-a-client", "fbx-b-server", "fbx-t-tun-0a0b0c"}) {
 		t.Errorf("leftoverNamespaces = %v", got)
-	}
-}
-
-// lab down --all must not remove devices of other kinds: labs() skips
-// them, and takes a state from before kinds (no "kind") for a lab's.
-func TestLabs_OnlyLabs(t *testing.T) {
-	old := device.RunDir
-	device.RunDir = t.TempDir()
-	t.Cleanup(func() { device.RunDir = old })
-	for name, kind := range map[string]device.Kind{"a": device.KindLab, "b": device.KindAttach, "c": device.KindRun, "d": ""} {
-		if err := os.Mkdir(device.Dir(name), 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if err := device.WriteState(&device.State{Name: name, Kind: kind}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	names, err := labs()
-	slices.Sort(names)
-	if err != nil || !slices.Equal(names, []string{"a", "d"}) {
-		t.Errorf("labs() = %v %v, want a and d", names, err)
 	}
 }

@@ -32,19 +32,6 @@ type record struct {
 // process lives.
 func (r *record) netnsPath() string { return "/proc/" + strconv.Itoa(r.Process.PID) + "/ns/net" }
 
-// records returns the runs' states, keyed by name; damaged ones and
-// other kinds are left out.
-func records() (map[string]*device.State, error) {
-	names, err := device.Names()
-	out := map[string]*device.State{}
-	for _, n := range names {
-		if st, err := device.ReadState(n); err == nil && st.KindOf() == device.KindRun {
-			out[n] = st
-		}
-	}
-	return out, err
-}
-
 // decode reads a run's record.
 func decode(st *device.State) (*record, error) {
 	if st.KindOf() != device.KindRun {

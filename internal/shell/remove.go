@@ -3,9 +3,7 @@ package shell
 import (
 	"errors"
 	"fmt"
-	"maps"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
@@ -39,13 +37,14 @@ func RemoveDead() ([]string, error) {
 }
 
 func removeDead() ([]string, error) {
-	runs, err := records()
+	runs, err := device.OfKind(device.KindRun)
 	errs := []error{err}
 	var removed []string
-	for _, name := range slices.Sorted(maps.Keys(runs)) {
-		if runs[name].Creator.Alive() {
+	for _, st := range runs {
+		if st.Creator.Alive() {
 			continue
 		}
+		name := st.Name
 		r, err := remove(name)
 		if len(r) > 0 {
 			removed = append(removed, fmt.Sprintf("run %s (%s)", name, strings.Join(r, ", ")))

@@ -61,11 +61,11 @@ func TestRemoveDead_RemovesRunsWhoseFaultboxIsGoneOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	runs, err := records()
-	if err != nil || len(runs) != 2 || runs["gone"] == nil || runs["going"] == nil {
-		t.Fatalf("records: %v, %v; want the two runs, not the lab", runs, err)
+	runs, err := device.OfKind(device.KindRun)
+	if err != nil || len(runs) != 2 || runs[0].Name != "going" || runs[1].Name != "gone" {
+		t.Fatalf("runs: %v, %v; want going and gone, not the lab", runs, err)
 	}
-	rec, err := decode(runs["going"])
+	rec, err := decode(runs[0])
 	if err != nil || rec.Slot != 1 || rec.Command[0] != "true" {
 		t.Fatalf("decode: %+v, %v", rec, err)
 	}

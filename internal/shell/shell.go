@@ -234,7 +234,7 @@ func claim(o *Options, pl *plan) (*run, error) {
 	if err != nil {
 		return nil, fmt.Errorf("removing dead runs: %w", err)
 	}
-	runs, err := records()
+	runs, err := device.OfKind(device.KindRun)
 	if err != nil {
 		return nil, err
 	}
