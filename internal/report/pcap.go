@@ -59,7 +59,9 @@ func (p *Packet) When() time.Time {
 }
 
 // Mark highlights p in the ladder with note.
-func (p *Packet) Mark(note string) Mark { return Mark{Src: p.Src, Dst: p.Dst, At: p.When(), Note: note} }
+func (p *Packet) Mark(note string) Mark {
+	return Mark{Src: p.Src, Dst: p.Dst, At: p.When(), Note: note}
+}
 
 // Capture is a capture file read back as packets.
 type Capture struct {
