@@ -71,8 +71,7 @@ own addresses.`,
 	f.StringVar(&o.Name, "name", "", "name of this attach: 1-16 of a-z, 0-9 and '-' (default: pid-PID, the namespace's name, or self)")
 	f.Uint64Var(&seed, "seed", 0, "seed of every random decision (default: the profile's, else random)")
 	f.StringVar(&o.Capture, "capture", "", "write every packet through the device to this pcapng file")
-	f.StringVar(&o.API, "api", "", "also serve the control API on this TCP address, e.g. 127.0.0.1:7070, with a bearer token printed here once (default: the unix socket only)")
-	f.BoolVar(&o.APIAllowRemote, "api-allow-remote", false, "let --api listen on an address other than loopback (a sidecar scraped by Prometheus)")
+	apiFlags(cmd, &o.Options)
 	f.StringVar(&o.APITokenFile, "api-token-file", "", "read --api's bearer token from this file (e.g. a mounted Kubernetes Secret) instead of making a random one")
 	f.BoolVar(&foreground, "foreground", false, "run the device in this process, logging to stderr, until SIGTERM or SIGINT, then detach (a container's main process)")
 	return cmd
@@ -81,7 +80,7 @@ own addresses.`,
 // attachForeground runs the device in this process rather than starting
 // it: attach --foreground, a container's main process.
 func attachForeground(o attach.Options) error {
-	st, _, err := attach.Prepare(&o)
+	st, err := attach.Prepare(&o)
 	if err != nil {
 		return usageIfInput(err)
 	}

@@ -38,6 +38,13 @@ func usageIfInput(err error) error {
 	return err
 }
 
+// apiFlags adds --api and --api-allow-remote, which every device command
+// takes (lab up, attach, run).
+func apiFlags(cmd *cobra.Command, o *device.Options) {
+	cmd.Flags().StringVar(&o.API, "api", "", "also serve the control API on this TCP address, e.g. 127.0.0.1:7070, with a bearer token printed here once (default: the unix socket only)")
+	cmd.Flags().BoolVar(&o.APIAllowRemote, "api-allow-remote", false, "let --api listen on an address other than loopback (e.g. for a Prometheus elsewhere)")
+}
+
 // seedFlag returns the --seed value if it was given.
 func seedFlag(cmd *cobra.Command, seed uint64) *uint64 {
 	if cmd.Flags().Changed("seed") {
@@ -93,8 +100,7 @@ profile's, else random; it is printed and shown by lab status.`,
 	cmd.Flags().IntVar(&o.MTU, "mtu", 1500, "MTU of every host's interface")
 	cmd.Flags().StringVar(&cpus, "cpus", "", "run the device on these CPUs only, e.g. 1 or 2-3 (default: any); a CPU of its own spares it migrations")
 	cmd.Flags().StringVar(&busyPoll, "busy-poll", "0", fmt.Sprintf("keep polling this long after the last packet before sleeping, for lower latency: up to %v on shared CPUs (e.g. 20us), up to 1s with --cpus (e.g. 1ms; keeps that CPU busy), or %s with --cpus (never sleeps: the lowest latency at any packet rate, for a whole CPU)", device.SharedBusyPoll, device.BusyPollAlways))
-	cmd.Flags().StringVar(&o.API, "api", "", "also serve the control API on this TCP address, e.g. 127.0.0.1:7070, with a bearer token printed here once (default: the unix socket only)")
-	cmd.Flags().BoolVar(&o.APIAllowRemote, "api-allow-remote", false, "let --api listen on an address other than loopback")
+	apiFlags(cmd, &o.Options)
 	return cmd
 }
 

@@ -37,39 +37,24 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
-	"time"
 
 	"github.com/faultbox/faultbox/internal/device"
 	"github.com/faultbox/faultbox/internal/netns"
-	"github.com/faultbox/faultbox/profiles"
 )
 
-// Options say where attach puts the device and with what profile.
+// Options say where attach puts the device (PID or Netns, To, Ports), and
+// what every device takes (Name: derived from the target, pid-N, the
+// netns name or self; Profile: passthrough).
 type Options struct {
-	Name    string // default: derived from the target (pid-N, the netns name, self)
-	PID     int    // the target: a process's network namespace ...
-	Netns   string // ... or a name in /run/netns, a path, or "self"
-	To      []string
-	Ports   []string
-	Profile string  // built-in name or file; "passthrough"
-	Seed    *uint64 // the run's seed; else the profile's; else random
-	Capture string  // pcapng file to write, if any
-	// API, if set, is a TCP address (host:port) where the device also
-	// serves its control API, with a bearer token; a non-loopback one
-	// needs APIAllowRemote.
-	API            string
-	APIAllowRemote bool
-	APITokenFile   string // the bearer token is read from it; default: a random one
-
-	Timeout    time.Duration // for the device to be ready (10 s)
-	Executable string        // the faultbox binary run as the device (this one)
-	Notes      io.Writer     // remarks, such as leftovers removed first
+	device.Options
+	PID   int    // the target: a process's network namespace ...
+	Netns string // ... or a name in /run/netns, a path, or "self"
+	To    []string
+	Ports []string
 }
 
 // Attach checks everything, plans the changes, starts the device and
@@ -77,48 +62,55 @@ type Options struct {
 // Bad input changes nothing. If the device fails, what it changed is put
 // back and the error carries the end of its log.
 func Attach(o Options) (*device.State, error) {
-	st, exe, err := Prepare(&o)
+	st, err := o.prepare()
 	if err != nil {
 		return nil, err
 	}
-	sigc := make(chan os.Signal, 1)
-	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigc)
-	exited, err := device.Start(st, exe)
-	if err == nil {
-		err = device.WaitReady(st.Name, exited, sigc, o.Timeout, func() {})
-	}
-	if err != nil {
-		log := device.LogTail(st.Name, 15)
-		if _, derr := Detach(st.Name); derr != nil {
-			err = fmt.Errorf("%w (undoing the attach: %v)", err, derr)
-		}
-		return nil, fmt.Errorf("attach %s: %w\n%s:\n  %s", st.Name, err, filepath.Base(device.LogPath(st.Name)), strings.ReplaceAll(log, "\n", "\n  "))
+	if err := device.Launch(&o.Options, st, site{o.Notes}); err != nil {
+		return nil, err
 	}
 	return st, nil
 }
 
 // Prepare is Attach up to starting the device: it checks everything, plans
 // the changes and claims the name, first undoing what a dead attach of
-// that name left. It returns the device's first state and the binary to
-// run as the device; attach --foreground runs the device in its own
-// process instead. It fills in o's defaults. Bad input changes nothing.
-func Prepare(o *Options) (*device.State, string, error) {
+// that name left. It returns the device's first state; attach
+// --foreground runs the device in its own process. It fills in o's
+// defaults. Bad input changes nothing.
+func Prepare(o *Options) (*device.State, error) {
+	st, err := o.prepare()
+	if err != nil {
+		return nil, err
+	}
+	if err := (site{o.Notes}).Claim(st); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// prepare names the attach, undoes what a dead one of that name left and
+// plans.
+func (o *Options) prepare() (*device.State, error) {
 	if o.Name == "" {
 		o.Name = defaultName(o.PID, o.Netns)
 	}
 	if err := removeDead(o.Name, o.Notes); err != nil {
-		return nil, "", err
+		return nil, err
 	}
-	st, exe, err := o.plan()
-	if err != nil {
-		return nil, "", err
-	}
-	if err := device.Claim(st, func() ([]string, error) { return Detach(st.Name) }, o.Notes); err != nil {
-		return nil, "", err
-	}
-	return st, exe, nil
+	return o.plan()
 }
+
+// site is where an attach's device goes: an existing namespace, which the
+// device itself changes.
+type site struct{ notes io.Writer }
+
+func (s site) Claim(st *device.State) error {
+	return device.Claim(st, func() ([]string, error) { return Detach(st.Name) }, s.notes)
+}
+
+func (site) Prepare(*device.State, <-chan os.Signal, func(string)) error { return nil }
+
+func (site) Remove(name string) ([]string, error) { return Detach(name) }
 
 // removeDead undoes what a dead attach called name left before planning
 // reads the namespace: a restarted sidecar container finds the state of
@@ -141,80 +133,50 @@ func removeDead(name string, notes io.Writer) error {
 }
 
 // plan checks the options and the target, and returns the device's first
-// state, its record of what it will change, and the binary to run.
-func (o *Options) plan() (*device.State, string, error) {
+// state, with its record of what it will change.
+func (o *Options) plan() (*device.State, error) {
 	if o.Profile == "" {
 		o.Profile = "passthrough"
 	}
-	if o.Timeout == 0 {
-		o.Timeout = 10 * time.Second
-	}
-	if o.Notes == nil {
-		o.Notes = io.Discard
-	}
 	to, err := ParsePrefixes(o.To)
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
-	if o.API != "" {
-		if err := device.CheckAPIAddr(o.API, o.APIAllowRemote); err != nil {
-			return nil, "", err
-		}
-	}
-	if o.APITokenFile != "" {
-		if o.API == "" {
-			return nil, "", device.InputErrorf("--api-token-file is the token of --api: give --api too")
-		}
-		if o.APITokenFile, err = filepath.Abs(o.APITokenFile); err != nil {
-			return nil, "", err
-		}
-		if _, err := device.ReadAPIToken(o.APITokenFile); err != nil {
-			return nil, "", err
-		}
+	if err := o.Check(); err != nil {
+		return nil, err
 	}
 	ports, err := ParsePorts(o.Ports)
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	t, err := ResolveTarget(o.PID, o.Netns)
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	if o.Name == "" {
 		o.Name = defaultName(o.PID, o.Netns)
 	}
 	if err := device.CheckName(o.Name); err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	if err := CheckPrivileges(t); err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	if err := device.CheckTUN(); err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	if err := notAttached(t); err != nil {
-		return nil, "", err
-	}
-	p, err := profiles.Load(o.Profile)
-	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	rec, err := plan(t, to, ports)
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
-	if _, err := p.Chain(0, Resolver(rec)); err != nil {
-		return nil, "", err
-	}
-	st := &device.State{Name: o.Name, Kind: device.KindAttach, MTU: rec.MTU, API: o.API, APIAllowRemote: o.APIAllowRemote, APITokenFile: o.APITokenFile, Created: time.Now().UTC()}
-	if err := st.Configure(rec, o.Profile, p, o.Seed, o.Capture); err != nil {
-		return nil, "", err
-	}
-	exe, err := device.Executable(o.Executable)
+	p, err := o.LoadProfile(Resolver(rec))
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
-	return st, exe, nil
+	return o.NewState(device.KindAttach, rec, rec.MTU, p)
 }
 
 // defaultName names an attach after its target: pid-1234, the namespace's
@@ -406,10 +368,8 @@ func WriteSummary(w io.Writer, st *device.State) error {
 	for _, s := range r.Sysctls {
 		fmt.Fprintf(w, "changed %s (was %s) until detach\n", s, s.Old)
 	}
-	if st.API != "" {
-		if err := device.WriteAPISummary(w, st); err != nil {
-			return err
-		}
+	if err := device.WriteAPISummary(w, st); err != nil {
+		return err
 	}
 	fmt.Fprintf(w, "status:  faultbox status --name %s\ndetach:  faultbox detach --name %s\n", st.Name, st.Name)
 	return nil

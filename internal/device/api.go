@@ -57,8 +57,12 @@ func ReadAPIToken(file string) (string, error) {
 }
 
 // WriteAPISummary tells the user who started the device where its TCP API
-// is and its token: the one time a random token is printed.
+// is and its token: the one time a random token is printed. Without a TCP
+// API it writes nothing.
 func WriteAPISummary(w io.Writer, st *State) error {
+	if st.API == "" {
+		return nil
+	}
 	addr := st.API
 	if s, err := GetStatus(st.Name); err == nil && s.API != "" {
 		addr = s.API // the port it was given, if that was 0

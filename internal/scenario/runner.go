@@ -224,8 +224,8 @@ func (r *runner) labUp(exe string, seed uint64, profile string, prog *progress) 
 		start: r.start, fault: !r.o.FaultOff, prog: prog}
 	r.c = c
 	prog.set("the lab "+r.lab+" to come up", time.Now().Add(10*time.Second))
-	_, err := lab.Up(lab.Options{Name: r.lab, Hosts: r.s.hosts(), Profile: profile, Seed: &seed,
-		Capture: r.capturePath(), Executable: exe, Notes: r.out})
+	_, err := lab.Up(lab.Options{Hosts: r.s.hosts(), Options: device.Options{Name: r.lab, Profile: profile, Seed: &seed,
+		Capture: r.capturePath(), Executable: exe, Notes: r.out}})
 	prog.set("", time.Time{})
 	if err != nil {
 		return nil, fmt.Errorf("lab: %w", err)

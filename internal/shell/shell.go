@@ -45,24 +45,15 @@ import (
 	"github.com/faultbox/faultbox/profiles"
 )
 
-// Options say what Run runs and how. Zero values take the defaults.
+// Options say what Run runs and how, and what every device takes (Name:
+// run-S, S its slot; Profile: required; Executable is also the command's
+// first process; Notes also gets one line on the run). Zero values take
+// the defaults.
 type Options struct {
-	Name    string   // "": run-S, S its slot
-	Profile string   // built-in name or file; required
-	Seed    *uint64  // the run's seed; else the profile's; else random
-	Capture string   // pcapng file to write, if any
+	device.Options
 	Command []string // the command and its arguments
-
-	// Timeout bounds the wait for the device to be ready (10 s).
-	Timeout time.Duration
-	// Executable is the faultbox binary run as the device and as the
-	// command's first process (this one).
-	Executable string
 	// The command's standard files (this process's).
 	Stdin, Stdout, Stderr *os.File
-	// Notes gets one line on the run and remarks such as leftovers
-	// removed before starting (stderr).
-	Notes io.Writer
 }
 
 // MTU is the MTU of both ports.
@@ -78,18 +69,22 @@ func Run(o Options) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	// Taken before the launch, which takes SIGINT and SIGTERM only while
+	// it waits: the command gets every one that comes after.
 	sigc := make(chan os.Signal, 4)
 	signal.Notify(sigc, Forwarded...)
 	defer signal.Stop(sigc)
 
-	r, err := claim(&o, pl)
+	st, err := o.NewState(device.KindRun, nil, MTU, pl.profile)
 	if err != nil {
 		return 0, err
 	}
-	fmt.Fprintf(o.Notes, "faultbox run %s: profile %s, seed %d; the command is %s and %s\n",
-		r.st.Name, r.st.Profile, r.st.Seed, r.rec.Slot.Command4(), r.rec.Slot.Command6())
-	if err := r.start(pl, sigc); err != nil {
-		return 0, r.abort(err)
+	r := &run{o: &o, pl: pl}
+	if err := device.Launch(&o.Options, st, r); err != nil {
+		return 0, err
+	}
+	if err := device.WriteAPISummary(o.Notes, st); err != nil {
+		return 0, device.Undo(st, err, r.Remove)
 	}
 	tty := foregroundTerminal(o.Stdin)
 	if tty != nil {
@@ -99,20 +94,17 @@ func Run(o Options) (int, error) {
 		if tty != nil {
 			tty.reclaim()
 		}
-		return 0, r.abort(fmt.Errorf("starting the command: %w", err))
+		return 0, device.Undo(st, fmt.Errorf("starting the command: %w", err), r.Remove)
 	}
 	r.goPipe.Close()
 	status, err := waitCommand(r.rec.Process.PID, tty, sigc)
-	if rerr := r.end(); rerr != nil {
+	if rerr := end(st.Name); rerr != nil {
 		err = errors.Join(err, rerr)
 	}
 	return status, err
 }
 
 func (o *Options) setDefaults() {
-	if o.Timeout == 0 {
-		o.Timeout = 10 * time.Second
-	}
 	if o.Stdin == nil {
 		o.Stdin = os.Stdin
 	}
@@ -122,15 +114,11 @@ func (o *Options) setDefaults() {
 	if o.Stderr == nil {
 		o.Stderr = os.Stderr
 	}
-	if o.Notes == nil {
-		o.Notes = io.Discard
-	}
 }
 
 // plan is what Run found out before creating anything.
 type plan struct {
 	profile  *profiles.Profile
-	exe      string
 	host     netns.ID // the namespace faultbox runs in: the host side
 	hostPath string
 	resolv   resolvConf
@@ -153,11 +141,11 @@ func (o *Options) plan() (*plan, error) {
 	if o.Profile == "" {
 		return nil, device.InputErrorf("--profile is required: a built-in profile (faultbox profile list) or a profile file")
 	}
-	p, err := profiles.Load(o.Profile)
+	p, err := o.LoadProfile(resolver(0))
 	if err != nil {
 		return nil, err
 	}
-	if _, err := p.Chain(0, resolver(0)); err != nil {
+	if err := o.Check(); err != nil {
 		return nil, err
 	}
 	if !device.HasCaps(device.CapNetAdmin, device.CapSysAdmin) {
@@ -170,9 +158,6 @@ func (o *Options) plan() (*plan, error) {
 		return nil, device.InputErrorf("%s: command not found", o.Command[0])
 	}
 	pl := &plan{profile: p}
-	if pl.exe, err = device.Executable(o.Executable); err != nil {
-		return nil, err
-	}
 	if pl.host, err = netns.IDOf("/proc/self/ns/net"); err != nil {
 		return nil, err
 	}
@@ -210,33 +195,33 @@ func sysctlOff(path string) bool {
 	return err == nil && strings.TrimSpace(string(data)) == "0"
 }
 
-// run is a run being started, run and removed.
+// run is a run being started, run and removed: the device.Site of runs.
 type run struct {
 	o      *Options
-	st     *device.State
+	pl     *plan
 	rec    *record
 	init   *exec.Cmd // the command's first process, once started
 	goPipe *os.File  // "go" for Init
 }
 
-// claim takes a slot and the name, removing dead runs first, and writes
-// the run's first state.
-func claim(o *Options, pl *plan) (*run, error) {
+// Claim takes a slot and the name (o.Name, else the slot's), removing
+// dead runs first, and writes the run's first state.
+func (r *run) Claim(st *device.State) error {
 	unlock, err := device.LockFile(lockFile)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer unlock()
 	removed, err := removeDead()
-	for _, r := range removed {
-		fmt.Fprintf(o.Notes, "faultbox run: removed %s, left by a faultbox run that was killed\n", r)
+	for _, rm := range removed {
+		fmt.Fprintf(r.o.Notes, "faultbox run: removed %s, left by a faultbox run that was killed\n", rm)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("removing dead runs: %w", err)
+		return fmt.Errorf("removing dead runs: %w", err)
 	}
 	runs, err := device.OfKind(device.KindRun)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	taken := map[slot]bool{}
 	for _, st := range runs {
@@ -246,28 +231,23 @@ func claim(o *Options, pl *plan) (*run, error) {
 	}
 	inUse, err := hostPrefixes()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	s, err := freeSlot(taken, inUse)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	name := o.Name
-	if name == "" {
-		name = s.DefaultName()
+	if st.Name == "" {
+		st.Name = s.DefaultName()
 	}
-	rec := &record{Slot: s, Command: o.Command, Host: pl.host, HostPath: pl.hostPath}
-	for _, a := range pl.resolv.Nameservers {
-		rec.Nameservers = append(rec.Nameservers, a.String())
+	r.rec = &record{Slot: s, Command: r.o.Command, Host: r.pl.host, HostPath: r.pl.hostPath}
+	for _, a := range r.pl.resolv.Nameservers {
+		r.rec.Nameservers = append(r.rec.Nameservers, a.String())
 	}
-	st := &device.State{Name: name, Kind: device.KindRun, MTU: MTU, Created: time.Now().UTC()}
-	if err := st.Configure(rec, o.Profile, pl.profile, o.Seed, o.Capture); err != nil {
-		return nil, err
+	if err := st.Encode(r.rec); err != nil {
+		return err
 	}
-	if err := device.Claim(st, func() ([]string, error) { return remove(name) }, o.Notes); err != nil {
-		return nil, err
-	}
-	return &run{o: o, st: st, rec: rec}, nil
+	return device.Claim(st, func() ([]string, error) { return remove(st.Name) }, r.o.Notes)
 }
 
 // hostPrefixes are the addresses and routes of the host side (default
@@ -303,31 +283,25 @@ func appendPrefix(out []netip.Prefix, n *net.IPNet) []netip.Prefix {
 	return append(out, netip.PrefixFrom(a.Unmap(), ones))
 }
 
-// start creates the command's namespaces with Init in them, starts the
-// device and waits until traffic flows through it.
-func (r *run) start(pl *plan, sigc <-chan os.Signal) error {
+// Prepare creates the command's namespaces with Init in them.
+func (r *run) Prepare(st *device.State, interrupt <-chan os.Signal, _ func(string)) error {
+	fmt.Fprintf(r.o.Notes, "faultbox run %s: profile %s, seed %d; the command is %s and %s\n",
+		st.Name, st.Profile, st.Seed, r.rec.Slot.Command4(), r.rec.Slot.Command6())
 	resolv := ""
-	if pl.hasResolv {
-		resolv = filepath.Join(device.Dir(r.st.Name), "resolv.conf")
-		if err := os.WriteFile(resolv, commandResolvConf(r.st.Name, r.rec.Slot, pl.resolv), 0o644); err != nil {
+	if r.pl.hasResolv {
+		resolv = filepath.Join(device.Dir(st.Name), "resolv.conf")
+		if err := os.WriteFile(resolv, commandResolvConf(st.Name, r.rec.Slot, r.pl.resolv), 0o644); err != nil {
 			return err
 		}
 	}
-	if err := r.startInit(pl.exe, resolv, sigc); err != nil {
-		return err
-	}
-	exited, err := device.Start(r.st, pl.exe)
-	if err != nil {
-		return err
-	}
-	return device.WaitReady(r.st.Name, exited, sigc, r.o.Timeout, func() {})
+	return r.startInit(st, resolv, interrupt)
 }
 
 // startInit starts the command's first process in new network and mount
 // namespaces, in a process group of its own, and waits until it has
 // mounted its views. Its pid and namespace go into the state for the
 // device.
-func (r *run) startInit(exe, resolv string, sigc <-chan os.Signal) error {
+func (r *run) startInit(st *device.State, resolv string, sigc <-chan os.Signal) error {
 	goR, goW, err := os.Pipe()
 	if err != nil {
 		return err
@@ -339,7 +313,7 @@ func (r *run) startInit(exe, resolv string, sigc <-chan os.Signal) error {
 		return err
 	}
 	defer reportR.Close()
-	cmd := exec.Command(exe, append([]string{"run-init", "--resolv", resolv, "--"}, r.o.Command...)...)
+	cmd := exec.Command(r.o.Executable, append([]string{"run-init", "--resolv", resolv, "--"}, r.o.Command...)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = r.o.Stdin, r.o.Stdout, r.o.Stderr
 	cmd.ExtraFiles = []*os.File{goR, reportW} // fds 3 and 4: initGoFD, initReportFD
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWNET | unix.CLONE_NEWNS, Setpgid: true}
@@ -378,44 +352,37 @@ func (r *run) startInit(exe, resolv string, sigc <-chan os.Signal) error {
 	if r.rec.Netns, err = netns.IDOf(r.rec.netnsPath()); err != nil {
 		return err
 	}
-	if err := r.st.Encode(r.rec); err != nil {
+	if err := st.Encode(r.rec); err != nil {
 		return err
 	}
-	return device.WriteState(r.st)
+	return device.WriteState(st)
 }
 
-// abort removes a run that failed to start and returns err with the end
-// of the device's log, if it had one.
-func (r *run) abort(err error) error {
-	log := device.LogTail(r.st.Name, 15)
+// Remove removes a run that failed to start: its command's first
+// process, if it started, and everything else (remove).
+func (r *run) Remove(name string) ([]string, error) {
 	if r.init != nil {
 		r.goPipe.Close() // Init exits when it reads no "go"
 		r.init.Process.Kill()
 		r.init.Wait()
 	}
-	if _, rerr := remove(r.st.Name); rerr != nil {
-		err = fmt.Errorf("%w (removing the run again: %v)", err, rerr)
-	}
-	if !strings.HasPrefix(log, "(no ") { // the device had started
-		err = fmt.Errorf("%w\n%s:\n  %s", err, filepath.Base(device.LogPath(r.st.Name)), strings.ReplaceAll(log, "\n", "\n  "))
-	}
-	return fmt.Errorf("run %s: %w", r.st.Name, err)
+	return remove(name)
 }
 
-// end removes the run after its command ended: the device stops (and
-// undoes its placement); whatever is still there goes too.
-func (r *run) end() error {
+// end removes the run called name after its command ended: the device
+// stops (and undoes its placement); whatever is still there goes too.
+func end(name string) error {
 	var errs []error
-	if st, err := device.ReadState(r.st.Name); err == nil && st.Device.Alive() {
-		if _, err := device.Stop(r.st.Name, st.Device); err != nil {
+	if st, err := device.ReadState(name); err == nil && st.Device.Alive() {
+		if _, err := device.Stop(name, st.Device); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	if _, err := remove(r.st.Name); err != nil {
+	if _, err := remove(name); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("run %s: removing it: %w", r.st.Name, err)
+		return fmt.Errorf("run %s: removing it: %w", name, err)
 	}
 	return nil
 }
