@@ -897,3 +897,56 @@ func TestRun_StatusAndApplyByName(t *testing.T) {
 	}
 	h.assertGone(t, name, &info)
 }
+
+// TestRun_ServesTheAPIOnTCPWithItsToken: a run serves the control API as
+// a lab or an attach does. With --api on the host side's loopback,
+// faultbox run prints where and the bearer token once (on stderr, which
+// is the command's too), keeps the token in api.token (0600), and over
+// TCP its status says it is the run; a wrong token gets 401.
+func TestRun_ServesTheAPIOnTCPWithItsToken(t *testing.T) {
+	h := newHostSide(t, true)
+	name := fblab.UniqueName("tr")
+	s := h.start(t, name, "--profile", "passthrough", "--api", "127.0.0.1:0", "--", "sh", "-c", "echo started; exec sleep 300")
+	info := s.info()
+	var addr, token string
+	for _, l := range strings.Split(s.stderr(), "\n") {
+		if rest, ok := strings.CutPrefix(l, "api http://"); ok {
+			fmt.Sscanf(strings.ReplaceAll(rest, ",", " "), "%s (bearer token %s", &addr, &token)
+		}
+	}
+	addr = strings.TrimSuffix(addr, "/v1/")
+	if !strings.HasPrefix(addr, "127.0.0.1:") || len(token) != 64 {
+		t.Fatalf("faultbox run --api printed address %q, token %q; want 127.0.0.1:PORT and a token; stderr:\n%s", addr, token, s.stderr())
+	}
+	if kept, err := os.ReadFile(h.path(device.TokenPath(name))); err != nil || strings.TrimSpace(string(kept)) != token {
+		t.Errorf("api.token holds %q (%v), want the printed token", kept, err)
+	}
+	if fi, err := os.Stat(h.path(device.TokenPath(name))); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("api.token: %v %v, want mode 0600", fi, err)
+	}
+	curl := func(token string) testenv.Result {
+		return testenv.Run(30*time.Second, h.via[0], append(h.via[1:], "curl", "-sS", "--max-time", "10", "-w", "\n%{http_code}",
+			"-H", "Authorization: Bearer "+token, "http://"+addr+"/v1/status")...)
+	}
+	r := curl(token)
+	i := strings.LastIndexByte(r.Stdout, '\n')
+	body, code := r.Stdout[:max(i, 0)], r.Stdout[i+1:]
+	var st struct {
+		Name string `json:"name"`
+		Kind string `json:"kind"`
+		API  string `json:"api"`
+	}
+	if r.Code != 0 || code != "200" || json.Unmarshal([]byte(body), &st) != nil || st.Name != name || st.Kind != "run" || st.API != addr {
+		t.Errorf("GET /v1/status over TCP with the token: %s; want 200 with run %s, api %s", r, name, addr)
+	}
+	if r := curl("guess"); r.Code != 0 || !strings.HasSuffix(r.Stdout, "\n401") {
+		t.Errorf("GET /v1/status over TCP with a wrong token: %s; want 401", r)
+	}
+	if err := s.cmd.Process.Signal(unix.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.wait(30 * time.Second); got != 128+15 {
+		t.Errorf("faultbox run exited %d after SIGTERM, want 143; stderr:\n%s", got, s.stderr())
+	}
+	h.assertGone(t, name, &info)
+}

@@ -15,7 +15,7 @@ func newRunCmd() *cobra.Command {
 	var o shell.Options
 	var seed uint64
 	cmd := &cobra.Command{
-		Use:   "run --profile NAME|FILE [--name N] [--seed S] [--capture F.pcapng] -- CMD [ARGS...]",
+		Use:   "run --profile NAME|FILE [--name N] [--seed S] [--capture F.pcapng] [--api ADDR] -- CMD [ARGS...]",
 		Short: "Run a command whose network goes through the device",
 		Long: `Run CMD in a network namespace of its own whose only way out is the device, to
 the network of the namespace faultbox runs in (the host side): the profile
@@ -39,12 +39,16 @@ starts. CMD runs as the user faultbox runs as: root under sudo.
 
 While it runs, the run is a device like a lab or an attach: faultbox status
 --name NAME shows its counters and faultbox apply --name NAME switches its
-profile (NAME is run-N, as faultbox run says, unless --name gives one).`,
+profile (NAME is run-N, as faultbox run says, unless --name gives one). Its
+control API is on /run/faultbox/NAME/control.sock and, with --api, on TCP
+too (on the host side, not in CMD's namespace), with a bearer token printed
+once on stderr (docs/api.md).`,
 		Example: `  sudo faultbox run --profile gprs -- curl -o /dev/null https://example.com/
   sudo faultbox run --profile lossy-wifi --seed 7 --capture /tmp/wifi.pcapng -- ./my-client
   sudo faultbox run --name phone --profile 3g -- bash     # a shell on 3G
   sudo faultbox status --name phone                        # from another terminal
   sudo faultbox apply --name phone gprs                    # now on GPRS, connections kept
+  sudo faultbox run --profile 3g --api 127.0.0.1:7070 -- ./my-client   # driven over TCP from this host
   sudo faultbox run --profile gprs -- sudo -u "$USER" firefox`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -68,6 +72,7 @@ profile (NAME is run-N, as faultbox run says, unless --name gives one).`,
 	cmd.Flags().StringVar(&o.Profile, "profile", "", "built-in profile name or profile file (required)")
 	cmd.Flags().Uint64Var(&seed, "seed", 0, "seed of every random decision (default: the profile's, else random)")
 	cmd.Flags().StringVar(&o.Capture, "capture", "", "write every packet of both ports to this pcapng file")
+	apiFlags(cmd, &o.Options)
 	// Everything after the first argument belongs to CMD, dashes included.
 	cmd.Flags().SetInterspersed(false)
 	return cmd
