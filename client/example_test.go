@@ -81,6 +81,7 @@ func Example() {
 		fmt.Printf("%s (%s): %s\n", b.Name, b.Type, b.Match)
 	}
 	// Output:
+	// passthrough (passthrough): all
 	// slow (delay): direction: downstream
 }
 

@@ -9,7 +9,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/faultbox/faultbox/client"
 	"github.com/faultbox/faultbox/internal/api/apitest"
+	"github.com/faultbox/faultbox/internal/device"
 	"github.com/faultbox/faultbox/internal/testenv"
 )
 
@@ -32,7 +35,14 @@ type rig struct {
 
 func newRig(t *testing.T) *rig {
 	t.Helper()
-	d, err := apitest.Start(t.TempDir(), "t", apitest.Logger(t))
+	return newRigState(t, device.State{Name: "t"})
+}
+
+// newRigState is newRig for a device with the state's name and API
+// fields.
+func newRigState(t *testing.T, st device.State) *rig {
+	t.Helper()
+	d, err := apitest.StartState(t.TempDir(), st, apitest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,12 +115,12 @@ func TestAPI_EveryRoute(t *testing.T) {
 	g.want(g.do("PUT", "/v1/profile?source=base.yaml&seed=7", "application/yaml", base), 200, `"name": "base"`)
 	var st client.Status
 	g.decode(g.do("GET", "/v1/status", "", ""), &st)
-	if st.Profile != "base" || st.Seed != 7 || st.Source != "base.yaml" || st.Version != 1 || len(st.Ports) != 2 || st.Behaviors[0].Name != "seen" {
+	if st.Profile != "base" || st.Seed != 7 || st.Source != "base.yaml" || st.Version != 2 || len(st.Ports) != 2 || st.Behaviors[0].Name != "seen" {
 		t.Fatalf("status %+v", st)
 	}
 	r := g.do("GET", "/v1/profile?format=yaml", "", "")
 	g.want(r, 200, base)
-	if r.hdr.Get("ETag") != `"1"` || r.hdr.Get("Content-Type") != "application/yaml" {
+	if r.hdr.Get("ETag") != `"2"` || r.hdr.Get("Content-Type") != "application/yaml" {
 		t.Fatalf("headers %v", r.hdr)
 	}
 	r = g.do("POST", "/v1/behaviors", "application/json", `{"type": "delay", "name": "slow", "delay": "20ms"}`)
@@ -124,7 +134,7 @@ func TestAPI_EveryRoute(t *testing.T) {
 	if len(bs) != 3 || bs[0].Name != "drop" || bs[1].Name != "seen" || bs[2].Name != "slow" {
 		t.Fatalf("behaviors %+v", bs)
 	}
-	g.want(g.do("PATCH", "/v1/behaviors/slow", "application/json", `{"delay": "30ms"}`, "If-Match", `"3"`), 200, `"type": "delay"`)
+	g.want(g.do("PATCH", "/v1/behaviors/slow", "application/json", `{"delay": "30ms"}`, "If-Match", `"4"`), 200, `"type": "delay"`)
 	g.want(g.do("GET", "/v1/behaviors/slow", "", ""), 200, `"name": "slow"`)
 	g.want(g.do("GET", "/v1/profile?format=yaml", "", ""), 200, "  - type: delay\n    name: slow\n    delay: 30ms\n")
 	r = g.do("DELETE", "/v1/behaviors/drop", "", "")
@@ -147,7 +157,9 @@ func TestAPI_EveryRoute(t *testing.T) {
 	g.want(g.do("GET", "/v1/capture", "", ""), 200, `"active": false`)
 	g.want(g.do("PUT", "/v1/profile?builtin=block-port-81", "", ""), 200, `"source": "block-port-81"`)
 	g.want(g.do("POST", "/v1/shutdown", "", ""), 202, "shutting down")
-	if g.d.Shutdowns.Load() != 1 {
+	select {
+	case <-g.d.ShutdownRequested():
+	default:
 		t.Fatal("shutdown not passed to the device")
 	}
 }
@@ -203,7 +215,7 @@ func TestAPI_BadInputChangesNothingAndTrafficFlows(t *testing.T) {
 		forwards(c.name)
 	}
 	// A change made against an old version is refused.
-	g.want(g.do("DELETE", "/v1/behaviors/seen", "", "", "If-Match", `"9"`), 412, "at version 1, not 9")
+	g.want(g.do("DELETE", "/v1/behaviors/seen", "", "", "If-Match", `"9"`), 412, "at version 2, not 9")
 
 	// Concurrent PUTs: each is applied whole or refused with a 409.
 	docs := make([]string, 8)
@@ -233,7 +245,7 @@ func TestAPI_BadInputChangesNothingAndTrafficFlows(t *testing.T) {
 	var bs []client.Behavior
 	g.decode(g.do("GET", "/v1/behaviors", "", ""), &bs)
 	// The profile is one of those sent, whole, and the chain is its chain.
-	if applied == 0 || prof.Version != uint64(1+applied) || !slices.Contains(docs, prof.YAML) ||
+	if applied == 0 || prof.Version != uint64(2+applied) || !slices.Contains(docs, prof.YAML) ||
 		len(bs) != 1 || bs[0].Name != "d"+strings.TrimPrefix(prof.Name, "p") {
 		t.Fatalf("after concurrent PUTs (%v): profile %+v, chain %+v", codes, prof, bs)
 	}
@@ -249,11 +261,17 @@ func TestAPI_BadInputChangesNothingAndTrafficFlows(t *testing.T) {
 }
 
 func TestAPI_TCPNeedsTheToken(t *testing.T) {
-	g := newRig(t)
-	addr, err := g.d.ServeTCP("s3cret")
+	const token = "s3cret-0123456789"
+	file := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(file, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g := newRigState(t, device.State{Name: "t", API: "127.0.0.1:0", APITokenFile: file})
+	st, err := g.d.Status()
 	if err != nil {
 		t.Fatal(err)
 	}
+	addr := st.API
 	g.url, g.hc = "http://"+addr, &http.Client{Timeout: 10 * time.Second}
 	for _, tok := range []string{"", "wrong"} {
 		g.tok = tok
@@ -264,11 +282,11 @@ func TestAPI_TCPNeedsTheToken(t *testing.T) {
 		}
 		g.want(g.do("GET", "/metrics", "", ""), 401, "")
 	}
-	g.tok = "s3cret"
+	g.tok = token
 	g.want(g.do("GET", "/v1/status", "", ""), 200, `"kind": "test"`)
 	g.want(g.do("POST", "/v1/capture", "application/json", `{"path": "/tmp/fbx-never.pcapng"}`), 403, "only over the device's unix socket")
 
-	c := client.DialTCP(addr, "s3cret")
+	c := client.DialTCP(addr, token)
 	if _, err := c.Status(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -349,7 +367,7 @@ func TestAPI_MetricsPassPromtool(t *testing.T) {
 		`faultbox_flows{state="established"} 1` + "\n",
 		"faultbox_flows_capacity ",
 		`faultbox_delay_line_packets{port="server"} 0` + "\n",
-		`faultbox_profile_info{profile="m",seed="0",source="request"} 1` + "\n",
+		`faultbox_profile_info{profile="m",seed="3",source="request"} 1` + "\n",
 	} {
 		if !strings.Contains(r.body, want) {
 			t.Errorf("/metrics lacks %q", want)
@@ -367,6 +385,6 @@ func TestAPI_MetricsPassPromtool(t *testing.T) {
 func TestAPI_MetricsTakeAnySource(t *testing.T) {
 	g := newRig(t)
 	g.want(g.do("PUT", "/v1/profile?source=%ff%fe.yaml", "application/yaml", base), 200, "")
-	g.want(g.do("GET", "/metrics", "", ""), 200, "faultbox_profile_info{profile=\"base\",seed=\"0\",source=\"\ufffd.yaml\"} 1")
+	g.want(g.do("GET", "/metrics", "", ""), 200, "faultbox_profile_info{profile=\"base\",seed=\"3\",source=\"\ufffd.yaml\"} 1")
 	g.want(g.do("GET", "/v1/status", "", ""), 200, `"profile": "base"`)
 }

@@ -92,7 +92,7 @@ func TestController_AddPatchRemoveDelay(t *testing.T) {
 		t.Fatalf("behaviors %+v: want the log to have seen all 4 segments", bs)
 	}
 	p, err := d.Profile()
-	if err != nil || p.Version != 4 || !p.Edited || !strings.Contains(p.YAML, "name: seen") || strings.Contains(p.YAML, "slow") {
+	if err != nil || p.Version != 5 || !p.Edited || !strings.Contains(p.YAML, "name: seen") || strings.Contains(p.YAML, "slow") {
 		t.Fatalf("profile %+v %v", p, err)
 	}
 }
@@ -113,7 +113,7 @@ func TestController_RefusedEditsChangeNothing(t *testing.T) {
 	wantKind(t, err, control.BadRequest, `request:2: behavior (delay): jitter: "-1ms" is negative`)
 	wantKind(t, d.RemoveBehavior("fast", 0), control.NotFound, `no behavior called "fast"`)
 	_, err = d.AddBehavior(control.EditRequest{File: "request", Body: []byte(`{"type": "log"}`), Index: -1, IfVersion: before.Version + 1})
-	wantKind(t, err, control.PreconditionFailed, "the profile is at version 1, not 2")
+	wantKind(t, err, control.PreconditionFailed, "the profile is at version 2, not 3")
 
 	after, _ := d.Profile()
 	if after != before {

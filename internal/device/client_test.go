@@ -1,9 +1,11 @@
-package device
+package device_test
 
 import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/faultbox/faultbox/internal/device"
 )
 
 // A command that asks a device many times (a scenario reading its event
@@ -12,16 +14,16 @@ import (
 // timeout, minutes later.
 func TestDevice_RequestsLeaveNoConnectionOpen(t *testing.T) {
 	startMemDevice(t, "conns", "")
-	if _, err := GetStatus("conns"); err != nil { // the server's own goroutines start
+	if _, err := device.GetStatus("conns"); err != nil { // the server's own goroutines start
 		t.Fatal(err)
 	}
 	before := runtime.NumGoroutine()
 	const n = 20
 	for range n {
-		if _, err := GetStatus("conns"); err != nil {
+		if _, err := device.GetStatus("conns"); err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := Events("conns", 0); err != nil {
+		if _, _, err := device.Events("conns", 0); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -8,9 +8,9 @@
 // Every device has a runtime directory RunDir/NAME (0700) holding
 // state.json (State: its kind and what undoing its placement needs),
 // control.sock (the control API, internal/api), device.log and, when the
-// API also serves TCP, api.token. A command that creates a device writes
-// state.json and re-executes the faultbox binary as the device process
-// (Start), which reads it (Run).
+// API also serves TCP, api.token. A command that creates a device
+// (Launch) writes state.json and re-executes the faultbox binary as the
+// device process, which reads it (Run).
 package device
 
 import (
@@ -89,12 +89,11 @@ type Device struct {
 	shutdown     chan struct{}
 }
 
-// Run is the device process of the device called name: it places and
-// opens its ports, proves that traffic flows, installs the profile and
-// serves the control socket until SIGINT, SIGTERM or a shutdown request;
-// then it closes the ports, undoes the placement and removes the runtime
-// directory. It logs to stderr, which Start points at device.log. If
-// setting up fails it undoes what it did and returns the error.
+// Run is the device process of the device called name: it opens the
+// device (Open) and serves its control socket until SIGINT, SIGTERM or a
+// shutdown request; then it closes it (Close). It logs to stderr, which
+// the launcher points at device.log. If setting up fails it undoes what it
+// did and returns the error.
 func Run(name string, placeFor PlaceFunc) error {
 	// Take the signals before anything else so that a SIGTERM during setup
 	// still ends in a clean teardown.
@@ -102,20 +101,10 @@ func Run(name string, placeFor PlaceFunc) error {
 	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
 	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
 
-	d, err := newDevice(name, placeFor, log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds))
+	d, err := Open(name, placeFor, log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds))
 	if err != nil {
 		return err
 	}
-	st := d.state
-	d.log.Printf("%s %s: device starting (pid %d)", st.KindOf(), name, os.Getpid())
-	if err := d.setup(); err != nil {
-		d.log.Printf("setup failed: %v", err)
-		d.closePorts()
-		d.place.Remove(d.log)
-		return err
-	}
-	d.serve()
-	d.log.Printf("ready: profile %s, seed %d", d.state.Profile, d.state.Seed)
 	debugPanicAfter(d.log) // test builds only (debugpanic.go)
 	if path := os.Getenv("FAULTBOX_CPUPROFILE"); path != "" {
 		// For performance work: profile the device until teardown.
@@ -132,14 +121,41 @@ func Run(name string, placeFor PlaceFunc) error {
 	case <-d.shutdown:
 		d.log.Printf("shutdown requested")
 	}
+	d.Close()
+	return nil
+}
+
+// Open runs the device called name in this process: it places and opens
+// its ports, proves that traffic flows, installs the profile and serves
+// the control API, until Close. If setting up fails it undoes what it did
+// and returns the error.
+func Open(name string, placeFor PlaceFunc, lg *log.Logger) (*Device, error) {
+	d, err := newDevice(name, placeFor, lg)
+	if err != nil {
+		return nil, err
+	}
+	d.log.Printf("%s %s: device starting (pid %d)", d.state.KindOf(), name, os.Getpid())
+	if err := d.setup(); err != nil {
+		d.log.Printf("setup failed: %v", err)
+		d.closePorts()
+		d.place.Remove(d.log)
+		return nil, err
+	}
+	d.serve()
+	d.log.Printf("ready: profile %s, seed %d", d.state.Profile, d.state.Seed)
+	return d, nil
+}
+
+// Close stops the control API and the engine, closes the ports, undoes
+// the placement and removes the runtime directory.
+func (d *Device) Close() {
 	start := time.Now()
 	d.closePorts()
 	d.place.Remove(d.log)
-	if err := os.RemoveAll(Dir(name)); err != nil {
+	if err := os.RemoveAll(Dir(d.state.Name)); err != nil {
 		d.log.Printf("%v", err)
 	}
-	d.log.Printf("%s %s removed in %s", st.KindOf(), name, time.Since(start).Round(time.Millisecond))
-	return nil
+	d.log.Printf("%s %s removed in %s", d.state.KindOf(), d.state.Name, time.Since(start).Round(time.Millisecond))
 }
 
 // newDevice reads the state of the device called name and makes its
@@ -258,6 +274,9 @@ func (d *Device) closePorts() {
 func (d *Device) Shutdown() {
 	d.shutdownOnce.Do(func() { close(d.shutdown) })
 }
+
+// ShutdownRequested is closed once a shutdown was asked for.
+func (d *Device) ShutdownRequested() <-chan struct{} { return d.shutdown }
 
 // Status is the device's status: its own facts and the controller's.
 func (d *Device) Status() (*client.Status, error) {

@@ -347,3 +347,15 @@ func TestOnly_PicksTheOneDeviceOrSaysWhyNot(t *testing.T) {
 	WriteState(&State{Name: "x2", Kind: KindAttach})
 	want("", KindAttach, "", "2 attach devices exist (x1, x2): say which with --name")
 }
+
+func TestRunning_SaysWhatIsWrong(t *testing.T) {
+	withRunDir(t)
+	if _, err := Running("nothere"); !IsInputError(err) || !strings.Contains(err.Error(), "is not up") {
+		t.Errorf("Running of no device: %v", err)
+	}
+	os.Mkdir(Dir("dead"), 0o700)
+	WriteState(&State{Name: "dead", Kind: KindAttach, Device: Proc{PID: os.Getpid(), Start: 1}})
+	if _, err := Running("dead"); !IsInputError(err) || !strings.Contains(err.Error(), "faultbox detach --name dead") {
+		t.Errorf("Running of a dead attach: %v, want the command that removes it", err)
+	}
+}

@@ -1,4 +1,4 @@
-package device
+package device_test
 
 import (
 	"bufio"
@@ -11,6 +11,7 @@ import (
 
 	"github.com/faultbox/faultbox/client"
 	"github.com/faultbox/faultbox/internal/control"
+	"github.com/faultbox/faultbox/internal/device"
 	"github.com/faultbox/faultbox/internal/packet"
 	"github.com/faultbox/faultbox/profiles"
 )
@@ -18,7 +19,7 @@ import (
 // WriteEvents prints the log as text or JSON lines; following, it prints
 // an event as it happens and ends without an error when interrupted.
 func TestWriteEvents_PrintsAndFollows(t *testing.T) {
-	d, m := startMemDevice(t, "evs", "")
+	d := startMemDevice(t, "evs", "")
 	p, err := profiles.Parse("log.yaml", []byte("name: log\nbehaviors:\n  - type: log\n"))
 	if err != nil {
 		t.Fatal(err)
@@ -26,20 +27,20 @@ func TestWriteEvents_PrintsAndFollows(t *testing.T) {
 	if _, err := d.Apply(control.ApplyRequest{Profile: p, Source: "log.yaml", Wait: true}); err != nil {
 		t.Fatal(err)
 	}
-	if !m.send(packet.SYN) {
+	if !crosses(d, packet.SYN) {
 		t.Fatal("a SYN did not cross")
 	}
 	ctx := context.Background()
 
 	var text strings.Builder
-	if err := WriteEvents(ctx, &text, "evs", false, false); err != nil {
+	if err := device.WriteEvents(ctx, &text, "evs", false, false); err != nil {
 		t.Fatal(err)
 	}
 	if lines := strings.Split(strings.TrimSpace(text.String()), "\n"); len(lines) != 1 || !strings.Contains(lines[0], " log ") || !strings.Contains(lines[0], "[S]") {
 		t.Errorf("text: %q, want one line of the logged SYN", text.String())
 	}
 	var js strings.Builder
-	if err := WriteEvents(ctx, &js, "evs", false, true); err != nil {
+	if err := device.WriteEvents(ctx, &js, "evs", false, true); err != nil {
 		t.Fatal(err)
 	}
 	var ev client.Event
@@ -52,7 +53,7 @@ func TestWriteEvents_PrintsAndFollows(t *testing.T) {
 	defer cancel()
 	r, w := io.Pipe()
 	done := make(chan error, 1)
-	go func() { done <- WriteEvents(ctx, w, "evs", true, false); w.Close() }()
+	go func() { done <- device.WriteEvents(ctx, w, "evs", true, false); w.Close() }()
 	lines := bufio.NewScanner(r)
 	next := func(what string) string {
 		t.Helper()
@@ -75,7 +76,7 @@ func TestWriteEvents_PrintsAndFollows(t *testing.T) {
 		return ""
 	}
 	next("the first event")
-	m.send(packet.SYN | packet.ACK)
+	crosses(d, packet.SYN|packet.ACK)
 	if line := next("the new event"); !strings.Contains(line, "[S.]") {
 		t.Errorf("followed %q, want the SYN-ACK", line)
 	}

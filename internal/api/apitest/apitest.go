@@ -1,25 +1,24 @@
-// Package apitest runs a device in memory for tests of the control API and
-// its clients: a real engine between two memory ports (client and server),
-// its controller, and the API served on a unix socket.
+// Package apitest runs a device in memory for tests of the device, its
+// control API and its clients: a real device (package device) whose
+// placement is two memory ports, client and server, with the API served
+// on its unix socket.
 package apitest
 
 import (
+	"errors"
 	"fmt"
 	"log"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/faultbox/faultbox/client"
-	"github.com/faultbox/faultbox/internal/api"
-	"github.com/faultbox/faultbox/internal/control"
-	"github.com/faultbox/faultbox/internal/engine"
+	"github.com/faultbox/faultbox/behaviors"
+	"github.com/faultbox/faultbox/internal/device"
 	"github.com/faultbox/faultbox/internal/packet"
+	"github.com/faultbox/faultbox/profiles"
 	"github.com/faultbox/faultbox/tun"
 )
 
@@ -29,50 +28,82 @@ var (
 	ServerAddr = netip.MustParseAddr("198.18.0.2")
 )
 
-// Device is an in-memory device with the API on a unix socket.
+// Kind is the kind of device a device in memory says it is.
+const Kind device.Kind = "test"
+
+// Device is a device in memory with the API on a unix socket.
 type Device struct {
-	*control.Controller
-	Engine         *engine.Engine
+	*device.Device
 	Client, Server *tun.MemPort
 	Socket         string
-	Shutdowns      atomic.Int32 // shutdown requests received
-	started        time.Time
-	srv            *api.Server
+	oldRunDir      string
 }
 
-// Start runs a device called name whose API listens on a socket in dir
-// (dir/name/control.sock, as client.Dial expects with client.RunDir = dir).
+// Start runs a device called name whose runtime directory is in dir:
+// device.RunDir is dir until Close, so its socket is dir/name/control.sock,
+// where client.Dial looks with client.RunDir = dir. It starts on
+// passthrough, seed 3, its counters at zero after its start-up check.
 func Start(dir, name string, logger *log.Logger) (*Device, error) {
+	return StartState(dir, device.State{Name: name}, logger)
+}
+
+// StartState is Start for a state of the caller's (its name, and API
+// fields for a TCP API; the rest as Start's).
+func StartState(dir string, st device.State, logger *log.Logger) (*Device, error) {
 	if logger == nil {
 		logger = log.New(os.Stderr, "apitest: ", 0)
 	}
-	e := engine.New(engine.Config{})
-	d := &Device{Engine: e, Client: tun.NewMemPort("client", 1500, true), Server: tun.NewMemPort("server", 1500, true), started: time.Now()}
-	for _, p := range []struct {
-		name string
-		port *tun.MemPort
-		addr netip.Addr
-	}{{"client", d.Client, ClientAddr}, {"server", d.Server, ServerAddr}} {
-		if err := e.AddPort(p.name, p.port, []netip.Prefix{netip.PrefixFrom(p.addr, 32)}); err != nil {
-			return nil, err
-		}
+	d := &Device{oldRunDir: device.RunDir}
+	device.RunDir = dir
+	st.Kind, st.Profile, st.Seed, st.MTU = Kind, "passthrough", 3, 1500
+	err := os.Mkdir(device.Dir(st.Name), 0o700)
+	if err == nil {
+		err = device.WriteState(&st)
 	}
-	e.Start()
-	d.Controller = control.New(control.Config{Engine: e, Log: logger})
-	d.srv = api.New(d, logger)
-	d.Socket = filepath.Join(dir, name, "control.sock")
-	if err := os.MkdirAll(filepath.Dir(d.Socket), 0o700); err != nil {
-		e.Close()
-		return nil, err
+	p := &placement{}
+	if err == nil {
+		d.Device, err = device.Open(st.Name, func(*device.State) (device.Placement, error) { return p, nil }, logger)
 	}
-	ln, err := net.Listen("unix", d.Socket)
 	if err != nil {
-		e.Close()
+		device.RunDir = d.oldRunDir
 		return nil, err
 	}
-	go d.srv.Serve(ln, "")
+	d.Client, d.Server = p.client, p.server
+	d.Socket = filepath.Join(device.Dir(st.Name), "control.sock")
 	return d, nil
 }
+
+// Close stops the device, removes its runtime directory and puts
+// device.RunDir back.
+func (d *Device) Close() {
+	d.Device.Close()
+	device.RunDir = d.oldRunDir
+}
+
+// placement places two memory ports: the device's whole life without
+// root or a kernel.
+type placement struct{ client, server *tun.MemPort }
+
+func (p *placement) Place(*log.Logger) ([]device.Port, error) {
+	p.client, p.server = tun.NewMemPort("client", 1500, true), tun.NewMemPort("server", 1500, true)
+	return []device.Port{
+		{Name: "client", Namespace: "memory", Dev: p.client, Prefixes: []netip.Prefix{netip.PrefixFrom(ClientAddr, 32)}},
+		{Name: "server", Namespace: "memory", Dev: p.server, Prefixes: []netip.Prefix{netip.PrefixFrom(ServerAddr, 32)}},
+	}, nil
+}
+
+// Check sends one SYN from the client to the server.
+func (p *placement) Check(*log.Logger) error {
+	p.client.Send(Segment(true, 40000, 1, packet.SYN, 0), tun.Offload{})
+	if _, _, ok := p.server.Recv(5 * time.Second); !ok {
+		return errors.New("the start-up SYN did not cross")
+	}
+	return nil
+}
+
+func (p *placement) Resolver() behaviors.Resolver { return profiles.DefaultResolver }
+func (p *placement) Describe() string             { return "two memory ports" }
+func (p *placement) Remove(*log.Logger)           {}
 
 // Logger is a device log that goes to t's log, shown with the test's
 // failure.
@@ -83,35 +114,6 @@ type testLog struct{ t testing.TB }
 func (l testLog) Write(p []byte) (int, error) {
 	l.t.Log(strings.TrimSuffix(string(p), "\n"))
 	return len(p), nil
-}
-
-// ServeTCP serves the API on a loopback TCP port with token and returns
-// its address.
-func (d *Device) ServeTCP(token string) (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	go d.srv.Serve(ln, token)
-	return ln.Addr().String(), nil
-}
-
-// Status is the controller's status with the device's facts.
-func (d *Device) Status() (*client.Status, error) {
-	st := d.Controller.Status()
-	st.Kind, st.Name, st.PID, st.Started = "test", "apitest", os.Getpid(), d.started
-	st.UptimeSeconds = time.Since(d.started).Seconds()
-	return st, nil
-}
-
-// Shutdown counts the request; the test closes the device.
-func (d *Device) Shutdown() { d.Shutdowns.Add(1) }
-
-// Close stops the API and the engine.
-func (d *Device) Close() {
-	d.srv.Close()
-	d.Engine.Close()
-	os.Remove(d.Socket)
 }
 
 // Segment is a TCP segment from the client (port sport) to the server's
