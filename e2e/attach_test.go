@@ -207,8 +207,9 @@ func TestAttach_DelayOnlyTowardTheSelectedPrefix(t *testing.T) {
 	if n := l.counter(l.status(), "in"); n != in {
 		t.Errorf("traffic to the other container and the outside crossed the device: %v packets in, %v before it", n, in)
 	}
-	// apply switches the attached device's profile, as lab apply does.
-	if r := fb(30*time.Second, "apply", "--name", l.name, "passthrough"); r.Code != 0 {
+	// apply switches the attached device's profile, as lab apply does; it
+	// takes the profile as --profile too, as attach does.
+	if r := fb(30*time.Second, "apply", "--name", l.name, "--profile", "passthrough"); r.Code != 0 {
 		t.Fatalf("apply passthrough: %s", r)
 	}
 	if rtt := connectRTT(l, "client", dkServer4, 8000, 3); rtt > 10*time.Millisecond {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -214,18 +215,35 @@ alike; without --name, the only device there is.`,
 // newApplyCommand is `apply` for any device (top level) and for labs; the
 // caller adds the --name flag whose value it returns.
 func newApplyCommand(use, short, example string) (*cobra.Command, *string) {
-	var name string
+	var name, profileFlag string
 	var seed uint64
 	cmd := &cobra.Command{
 		Use:   use,
 		Short: short,
 		Long: `Load and check the profile, then switch the device to it. Open connections and
 packets already delayed are kept. A profile with errors changes nothing (exit
-status 2). The seed is --seed, else the profile's, else the device's current one.`,
+status 2). The seed is --seed, else the profile's, else the device's current one.
+The profile is the argument, or --profile as lab up, attach and run take it.`,
 		Example: example,
-		Args:    cobra.ExactArgs(1),
+		Args: func(cmd *cobra.Command, args []string) error {
+			given := args
+			if profileFlag != "" {
+				given = append(given, profileFlag)
+			}
+			switch {
+			case len(given) > 1:
+				return fmt.Errorf("one profile at a time: got %s", strings.Join(given, " and "))
+			case len(given) == 0:
+				return fmt.Errorf("no profile: give NAME|FILE (or --profile NAME|FILE)")
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			profile, s, err := device.Apply(name, args[0], seedFlag(cmd, seed))
+			profile := profileFlag
+			if len(args) == 1 {
+				profile = args[0]
+			}
+			profile, s, err := device.Apply(name, profile, seedFlag(cmd, seed))
 			if err != nil {
 				return usageIfInput(err)
 			}
@@ -234,6 +252,7 @@ status 2). The seed is --seed, else the profile's, else the device's current one
 		},
 	}
 	cmd.Flags().Uint64Var(&seed, "seed", 0, "seed of every random decision (default: the profile's, else the device's)")
+	cmd.Flags().StringVar(&profileFlag, "profile", "", "the profile, instead of the argument")
 	return cmd, &name
 }
 
