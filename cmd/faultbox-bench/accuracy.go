@@ -36,6 +36,34 @@ func loadavg() string {
 	return strings.Fields(string(b))[0]
 }
 
+// stealTicks is the time, in USER_HZ ticks (1/100 s on Linux), that the
+// hypervisor ran something else while this VM's CPUs wanted to run: the
+// "steal" column of /proc/stat. false: not known.
+func stealTicks() (int64, bool) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, false
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, false
+	}
+	v, err := strconv.ParseInt(f[8], 10, 64)
+	return v, err == nil
+}
+
+// stealSince describes the share of all CPUs' time since start that the
+// hypervisor took (steal), given the ticks read then.
+func stealSince(ticks int64, ok bool, start time.Time) string {
+	now, ok2 := stealTicks()
+	wall := time.Since(start).Seconds() * float64(runtime.NumCPU())
+	if !ok || !ok2 || wall <= 0 {
+		return "steal unknown"
+	}
+	return fmt.Sprintf("the hypervisor took %.2f %% of the CPUs' time (steal)", 100*float64(now-ticks)/100/wall)
+}
+
 // stallCheck spins one thread for d at the default priority and reports
 // the share of d it did not run and its longest gap: when the machine (or
 // the host under a VM) is busy, every thread of the measured path loses

@@ -48,6 +48,15 @@ func sparseRates(n int) []sparseRate {
 	return []sparseRate{{1, n}, {10, 3 * n}, {100, 10 * n}}
 }
 
+// sparseDuration is how long one group's probes take.
+func sparseDuration(rates []sparseRate) time.Duration {
+	var d time.Duration
+	for _, r := range rates {
+		d += time.Duration(float64(r.n) / r.pps * float64(time.Second))
+	}
+	return d
+}
+
 // alwaysPoll are the lab up flags of the device that never sleeps, on a
 // CPU of its own (the last one).
 var alwaysPoll = []string{"--cpus", ownCPU[1], "--busy-poll", "always"}
@@ -73,7 +82,7 @@ type sparseGroup struct {
 	streams []*sparseStream
 }
 
-// sparse measures both groups with n probes at 1/s and prints them.
+// sparse measures its groups with n probes at 1/s and prints them.
 func (a accuracy) sparse(ctx context.Context, n int) error {
 	rates := sparseRates(n)
 	profile, err := a.writeProfile("bench-sparse", fmt.Sprintf(
@@ -87,12 +96,30 @@ func (a accuracy) sparse(ctx context.Context, n int) error {
 	var groups []*sparseGroup
 	var failed error
 	for _, g := range []struct {
-		title string
-		modes []labMode
-		cross bool // a veth row with its ends on different CPUs
-	}{{"devices that sleep when idle (shared CPUs, or polling at most 1 ms after a packet)", shared, runtime.NumCPU() > 1},
-		{"a device that never sleeps, on CPU " + ownCPU[1], own, false}} {
+		title     string
+		modes     []labMode
+		cross     bool // a veth row with its ends on different CPUs
+		keepAwake bool // the CPUs other than the device's never idle
+	}{{"devices that sleep when idle (shared CPUs, or polling at most 1 ms after a packet)", shared, runtime.NumCPU() > 1, false},
+		{"a device that never sleeps, on CPU " + ownCPU[1], own, false, false},
+		{"a device that never sleeps, on CPU " + ownCPU[1] + ", the endpoints' CPUs kept out of idle (a SCHED_IDLE spinner each)",
+			own, false, true}} {
+		if g.keepAwake && runtime.NumCPU() < 2 {
+			continue // no CPU besides the device's to keep awake
+		}
+		stopSpinners := func() {}
+		if g.keepAwake {
+			var others []int
+			for cpu := range runtime.NumCPU() - 1 {
+				others = append(others, cpu)
+			}
+			if stopSpinners, err = startIdleSpinners(ctx, a.self, others, sparseDuration(rates)+5*time.Minute); err != nil {
+				failed = err
+				break
+			}
+		}
 		group, err := a.sparseGroup(ctx, g.title, profile, g.modes, g.cross, rates)
+		stopSpinners()
 		if group != nil {
 			groups = append(groups, group)
 		}
@@ -153,6 +180,9 @@ func (a accuracy) sparseGroup(ctx context.Context, title, profile string, modes 
 	}
 	g.load = loadavg() + "; " + stallCheck(2*time.Second)
 	fmt.Fprintf(os.Stderr, "== sparse traffic: %s (load %s)\n", title, g.load)
+	steal, ok := stealTicks()
+	start := time.Now()
+	defer func() { g.load += "; while probing, " + stealSince(steal, ok, start) }()
 	for _, r := range rates {
 		a.sparseRun(ctx, g.streams, r.pps, r.n)
 		if ctx.Err() != nil {

@@ -39,3 +39,34 @@ func TestPrintSparse_AddedOverVethAndDelayError(t *testing.T) {
 		}
 	}
 }
+
+// A group's probes take n/pps at each rate: 100 s, 30 s and 10 s for 100.
+func TestSparseDuration_SumsTheRates(t *testing.T) {
+	if d := sparseDuration(sparseRates(100)); d != 140*time.Second {
+		t.Errorf("sparseDuration(100 probes at 1/s) = %v, want 140s", d)
+	}
+}
+
+// idle-spin refuses an unbounded or empty run before it touches a CPU.
+func TestIdleSpin_RefusesUnboundedRuns(t *testing.T) {
+	for _, d := range []string{"0s", "-1s", "2h"} {
+		if err := idleSpin([]string{"-for", d}); err == nil || !strings.Contains(err.Error(), "at most 1h") {
+			t.Errorf("idle-spin -for %s: %v, want a refusal", d, err)
+		}
+	}
+}
+
+// The hypervisor's steal is read from /proc/stat and given as a share of
+// all CPUs' time; unknown when it could not be read.
+func TestStealSince_ShareOfAllCPUsTime(t *testing.T) {
+	ticks, ok := stealTicks()
+	if !ok {
+		t.Fatal("/proc/stat: no steal column")
+	}
+	if s := stealSince(ticks, ok, time.Now().Add(-time.Second)); !strings.HasPrefix(s, "the hypervisor took ") || !strings.HasSuffix(s, " % of the CPUs' time (steal)") {
+		t.Errorf("stealSince = %q", s)
+	}
+	if s := stealSince(0, false, time.Now()); s != "steal unknown" {
+		t.Errorf("stealSince without a first reading = %q", s)
+	}
+}
