@@ -293,8 +293,8 @@ func Detach(name string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	if st.KindOf() != device.KindAttach {
-		return nil, device.InputErrorf("%q is not an attach but %s; `%s` removes it", name, st.KindOf().WithArticle(), device.RemoveCommand(st.KindOf(), name))
+	if err := st.WantKind(device.KindAttach); err != nil {
+		return nil, fmt.Errorf("%w; `%s` removes it", err, device.RemoveCommand(st.KindOf(), name))
 	}
 	rec, err := RecordOf(st)
 	if err != nil {
@@ -304,12 +304,12 @@ func Detach(name string) ([]string, error) {
 		return nil, errors.New("faultbox detach needs CAP_NET_ADMIN: run it as root, or give the container NET_ADMIN")
 	}
 	var removed []string
-	if st.Device.Alive() {
-		how, err := device.Stop(name, st.Device)
-		if err != nil {
-			return nil, err
-		}
-		removed = append(removed, fmt.Sprintf("device pid %d (%s)", st.Device.PID, how))
+	stopped, err := device.StopIfAlive(st)
+	if err != nil {
+		return nil, err
+	}
+	if stopped != "" {
+		removed = append(removed, stopped)
 	}
 	var errs []error
 	if _, err := os.Stat(device.Dir(name)); err == nil { // the device did not finish: undo from the record

@@ -38,11 +38,8 @@ func Placement(st *device.State) (device.Placement, error) {
 
 // RecordOf returns the attach record a state holds.
 func RecordOf(st *device.State) (*Record, error) {
-	if st.KindOf() != device.KindAttach {
-		return nil, device.InputErrorf("%q is not an attach but %s", st.Name, st.KindOf().WithArticle())
-	}
 	var r Record
-	if err := st.Decode(&r); err != nil {
+	if err := st.DecodeAs(device.KindAttach, &r); err != nil {
 		return nil, err
 	}
 	return &r, nil

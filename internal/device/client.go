@@ -169,6 +169,19 @@ func Stop(name string, p Proc) (string, error) {
 	return "", fmt.Errorf("device pid %d survives SIGKILL", p.PID)
 }
 
+// StopIfAlive stops the device of st if it runs (Stop) and says what it
+// removed, as the removals list it; "" if it was not running.
+func StopIfAlive(st *State) (string, error) {
+	if !st.Device.Alive() {
+		return "", nil
+	}
+	how, err := Stop(st.Name, st.Device)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("device pid %d (%s)", st.Device.PID, how), nil
+}
+
 // shutdown asks the device called name to stop, over its control socket.
 func shutdown(name string) error {
 	c, err := client.Dial(socketPath(name))

@@ -97,6 +97,26 @@ func TestState_RoundTripIsAtomicAndPrivate(t *testing.T) {
 	}
 }
 
+// DecodeAs reads a state's record only for its own kind, and names the
+// kind it is otherwise, as an input error.
+func TestState_DecodeAsRefusesAnotherKind(t *testing.T) {
+	st := &State{Name: "web", Kind: KindAttach}
+	if err := st.Encode(map[string]int{"n": 7}); err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]int
+	if err := st.DecodeAs(KindAttach, &got); err != nil || got["n"] != 7 {
+		t.Errorf("DecodeAs(attach) = %v, %v", got, err)
+	}
+	err := st.DecodeAs(KindLab, &got)
+	if err == nil || err.Error() != `"web" is not a lab but an attach` || !IsInputError(err) {
+		t.Errorf("DecodeAs(lab) of an attach: %v", err)
+	}
+	if stopped, err := StopIfAlive(st); stopped != "" || err != nil {
+		t.Errorf("StopIfAlive of a state with no device: %q, %v", stopped, err)
+	}
+}
+
 func TestProc_ReusedOrDeadPidIsNotAlive(t *testing.T) {
 	self, err := ProcOf(os.Getpid())
 	if err != nil || self.Start == 0 {

@@ -81,6 +81,22 @@ func (s *State) KindOf() Kind {
 	return s.Kind
 }
 
+// WantKind refuses a state of another kind than k, naming what it is.
+func (s *State) WantKind(k Kind) error {
+	if s.KindOf() != k {
+		return InputErrorf("%q is not %s but %s", s.Name, k.WithArticle(), s.KindOf().WithArticle())
+	}
+	return nil
+}
+
+// DecodeAs reads the placement record of a state of kind k into v.
+func (s *State) DecodeAs(k Kind, v any) error {
+	if err := s.WantKind(k); err != nil {
+		return err
+	}
+	return s.Decode(v)
+}
+
 // Decode reads the placement record into v.
 func (s *State) Decode(v any) error {
 	if len(s.Placement) == 0 {

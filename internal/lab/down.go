@@ -37,8 +37,8 @@ func Down(lab string) ([]string, error) {
 		errs = append(errs, err) // a damaged state.json: carry on by name
 	}
 	if st != nil {
-		if st.KindOf() != device.KindLab {
-			return nil, device.InputErrorf("%q is not a lab but %s; `%s` removes it", lab, st.KindOf().WithArticle(), device.RemoveCommand(st.KindOf(), lab))
+		if err := st.WantKind(device.KindLab); err != nil {
+			return nil, fmt.Errorf("%w; `%s` removes it", err, device.RemoveCommand(st.KindOf(), lab))
 		}
 		hosts, err := Hosts(st)
 		if err != nil {
@@ -62,12 +62,14 @@ func Down(lab string) ([]string, error) {
 	_, dirErr := os.Stat(device.Dir(lab))
 	dirExisted := dirErr == nil
 
-	if st != nil && st.Device.Alive() {
-		how, err := device.Stop(lab, st.Device)
+	if st != nil {
+		stopped, err := device.StopIfAlive(st)
 		if err != nil {
 			return removed, err // its ports and namespaces are in use: leave them
 		}
-		removed = append(removed, fmt.Sprintf("device pid %d (%s)", st.Device.PID, how))
+		if stopped != "" {
+			removed = append(removed, stopped)
+		}
 	}
 	for _, ns := range slices.Sorted(maps.Keys(nss)) {
 		r, err := removeNetns(ns)

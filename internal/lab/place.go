@@ -18,11 +18,8 @@ type record struct {
 
 // Hosts returns the hosts a lab's state records.
 func Hosts(st *device.State) ([]Host, error) {
-	if st.KindOf() != device.KindLab {
-		return nil, device.InputErrorf("%q is not a lab but %s", st.Name, st.KindOf().WithArticle())
-	}
 	var r record
-	if err := st.Decode(&r); err != nil {
+	if err := st.DecodeAs(device.KindLab, &r); err != nil {
 		return nil, err
 	}
 	return r.Hosts, nil

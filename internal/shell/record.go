@@ -34,11 +34,8 @@ func (r *record) netnsPath() string { return "/proc/" + strconv.Itoa(r.Process.P
 
 // decode reads a run's record.
 func decode(st *device.State) (*record, error) {
-	if st.KindOf() != device.KindRun {
-		return nil, device.InputErrorf("%q is not a run but %s", st.Name, st.KindOf().WithArticle())
-	}
 	var r record
-	if err := st.Decode(&r); err != nil {
+	if err := st.DecodeAs(device.KindRun, &r); err != nil {
 		return nil, err
 	}
 	return &r, nil

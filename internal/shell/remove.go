@@ -75,12 +75,12 @@ func remove(name string) ([]string, error) {
 	}
 	var removed []string
 	var errs []error
-	if st.Device.Alive() {
-		how, err := device.Stop(name, st.Device)
-		if err != nil {
-			return nil, err // its ports are in use: leave everything
-		}
-		removed = append(removed, fmt.Sprintf("device pid %d %s", st.Device.PID, how))
+	stopped, err := device.StopIfAlive(st)
+	if err != nil {
+		return nil, err // its ports are in use: leave everything
+	}
+	if stopped != "" {
+		removed = append(removed, stopped)
 	}
 	if rec.Netns != (netns.ID{}) {
 		n, err := netns.Kill(rec.Netns, killWait)
