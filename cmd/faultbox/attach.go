@@ -68,11 +68,8 @@ own addresses.`,
 	f.StringVar(&o.Netns, "netns", "", "attach to this namespace: a name in /run/netns, a path, or self")
 	f.StringSliceVar(&o.To, "to", nil, "destination prefixes or addresses to put the device in front of, comma-separated")
 	f.StringSliceVar(&o.Ports, "port", nil, "only traffic to or from these ports (TCP and UDP), comma-separated")
-	f.StringVar(&o.Profile, "profile", "passthrough", "built-in profile name or profile file")
 	f.StringVar(&o.Name, "name", "", "name of this attach: 1-16 of a-z, 0-9 and '-' (default: pid-PID, the namespace's name, or self)")
-	f.Uint64Var(&seed, "seed", 0, "seed of every random decision (default: the profile's, else random)")
-	f.StringVar(&o.Capture, "capture", "", "write every packet through the device to this pcapng file")
-	apiFlags(cmd, &o.Options)
+	deviceFlags(cmd, &o.Options, &seed, "passthrough", "every packet through the device")
 	f.StringVar(&o.APITokenFile, "api-token-file", "", "read --api's bearer token from this file (e.g. a mounted Kubernetes Secret) instead of making a random one")
 	f.BoolVar(&foreground, "foreground", false, "run the device in this process, logging to stderr, until SIGTERM or SIGINT, then detach (a container's main process)")
 	return cmd

@@ -38,9 +38,17 @@ func usageIfInput(err error) error {
 	return err
 }
 
-// apiFlags adds --api and --api-allow-remote, which every device command
-// takes (lab up, attach, run).
-func apiFlags(cmd *cobra.Command, o *device.Options) {
+// deviceFlags adds the flags every device command takes alike (lab up,
+// attach, run): --profile (default profile, "" for none), --seed, --capture
+// (captureWhat says what it holds), --api and --api-allow-remote.
+func deviceFlags(cmd *cobra.Command, o *device.Options, seed *uint64, profile, captureWhat string) {
+	profileHelp := "built-in profile name or profile file"
+	if profile == "" {
+		profileHelp += " (required)"
+	}
+	cmd.Flags().StringVar(&o.Profile, "profile", profile, profileHelp)
+	cmd.Flags().Uint64Var(seed, "seed", 0, "seed of every random decision (default: the profile's, else random)")
+	cmd.Flags().StringVar(&o.Capture, "capture", "", "write "+captureWhat+" to this pcapng file")
 	cmd.Flags().StringVar(&o.API, "api", "", "also serve the control API on this TCP address, e.g. 127.0.0.1:7070, with a bearer token printed here once (default: the unix socket only)")
 	cmd.Flags().BoolVar(&o.APIAllowRemote, "api-allow-remote", false, "let --api listen on an address other than loopback (e.g. for a Prometheus elsewhere)")
 }
@@ -94,13 +102,10 @@ profile's, else random; it is printed and shown by lab status.`,
 	}
 	labName(cmd, &o.Name)
 	cmd.Flags().StringVar(&hosts, "hosts", strings.Join(lab.DefaultHosts, ","), "hosts, comma-separated: 2-16 names, each 1-10 of a-z and 0-9 starting with a letter")
-	cmd.Flags().StringVar(&o.Profile, "profile", "passthrough", "built-in profile name or profile file")
-	cmd.Flags().Uint64Var(&seed, "seed", 0, "seed of every random decision (default: the profile's, else random)")
-	cmd.Flags().StringVar(&o.Capture, "capture", "", "write every packet of every port to this pcapng file")
 	cmd.Flags().IntVar(&o.MTU, "mtu", 1500, "MTU of every host's interface")
 	cmd.Flags().StringVar(&cpus, "cpus", "", "run the device on these CPUs only, e.g. 1 or 2-3 (default: any); a CPU of its own spares it migrations")
 	cmd.Flags().StringVar(&busyPoll, "busy-poll", "0", fmt.Sprintf("keep polling this long after the last packet before sleeping, for lower latency: up to %v on shared CPUs (e.g. 20us), up to 1s with --cpus (e.g. 1ms; keeps that CPU busy), or %s with --cpus (never sleeps: the lowest latency at any packet rate, for a whole CPU)", device.SharedBusyPoll, device.BusyPollAlways))
-	apiFlags(cmd, &o.Options)
+	deviceFlags(cmd, &o.Options, &seed, "passthrough", "every packet of every port")
 	return cmd
 }
 

@@ -69,10 +69,7 @@ once on stderr (docs/api.md).`,
 		},
 	}
 	cmd.Flags().StringVar(&o.Name, "name", "", "run name: 1-16 of a-z, 0-9 and '-' (default run-N)")
-	cmd.Flags().StringVar(&o.Profile, "profile", "", "built-in profile name or profile file (required)")
-	cmd.Flags().Uint64Var(&seed, "seed", 0, "seed of every random decision (default: the profile's, else random)")
-	cmd.Flags().StringVar(&o.Capture, "capture", "", "write every packet of both ports to this pcapng file")
-	apiFlags(cmd, &o.Options)
+	deviceFlags(cmd, &o.Options, &seed, "", "every packet of both ports")
 	// Everything after the first argument belongs to CMD, dashes included.
 	cmd.Flags().SetInterspersed(false)
 	return cmd
