@@ -191,15 +191,22 @@ func TestWriteStatus_ShowsPortsCountersAndBehaviors(t *testing.T) {
 			t.Errorf("status lacks %q:\n%s", want, out)
 		}
 	}
-	lines := strings.Split(out, "\n")
-	for _, l := range lines {
+	rows := 0
+	for _, l := range strings.Split(out, "\n") {
 		f := strings.Fields(l)
-		if len(f) > 5 && f[0] == "client" && (f[1] != "fbx-x-client" || f[3] != "198.18.0.1" || f[5] != "on" || f[6] != "500" || f[10] != "17") {
+		if len(f) <= 12 || f[0] != "client" && f[0] != "server" {
+			continue
+		}
+		rows++
+		if f[0] == "client" && (f[1] != "fbx-x-client" || f[3] != "198.18.0.1" || f[5] != "on" || f[6] != "500" || f[10] != "17") {
 			t.Errorf("client row %q: want offload on, 500 read, 17 gso", l)
 		}
-		if len(f) > 5 && f[0] == "server" && (f[5] != "off" || f[11] != "8" || f[12] != "5") {
+		if f[0] == "server" && (f[5] != "off" || f[11] != "8" || f[12] != "5") {
 			t.Errorf("server row %q: want offload off, 8 queue drops, 5 drops", l)
 		}
+	}
+	if rows != 2 {
+		t.Errorf("%d port rows (client and server) in:\n%s", rows, out)
 	}
 	if !strings.Contains(out, "warning: the device lost 8 packets that no behavior dropped") {
 		t.Errorf("status does not warn of the queue drops:\n%s", out)

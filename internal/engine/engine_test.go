@@ -457,6 +457,9 @@ func TestEngine_ResetStartsCountsOver(t *testing.T) {
 	if st.Counters != (Counters{}) || st.Flows.Active != 0 || st.Flows.Created != 0 || st.Events != 0 || len(st.FlowState) != 0 {
 		t.Errorf("after Reset: counters %+v flows %+v %v events %d", st.Counters, st.Flows, st.FlowState, st.Events)
 	}
+	if len(st.Ports) != 2 {
+		t.Fatalf("after Reset: %d ports, want the lab's 2", len(st.Ports))
+	}
 	for _, p := range st.Ports {
 		if p.Stats != (tun.PortStats{}) {
 			t.Errorf("after Reset: port %s %+v", p.Name, p.Stats)

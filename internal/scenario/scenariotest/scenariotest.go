@@ -120,3 +120,23 @@ func (s *Synth) Kernel(t testing.TB, name string, d time.Duration, event string,
 
 // Stamp renders t as the logs write times.
 func Stamp(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+
+// WantRuns checks that runs are exactly the arms named in want, once
+// each, with the outcome want gives each.
+func WantRuns(t testing.TB, runs []report.Run, want map[string]report.Outcome) {
+	t.Helper()
+	seen := map[string]bool{}
+	for _, r := range runs {
+		w, ok := want[r.Name]
+		switch {
+		case !ok || seen[r.Name]:
+			t.Errorf("run %q: not an arm the judge should report (once)", r.Name)
+		case r.Outcome != w:
+			t.Errorf("%s: %s, want %s: %s", r.Name, r.Outcome, w, r.Reason)
+		}
+		seen[r.Name] = true
+	}
+	if len(seen) != len(want) {
+		t.Errorf("%d of the %d arms reported: %v", len(seen), len(want), seen)
+	}
+}

@@ -75,11 +75,7 @@ func TestECNJudge_DroppedECNSYNsCostASecondOrTheConnection(t *testing.T) {
 		t.Fatalf("%s: %s", v.Outcome, v.Reason)
 	}
 	want := map[string]report.Outcome{armECN: report.Reproduced, armECNClean: report.NotReproduced, armECNNoFB: report.Reproduced, armECNOff: report.NotReproduced}
-	for _, run := range v.Runs {
-		if run.Outcome != want[run.Name] {
-			t.Errorf("%s: %s: %s", run.Name, run.Outcome, run.Reason)
-		}
-	}
+	scenariotest.WantRuns(t, v.Runs, want)
 	if !strings.Contains(v.Reason, "opened after 1.00 s to 1.00 s") || !strings.Contains(v.Reason, "all 4 SYNs") {
 		t.Errorf("reason %s", v.Reason)
 	}

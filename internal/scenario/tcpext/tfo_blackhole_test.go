@@ -133,11 +133,7 @@ func TestTFOJudge_DroppedSYNDataCostsATimeoutEveryTime(t *testing.T) {
 		t.Fatalf("%s: %s", v.Outcome, v.Reason)
 	}
 	want := map[string]report.Outcome{armTFOClean: report.NotReproduced, armTFOData: report.Reproduced, armTFODetect: report.Reproduced, armTFODefault: report.Reproduced}
-	for _, run := range v.Runs {
-		if run.Outcome != want[run.Name] {
-			t.Errorf("%s: %s: %s", run.Name, run.Outcome, run.Reason)
-		}
-	}
+	scenariotest.WantRuns(t, v.Runs, want)
 	for _, s := range []string{"fo_syn_drops 3", "TCPFastOpenActiveFail +3", "detected the black hole 2 times", "all 3 requests hung"} {
 		if !strings.Contains(v.Reason, s) {
 			t.Errorf("reason lacks %q: %s", s, v.Reason)
@@ -156,11 +152,8 @@ func TestTFOJudge_FaultOffIsNotReproduced(t *testing.T) {
 	if v.Outcome != report.NotReproduced {
 		t.Fatalf("%s: %s", v.Outcome, v.Reason)
 	}
-	for _, run := range v.Runs {
-		if run.Outcome != report.NotReproduced {
-			t.Errorf("%s: %s: %s", run.Name, run.Outcome, run.Reason)
-		}
-	}
+	scenariotest.WantRuns(t, v.Runs, map[string]report.Outcome{armTFOClean: report.NotReproduced, armTFOData: report.NotReproduced,
+		armTFODetect: report.NotReproduced, armTFODefault: report.NotReproduced})
 }
 
 func TestTFOJudge_AFailedCookieRequestIsAnError(t *testing.T) {
